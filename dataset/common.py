@@ -1,0 +1,117 @@
+"""Dataset format shared by the builders and the loader.
+
+A dataset folder holds `train/` and `test/`, each with a `dataset.json` (PuzzleDatasetMetadata) and, per
+set name S, `S__inputs.npy`, `S__labels.npy` (examples x seq_len), `S__puzzle_identifiers.npy` (one per
+puzzle), `S__puzzle_indices.npy` (puzzle -> first example, P+1 long) and `S__group_indices.npy` (group ->
+first puzzle, G+1 long); `identifiers.json` beside them maps identifier id -> name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pydantic
+
+from utils.errors import UserError
+
+FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+
+# dihedral transform id -> id of its inverse (rot90 and rot270 swap; flips are their own inverse)
+DIHEDRAL_INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]
+
+
+class PuzzleDatasetMetadata(pydantic.BaseModel):
+    pad_id: int
+    ignore_label_id: int | None
+    blank_identifier_id: int
+
+    vocab_size: int
+    seq_len: int
+    num_puzzle_identifiers: int
+
+    total_groups: int
+    mean_puzzle_examples: float
+
+    sets: list[str]
+
+
+def dihedral_transform(arr: np.ndarray, tid: int) -> np.ndarray:
+    """One of the 8 symmetries of the square; ids as in the original builders."""
+    if tid == 0:
+        return arr
+    if tid in (1, 2, 3):
+        return np.rot90(arr, k=tid)
+    if tid == 4:
+        return np.fliplr(arr)
+    if tid == 5:
+        return np.flipud(arr)
+    if tid == 6:
+        return arr.T
+    if tid == 7:
+        return np.fliplr(np.rot90(arr, k=1))
+    raise ValueError(f"dihedral transform id must be 0..7, got {tid}")
+
+
+def inverse_dihedral_transform(arr: np.ndarray, tid: int) -> np.ndarray:
+    return dihedral_transform(arr, DIHEDRAL_INVERSE[tid])
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """Smallest unsigned dtype that holds every token (the original wrote int64: 8x the disk)."""
+    return np.dtype(np.uint8) if vocab_size <= 256 else np.dtype(np.int32)
+
+
+def save_split(root: str, split: str, metadata: PuzzleDatasetMetadata, sets: dict[str, dict[str, np.ndarray]]) -> None:
+    """Write one split (`train` or `test`) of a dataset under `root`."""
+    split_dir = os.path.join(root, split)
+    os.makedirs(split_dir, exist_ok=True)
+    for set_name, arrays in sets.items():
+        missing = set(FIELDS) - set(arrays)
+        if missing:
+            raise ValueError(f"set {set_name!r} lacks {sorted(missing)}")
+        for field in FIELDS:
+            arr = np.asarray(arrays[field])
+            if field in ("inputs", "labels"):
+                arr = arr.astype(token_dtype(metadata.vocab_size), copy=False)
+            else:
+                arr = arr.astype(np.int32, copy=False)
+            np.save(os.path.join(split_dir, f"{set_name}__{field}.npy"), arr)
+    with open(os.path.join(split_dir, "dataset.json"), "w") as f:
+        json.dump(metadata.model_dump(), f)
+
+
+def prepare_output(output_dir: str, overwrite: bool) -> str:
+    """Refuse to clobber an existing dataset unless asked; return a fresh temporary folder beside it.
+
+    Builders write into the temporary folder and call `publish` at the very end, so an interrupted
+    build never leaves a half-written dataset that training would accept.
+    """
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir) and not overwrite:
+        raise UserError(f"{output_dir} already exists; pass --overwrite to replace it, or choose another --output-dir")
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(output_dir)}.partial-{os.getpid()}-{int(time.time())}")
+    os.makedirs(tmp)
+    return tmp
+
+
+def publish(tmp_dir: str, output_dir: str) -> None:
+    """Move a completely written dataset into place (replacing an old one only now, at the end)."""
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir):
+        old = f"{output_dir}.old-{os.getpid()}"
+        os.rename(output_dir, old)
+        os.rename(tmp_dir, output_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp_dir, output_dir)
+
+
+def write_identifiers(root: str, names: list[str]) -> None:
+    with open(os.path.join(root, "identifiers.json"), "w") as f:
+        json.dump(names, f)

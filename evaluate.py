@@ -1,0 +1,177 @@
+"""Evaluate a checkpoint: `python evaluate.py checkpoint=<run folder>/step_<N> [key=value ...]`.
+
+Reads `all_config.yaml` beside the checkpoint (as the original). Checkpoints without it (the released
+Hugging Face ones) need `data_path=...` and any non-default `arch.*` on the command line; other
+`key=value` pairs override the saved config (e.g. `global_batch_size=256 device=cpu`). Accepts keys with
+or without torch.compile's `_orig_mod.` prefix. Writes `step_<N>_all_preds.<rank>` beside the checkpoint
+(a dict of the tensors named in `save_outputs`), the original's format.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from omegaconf import OmegaConf
+
+from pretrain import (
+    PretrainConfig,
+    TrainState,
+    _config_error,
+    create_dataloader,
+    create_model,
+    evaluate,
+    setup_runtime,
+    validate_config,
+)
+from utils.errors import UserError, close_matches, exit_with
+from utils.runtime import init_distributed
+
+DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+def default_config() -> dict[str, Any]:
+    """cfg_pretrain.yaml with arch/hrm_v1.yaml, as Hydra would compose them with no overrides."""
+    base = OmegaConf.load(os.path.join(REPO, "config", "cfg_pretrain.yaml"))
+    base.pop("defaults", None)
+    base.pop("hydra", None)
+    base.arch = OmegaConf.load(os.path.join(REPO, "config", "arch", "hrm_v1.yaml"))
+    return OmegaConf.to_container(base, resolve=True)  # type: ignore[return-value]
+
+
+def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str]]:
+    cli = dict(cli)
+    ckpt = cli.pop("checkpoint", None)
+    if not ckpt:
+        raise UserError("usage: python evaluate.py checkpoint=<path to step_N file> [data_path=...] [key=value ...]")
+    ckpt = str(ckpt)
+    if not os.path.isfile(ckpt):
+        raise UserError(f"checkpoint file {ckpt!r} does not exist")
+    save_outputs = cli.pop("save_outputs", DEFAULT_OUTPUTS)
+
+    cfg_file = os.path.join(os.path.dirname(ckpt), "all_config.yaml")
+    if os.path.isfile(cfg_file):
+        with open(cfg_file) as f:
+            base = yaml.safe_load(f)
+        source = cfg_file
+    else:
+        if "data_path" not in cli:
+            raise UserError(
+                f"no all_config.yaml beside {ckpt} (as with the released Hugging Face checkpoints): "
+                "give data_path=<dataset folder> and any arch.* settings the model was trained with"
+            )
+        base = default_config()
+        source = "defaults (config/cfg_pretrain.yaml)"
+
+    merged = OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(cli))
+    known = set(PretrainConfig.model_fields)
+    for k in cli:
+        if k not in known:
+            raise UserError(f"unknown key {k!r}{close_matches(k, known | {'checkpoint', 'save_outputs'})}")
+    try:
+        config = PretrainConfig(**OmegaConf.to_container(merged, resolve=True))  # type: ignore[arg-type]
+    except Exception as e:
+        raise _config_error(e) from None
+    validate_config(config)
+    config.eval_save_outputs = list(save_outputs)
+    config.checkpoint_path = os.path.dirname(ckpt)
+    print(f"config: {source}")
+    return config, ckpt, list(save_outputs)
+
+
+def load_checkpoint(path: str, model: torch.nn.Module, data_path: str) -> None:
+    """Load the original's or our weights (weights_only: a checkpoint cannot run code)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # full-state checkpoint: take the weights
+    state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
+
+    own = model.state_dict()
+    key = "model.inner.puzzle_emb.weights"
+    if key in state and key in own and state[key].shape != own[key].shape:
+        raise UserError(
+            f"checkpoint has {state[key].shape[0]} puzzle identifiers but dataset {data_path} has {own[key].shape[0]}: "
+            "it was trained on another dataset build; pass the data_path it was trained with"
+        )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint {path} does not match the model: missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}; check arch.* settings"
+        )
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise UserError(
+                f"checkpoint tensor {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}; check arch.* settings"
+            )
+    model.load_state_dict(state, strict=True)
+
+
+def launch(cli: dict[str, Any]) -> None:
+    d = init_distributed(str(cli.get("device", "auto")))
+    try:
+        config, ckpt, _ = load_eval_config(cli) if d.is_main else (None, "", [])
+        if d.world_size > 1:
+            obj = [(config, ckpt)]
+            dist.broadcast_object_list(obj, src=0)
+            config, ckpt = obj[0]
+        assert config is not None
+        rt = setup_runtime(config, d)
+        train_loader, train_meta = create_dataloader(
+            config,
+            "train",
+            d,
+            rt.device,
+            test_set_mode=False,
+            epochs_per_iter=1,
+            global_batch_size=config.global_batch_size,
+        )
+        eval_loader, eval_meta = create_dataloader(
+            config,
+            "test",
+            d,
+            rt.device,
+            test_set_mode=True,
+            epochs_per_iter=1,
+            global_batch_size=config.global_batch_size,
+        )
+        model, optimizers, lrs = create_model(config, train_meta, d, rt.device, rt.forward_dtype, rt.use_compile)
+        load_checkpoint(ckpt, model.eager, config.data_path)
+
+        name = os.path.basename(ckpt)
+        step = (
+            int(name.removeprefix("step_")) if name.startswith("step_") and name.removeprefix("step_").isdigit() else 0
+        )
+        state = TrainState(model=model, optimizers=optimizers, optimizer_lrs=lrs, carry=None, step=step, total_steps=0)
+        if d.is_main:
+            print(f"evaluating {ckpt} on {config.data_path} ({rt.device.type}, {rt.forward_dtype})", flush=True)
+        model.eager.eval()
+        metrics = evaluate(config, state, eval_loader, eval_meta, d, rt.device)
+        if d.is_main and metrics is not None:
+            for set_name, m in metrics.items():
+                print(f"{set_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
+            print(f"predictions: {os.path.join(config.checkpoint_path or '', f'step_{step}_all_preds.{d.rank}')}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main() -> None:
+    try:
+        cli = OmegaConf.to_container(OmegaConf.from_cli(sys.argv[1:]))
+        launch(cli)  # type: ignore[arg-type]
+    except UserError as e:
+        exit_with(e)
+
+
+if __name__ == "__main__":
+    main()

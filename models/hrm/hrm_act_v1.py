@@ -1,0 +1,282 @@
+"""Hierarchical Reasoning Model with Adaptive Computation Time (Wang et al. 2025, arXiv 2506.21734).
+
+Two recurrent transformer stacks: a slow high-level module H (state z_H) and a fast low-level module L
+(state z_L). One ACT *segment* runs N = H_cycles high-level updates, each after T = L_cycles low-level ones:
+
+    z_L <- f_L(z_L, z_H + x~)      T times per H step          (x~ = embedded input)
+    z_H <- f_H(z_H, z_L)           once per H step
+
+Only the final f_L and f_H calls of a segment carry gradient (the "one-step gradient" approximation of
+the fixed point); the rest run under no_grad. Segments repeat with detached state ("deep supervision")
+until a Q-head on z_H's first position says halt (Q_halt > Q_continue), or M_max = halt_max_steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from models.common import trunc_normal_init_
+from models.layers import Attention, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, SwiGLU, rms_norm
+from models.sparse_embedding import CastedSparseEmbedding
+
+
+@dataclass
+class HierarchicalReasoningModel_ACTV1InnerCarry:
+    z_H: torch.Tensor
+    z_L: torch.Tensor
+
+
+@dataclass
+class HierarchicalReasoningModel_ACTV1Carry:
+    inner_carry: HierarchicalReasoningModel_ACTV1InnerCarry
+    steps: torch.Tensor  # segments run so far, per row
+    halted: torch.Tensor  # row finished: the next call replaces it with the next batch's row
+    current_data: dict[str, torch.Tensor]  # the batch row each carry row is working on
+
+
+class HierarchicalReasoningModel_ACTV1Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int
+    seq_len: int
+    puzzle_emb_ndim: int = 0
+    num_puzzle_identifiers: int
+    vocab_size: int
+
+    H_cycles: int
+    L_cycles: int
+    H_layers: int
+    L_layers: int
+
+    hidden_size: int
+    expansion: float
+    num_heads: int
+    pos_encodings: str
+
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+    halt_max_steps: int
+    halt_exploration_prob: float
+
+    forward_dtype: str = "bfloat16"
+    causal: bool = False
+
+
+class HierarchicalReasoningModel_ACTV1Block(nn.Module):
+    """Post-norm transformer block: x = rms(x + attn(x)); x = rms(x + swiglu(x))."""
+
+    def __init__(self, config: HierarchicalReasoningModel_ACTV1Config) -> None:
+        super().__init__()
+        head_dim = config.hidden_size // config.num_heads
+        self.self_attn = Attention(
+            config.hidden_size, head_dim, config.num_heads, config.num_heads, causal=config.causal
+        )
+        self.mlp = SwiGLU(config.hidden_size, config.expansion)
+        self.norm_eps = config.rms_norm_eps
+
+    def forward(self, cos_sin: CosSin | None, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = rms_norm(
+            hidden_states + self.self_attn(cos_sin=cos_sin, hidden_states=hidden_states), self.norm_eps
+        )
+        hidden_states = rms_norm(hidden_states + self.mlp(hidden_states), self.norm_eps)
+        return hidden_states
+
+
+class HierarchicalReasoningModel_ACTV1ReasoningModule(nn.Module):
+    """f_H or f_L: add the injection to the state, then run the stack."""
+
+    def __init__(self, layers: list[HierarchicalReasoningModel_ACTV1Block]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(
+        self, hidden_states: torch.Tensor, input_injection: torch.Tensor, cos_sin: CosSin | None
+    ) -> torch.Tensor:
+        hidden_states = hidden_states + input_injection
+        for layer in self.layers:
+            hidden_states = layer(cos_sin=cos_sin, hidden_states=hidden_states)
+        return hidden_states
+
+
+class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
+    def __init__(self, config: HierarchicalReasoningModel_ACTV1Config) -> None:
+        super().__init__()
+        self.config = config
+        self.forward_dtype = getattr(torch, config.forward_dtype)
+
+        self.embed_scale = math.sqrt(config.hidden_size)
+        embed_init_std = 1.0 / self.embed_scale
+        self.embed_tokens = CastedEmbedding(
+            config.vocab_size, config.hidden_size, init_std=embed_init_std, cast_to=self.forward_dtype
+        )
+        self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
+        self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
+
+        # The puzzle embedding occupies ceil(puzzle_emb_ndim / hidden) positions before the tokens.
+        self.puzzle_emb_len = -(config.puzzle_emb_ndim // -config.hidden_size)
+        if config.puzzle_emb_ndim > 0:
+            self.puzzle_emb = CastedSparseEmbedding(
+                config.num_puzzle_identifiers,
+                config.puzzle_emb_ndim,
+                batch_size=config.batch_size,
+                init_std=0,
+                cast_to=self.forward_dtype,
+            )
+
+        total_len = config.seq_len + self.puzzle_emb_len
+        if config.pos_encodings == "rope":
+            self.rotary_emb = RotaryEmbedding(config.hidden_size // config.num_heads, total_len, base=config.rope_theta)
+        elif config.pos_encodings == "learned":
+            self.embed_pos = CastedEmbedding(
+                total_len, config.hidden_size, init_std=embed_init_std, cast_to=self.forward_dtype
+            )
+        else:
+            raise ValueError(f"pos_encodings must be 'rope' or 'learned', got {config.pos_encodings!r}")
+
+        self.H_level = HierarchicalReasoningModel_ACTV1ReasoningModule(
+            [HierarchicalReasoningModel_ACTV1Block(config) for _ in range(config.H_layers)]
+        )
+        self.L_level = HierarchicalReasoningModel_ACTV1ReasoningModule(
+            [HierarchicalReasoningModel_ACTV1Block(config) for _ in range(config.L_layers)]
+        )
+
+        # z_H^0, z_L^0: fixed random initial states, shared by every row
+        self.H_init = nn.Buffer(
+            trunc_normal_init_(torch.empty(config.hidden_size, dtype=self.forward_dtype), std=1), persistent=True
+        )
+        self.L_init = nn.Buffer(
+            trunc_normal_init_(torch.empty(config.hidden_size, dtype=self.forward_dtype), std=1), persistent=True
+        )
+
+        # Q head starts at "continue" with near-zero gradient noise: weight 0, bias -5.
+        with torch.no_grad():
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5)  # type: ignore[union-attr]
+
+    def _input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+        embedding = self.embed_tokens(inputs.to(torch.int32))
+
+        if self.config.puzzle_emb_ndim > 0:
+            puzzle_embedding = self.puzzle_emb(puzzle_identifiers)
+            pad_count = self.puzzle_emb_len * self.config.hidden_size - puzzle_embedding.shape[-1]
+            if pad_count > 0:
+                puzzle_embedding = F.pad(puzzle_embedding, (0, pad_count))
+            embedding = torch.cat(
+                (puzzle_embedding.view(-1, self.puzzle_emb_len, self.config.hidden_size), embedding), dim=-2
+            )
+
+        if self.config.pos_encodings == "learned":
+            # (e + p) / sqrt(2) keeps the variance of one embedding
+            embedding = 0.707106781 * (embedding + self.embed_pos.embedding_weight.to(self.forward_dtype))
+
+        return self.embed_scale * embedding
+
+    def empty_carry(
+        self, batch_size: int, device: torch.device | None = None
+    ) -> HierarchicalReasoningModel_ACTV1InnerCarry:
+        shape = (batch_size, self.config.seq_len + self.puzzle_emb_len, self.config.hidden_size)
+        return HierarchicalReasoningModel_ACTV1InnerCarry(
+            z_H=torch.empty(shape, dtype=self.forward_dtype, device=device),
+            z_L=torch.empty(shape, dtype=self.forward_dtype, device=device),
+        )
+
+    def reset_carry(
+        self, reset_flag: torch.Tensor, carry: HierarchicalReasoningModel_ACTV1InnerCarry
+    ) -> HierarchicalReasoningModel_ACTV1InnerCarry:
+        flag = reset_flag.view(-1, 1, 1)
+        return HierarchicalReasoningModel_ACTV1InnerCarry(
+            z_H=torch.where(flag, self.H_init, carry.z_H),
+            z_L=torch.where(flag, self.L_init, carry.z_L),
+        )
+
+    def forward(
+        self, carry: HierarchicalReasoningModel_ACTV1InnerCarry, batch: dict[str, torch.Tensor]
+    ) -> tuple[HierarchicalReasoningModel_ACTV1InnerCarry, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        cos_sin = self.rotary_emb() if hasattr(self, "rotary_emb") else None
+        x = self._input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        H, L = self.config.H_cycles, self.config.L_cycles
+
+        with torch.no_grad():
+            z_H, z_L = carry.z_H, carry.z_L
+            for h in range(H):
+                for l in range(L):
+                    if not (h == H - 1 and l == L - 1):
+                        z_L = self.L_level(z_L, z_H + x, cos_sin)
+                if h != H - 1:
+                    z_H = self.H_level(z_H, z_L, cos_sin)
+
+        # One-step gradient: only the last f_L and f_H see autograd.
+        z_L = self.L_level(z_L, z_H + x, cos_sin)
+        z_H = self.H_level(z_H, z_L, cos_sin)
+
+        new_carry = HierarchicalReasoningModel_ACTV1InnerCarry(z_H=z_H.detach(), z_L=z_L.detach())
+        logits = self.lm_head(z_H)[:, self.puzzle_emb_len :]
+        q_logits = self.q_head(z_H[:, 0]).to(torch.float32)
+        return new_carry, logits, (q_logits[..., 0], q_logits[..., 1])
+
+
+class HierarchicalReasoningModel_ACTV1(nn.Module):
+    """ACT wrapper: keeps a carry of per-row state, swaps in new rows when old ones halt, learns when to halt."""
+
+    def __init__(self, config_dict: dict):
+        super().__init__()
+        self.config = HierarchicalReasoningModel_ACTV1Config(**config_dict)
+        self.inner = HierarchicalReasoningModel_ACTV1_Inner(self.config)
+
+    @property
+    def puzzle_emb(self) -> CastedSparseEmbedding:
+        return self.inner.puzzle_emb
+
+    def initial_carry(self, batch: dict[str, torch.Tensor]) -> HierarchicalReasoningModel_ACTV1Carry:
+        batch_size = batch["inputs"].shape[0]
+        device = batch["inputs"].device
+        # Every row starts halted, so the first call resets its state and takes the batch's row.
+        return HierarchicalReasoningModel_ACTV1Carry(
+            inner_carry=self.inner.empty_carry(batch_size, device=device),
+            steps=torch.zeros(batch_size, dtype=torch.int32, device=device),
+            halted=torch.ones(batch_size, dtype=torch.bool, device=device),
+            current_data={k: torch.empty_like(v) for k, v in batch.items()},
+        )
+
+    def forward(
+        self, carry: HierarchicalReasoningModel_ACTV1Carry, batch: dict[str, torch.Tensor]
+    ) -> tuple[HierarchicalReasoningModel_ACTV1Carry, dict[str, torch.Tensor]]:
+        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
+        steps = torch.where(carry.halted, 0, carry.steps)
+        current_data = {
+            k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
+            for k, v in carry.current_data.items()
+        }
+
+        inner_carry, logits, (q_halt_logits, q_continue_logits) = self.inner(inner_carry, current_data)
+        outputs = {"logits": logits, "q_halt_logits": q_halt_logits, "q_continue_logits": q_continue_logits}
+
+        with torch.no_grad():
+            steps = steps + 1
+            is_last_step = steps >= self.config.halt_max_steps
+            halted = is_last_step
+
+            # Adaptive halting in training only; evaluation always runs M_max segments so a batch halts together.
+            if self.training and self.config.halt_max_steps > 1:
+                halted = halted | (q_halt_logits > q_continue_logits)
+
+                # Exploration: with prob. epsilon a row must run at least U{2..M_max} segments.
+                explore = torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob
+                min_halt_steps = explore * torch.randint_like(steps, low=2, high=self.config.halt_max_steps + 1)
+                halted = halted & (steps >= min_halt_steps)
+
+                # Q-learning target for "continue": the next segment's value (one extra no-grad forward;
+                # no replay buffer or target network, the large batch plays that role, as in PQN).
+                next_q_halt, next_q_continue = self.inner(inner_carry, current_data)[-1]
+                outputs["target_q_continue"] = torch.sigmoid(
+                    torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue))
+                )
+
+        return HierarchicalReasoningModel_ACTV1Carry(inner_carry, steps, halted, current_data), outputs

@@ -1,0 +1,89 @@
+"""Per-puzzle embedding table trained by sign-SGD on only the rows a batch touches.
+
+The table (`weights`, one row per puzzle identifier; ARC has ~1M) is a buffer, not a Parameter, so the
+dense optimizer never sees it. In training, the rows of the batch are copied into `local_weights`, a
+leaf that receives the gradient; the optimizer then gathers (ids, grads) from every rank, sums the
+gradient per unique id and applies sign-SGD with decoupled weight decay to those rows alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.optim.optimizer import Optimizer
+
+from models.common import trunc_normal_init_
+
+
+class CastedSparseEmbedding(nn.Module):
+    def __init__(self, num_embeddings: int, embedding_dim: int, batch_size: int, init_std: float, cast_to: torch.dtype):
+        super().__init__()
+        self.cast_to = cast_to
+        self.weights = nn.Buffer(
+            trunc_normal_init_(torch.empty(num_embeddings, embedding_dim), std=init_std), persistent=True
+        )
+        # Rows used by the current training batch and their ids (not saved).
+        self.local_weights = nn.Buffer(torch.zeros(batch_size, embedding_dim, requires_grad=True), persistent=False)
+        self.local_ids = nn.Buffer(torch.zeros(batch_size, dtype=torch.int32), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.weights[ids].to(self.cast_to)
+        with torch.no_grad():
+            self.local_weights.copy_(self.weights[ids])
+            self.local_ids.copy_(ids)
+        return self.local_weights.to(self.cast_to)
+
+
+class CastedSparseEmbeddingSignSGD_Distributed(Optimizer):
+    """Sign-SGD for CastedSparseEmbedding. Takes the module's buffers (weights, local_weights, local_ids)."""
+
+    def __init__(self, params, world_size: int, lr: float | torch.Tensor = 1e-3, weight_decay: float = 1e-2):
+        if not 0.0 <= float(lr):
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, world_size=world_size))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        for group in self.param_groups:
+            grad = ids = table = None
+            for p in group["params"]:
+                if p.requires_grad:
+                    grad = p.grad
+                elif p.ndim == 1:
+                    ids = p
+                elif p.ndim == 2:
+                    table = p
+            if grad is None or ids is None or table is None:
+                continue  # no training forward since the last step
+            sparse_signsgd_step(
+                grad, ids, table, lr=group["lr"], weight_decay=group["weight_decay"], world_size=group["world_size"]
+            )
+
+
+def sparse_signsgd_step(
+    local_grad: torch.Tensor,
+    local_ids: torch.Tensor,
+    table: torch.Tensor,
+    lr: float,
+    weight_decay: float,
+    world_size: int,
+) -> None:
+    N, D = local_grad.shape
+    all_grad, all_ids = local_grad, local_ids
+    if world_size > 1:
+        all_grad = torch.empty(world_size * N, D, dtype=local_grad.dtype, device=local_grad.device)
+        all_ids = torch.empty(world_size * N, dtype=local_ids.dtype, device=local_ids.device)
+        dist.all_gather_into_tensor(all_grad, local_grad)
+        dist.all_gather_into_tensor(all_ids, local_ids)
+
+    uniq, inv = all_ids.unique(return_inverse=True)
+    summed = torch.zeros(uniq.shape[0], D, dtype=all_grad.dtype, device=all_grad.device)
+    summed.scatter_add_(0, inv.unsqueeze(-1).expand(-1, D), all_grad)
+
+    rows = table[uniq]
+    rows.mul_(1.0 - lr * weight_decay).add_(torch.sign(summed), alpha=-lr)
+    table[uniq] = rows

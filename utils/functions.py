@@ -1,0 +1,33 @@
+"""Resolve `module@Class` names from the config (e.g. `hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1`)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from utils.errors import UserError
+
+
+def _split(identifier: str) -> tuple[str, str]:
+    if identifier.count("@") != 1:
+        raise UserError(
+            f"model name {identifier!r} must look like 'module.path@ClassName' (e.g. hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1)"
+        )
+    module_path, class_name = identifier.split("@")
+    return module_path, class_name
+
+
+def load_model_class(identifier: str, prefix: str = "models.") -> type:
+    module_path, class_name = _split(identifier)
+    try:
+        module = importlib.import_module(prefix + module_path)
+    except ModuleNotFoundError:
+        raise UserError(f"no module {prefix + module_path!r} for model name {identifier!r}") from None
+    if not hasattr(module, class_name):
+        raise UserError(f"{prefix + module_path} has no class {class_name!r} (model name {identifier!r})")
+    return getattr(module, class_name)
+
+
+def get_model_source_path(identifier: str, prefix: str = "models.") -> str | None:
+    module_path, _ = _split(identifier)
+    return inspect.getsourcefile(importlib.import_module(prefix + module_path))

@@ -1,0 +1,170 @@
+"""Where and how the model runs: device, dtype, distributed setup, gradient reduction and the compile guard.
+
+Every fast path is chosen here, once, and comes back with a one-line reason for the start-up report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from utils.errors import UserError
+
+# ----------------------------------------------------------------------------------------------------------
+# Distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_pref: str) -> Dist:
+    """torchrun sets LOCAL_RANK: then NCCL on CUDA, gloo on CPU (so `torchrun` also works without a GPU)."""
+    if "LOCAL_RANK" not in os.environ:
+        return Dist()
+    local_rank = int(os.environ["LOCAL_RANK"])
+    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+
+
+def allreduce_grads(params: Iterable[nn.Parameter], bucket_bytes: int = 64 << 20) -> None:
+    """Sum gradients over ranks in a few flat buckets (one all_reduce per bucket, not per tensor)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    by_kind: dict[tuple, list[torch.Tensor]] = {}
+    for g in grads:
+        by_kind.setdefault((g.device, g.dtype), []).append(g)
+    for group in by_kind.values():
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for g in group + [None]:  # type: ignore[list-item]
+            if g is not None:
+                bucket.append(g)
+                size += g.numel() * g.element_size()
+            if bucket and (g is None or size >= bucket_bytes):
+                flat = torch.cat([t.reshape(-1) for t in bucket])
+                dist.all_reduce(flat)
+                offset = 0
+                for t in bucket:
+                    t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                    offset += t.numel()
+                bucket, size = [], 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Device and dtype
+
+
+def resolve_device(pref: str, local_rank: int = 0) -> tuple[torch.device, str]:
+    if pref not in ("auto", "cuda", "cpu", "mps"):
+        raise UserError(f"device must be auto, cuda, cpu or mps, got {pref!r}")
+    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError(
+                "device=cuda but PyTorch sees no CUDA GPU (check `nvidia-smi` and that torch is a CUDA build); use device=cpu"
+            )
+        dev = torch.device("cuda", local_rank)
+        return (
+            dev,
+            f"{torch.cuda.get_device_name(dev)}, {torch.cuda.get_device_properties(dev).total_memory / 2**30:.0f} GiB",
+        )
+    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if pref == "mps" or (pref == "auto" and mps_ok):
+        if not mps_ok:
+            raise UserError("device=mps but this PyTorch has no Apple MPS support; use device=cpu")
+        return torch.device("mps"), "Apple MPS"
+    return torch.device("cpu"), f"CPU, {torch.get_num_threads()} threads" + (
+        " (no GPU found)" if pref == "auto" else ""
+    )
+
+
+def resolve_forward_dtype(requested: str | None, device: torch.device) -> tuple[str, str]:
+    """bf16 where the device does it natively, fp32 otherwise; an explicit arch.forward_dtype always wins."""
+    if requested is not None:
+        if not isinstance(getattr(torch, str(requested), None), torch.dtype):
+            raise UserError(f"arch.forward_dtype={requested!r} is not a torch dtype (use bfloat16, float16 or float32)")
+        return str(requested), "set in config"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bfloat16", "GPU supports bf16"
+        return "float32", "this GPU has no native bf16 (fp32 is slower but safe; fp16 has no loss scaling here)"
+    return "float32", f"bf16 is slow or unsupported on {device.type}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torch.compile with a guard
+
+
+def compile_wanted(setting: Any, device: torch.device) -> tuple[bool, str]:
+    if os.environ.get("DISABLE_COMPILE", "").strip() not in ("", "0", "false", "False"):
+        return False, "DISABLE_COMPILE is set"
+    if setting in (False, "false", "False", "off", 0):
+        return False, "compile=false"
+    if setting in (True, "true", "True", "on", 1):
+        return True, "compile=true"
+    if setting not in (None, "auto"):
+        raise UserError(f"compile must be auto, true or false, got {setting!r}")
+    if device.type != "cuda":
+        return False, f"off by default on {device.type} (compile=true to force)"
+    return True, "on by default on CUDA"
+
+
+class CompileGuard:
+    """Holds the eager module and, when enabled, its torch.compile'd twin.
+
+    Compilation happens lazily at the first call of each mode; if that fails (a missing compiler, a
+    Dynamo/Inductor bug), the run prints one line with the reason and continues eager instead of dying.
+    Checkpoints always use `eager` (no `_orig_mod.` prefixes).
+    """
+
+    def __init__(self, model: nn.Module, enabled: bool, log: Callable[[str], None] = print):
+        self.eager = model
+        self.compiled: nn.Module | None = torch.compile(model, dynamic=False) if enabled else None  # type: ignore[assignment]
+        self.log = log
+        self._verified: set[str] = set()
+
+    @property
+    def active(self) -> nn.Module:
+        return self.compiled if self.compiled is not None else self.eager
+
+    @property
+    def is_compiled(self) -> bool:
+        return self.compiled is not None
+
+    def run(self, key: str, fn: Callable[[nn.Module], Any], cleanup: Callable[[], None] | None = None) -> Any:
+        """Run fn(model); on the first call for `key` with compile on, fall back to eager if it fails."""
+        if self.compiled is None or key in self._verified:
+            return fn(self.active)
+        try:
+            out = fn(self.compiled)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            self.log(
+                f"torch.compile failed ({type(e).__name__}: {first}); continuing eager. Set DISABLE_COMPILE=1 to skip compiling."
+            )
+            self.compiled = None
+            if cleanup is not None:
+                cleanup()
+            return fn(self.eager)
+        self._verified.add(key)
+        return out

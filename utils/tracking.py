@@ -1,0 +1,97 @@
+"""Metrics go to `<run folder>/metrics.jsonl` always, and to Weights & Biases when it is set up.
+
+W&B never blocks a run: `wandb_mode=auto` uses it only if it is installed and logged in (env key or
+~/.netrc) or WANDB_MODE says otherwise; a failed init prints one line and the run goes on without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import netrc
+import os
+import time
+from typing import Any
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1])
+        return bool(auth and auth[2])
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _jsonable(v: Any) -> Any:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return f if math.isfinite(f) else str(f)
+
+
+class Tracker:
+    def __init__(self, run_dir: str | None, enabled: bool):
+        self.enabled = enabled
+        self.path = os.path.join(run_dir, "metrics.jsonl") if (run_dir and enabled) else None
+        self.wandb: Any = None
+        self.wandb_status = "disabled"
+        self.t0 = time.time()
+        if self.path:
+            os.makedirs(run_dir, exist_ok=True)  # type: ignore[arg-type]
+
+    def start_wandb(self, mode: str, project: str, name: str, config: dict[str, Any]) -> str:
+        """Returns a one-line status for the start-up report."""
+        if not self.enabled:
+            return "off (not rank 0)"
+        if mode not in WANDB_MODES:
+            from utils.errors import UserError
+
+            raise UserError(f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+        env_mode = os.environ.get("WANDB_MODE")
+        if mode == "auto":
+            if env_mode in ("online", "offline", "disabled", "dryrun"):
+                mode = "offline" if env_mode == "dryrun" else env_mode
+            elif _wandb_logged_in():
+                mode = "online"
+            else:
+                self.wandb_status = "off: not logged in (run `wandb login`, or wandb_mode=offline to log locally)"
+                return self.wandb_status
+        if mode == "disabled":
+            self.wandb_status = "off (wandb_mode=disabled)"
+            return self.wandb_status
+        try:
+            import wandb
+        except ImportError:
+            self.wandb_status = "off: wandb is not installed (pip install wandb)"
+            return self.wandb_status
+        try:
+            self.wandb = wandb.init(
+                project=project, name=name, config=config, mode=mode, settings=wandb.Settings(x_disable_stats=True)
+            )
+            self.wandb_status = f"{mode} ({project} / {name})"
+        except Exception as e:
+            self.wandb = None
+            self.wandb_status = (
+                f"off: wandb.init failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+            )
+        return self.wandb_status
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if not self.enabled:
+            return
+        if self.path:
+            row = {"step": step, "time": round(time.time() - self.t0, 3)}
+            row.update({k: _jsonable(v) for k, v in metrics.items()})
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def finish(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
