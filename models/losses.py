@@ -38,12 +38,12 @@ def softmax_cross_entropy(
 ) -> torch.Tensor:
     """Per-token CE under softmax, in float32; 0 where the label is ignored."""
     flat = F.cross_entropy(
-        logits.to(torch.float32).view(-1, logits.shape[-1]),
-        labels.to(torch.long).view(-1),
+        logits.to(torch.float32).reshape(-1, logits.shape[-1]),
+        labels.to(torch.long).reshape(-1),
         ignore_index=ignore_index,
         reduction="none",
     )
-    return flat.view(labels.shape)
+    return flat.view(labels.shape)  # logits may be a non-contiguous slice: reshape above, never view
 
 
 LOSS_FUNCTIONS = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
