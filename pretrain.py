@@ -414,13 +414,16 @@ def evaluate(
         return metrics, preds
 
     with torch.inference_mode():
-        for set_name, batch, _gbs in eval_loader:
+        for set_name, batch, gbs in eval_loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             metrics, preds = state.model.run("eval", lambda m, b=batch: run_batch(m, b))
+            # this rank's real (unpadded) rows; the original also saved the padding of the last batch
+            local = len(batch["inputs"])
+            real = min(local, max(0, gbs - d.rank * local))
             for collection in (batch, preds):
                 for k, v in collection.items():
                     if k in config.eval_save_outputs:
-                        saved.setdefault(k, []).append(v.cpu())
+                        saved.setdefault(k, []).append(v[:real].cpu())
             if totals is None:
                 keys = sorted(metrics)
                 totals = torch.zeros(len(set_ids), len(keys), dtype=torch.float64, device=device)
@@ -601,6 +604,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
 
         progress = tqdm.tqdm(total=total_steps, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
 
+    shown_acc = 0.0
     for it in range(total_iters):
         if d.is_main:
             print(f"[Rank {d.rank}, World Size {d.world_size}]: Epoch {it * epochs_per_iter}", flush=True)
@@ -612,9 +616,9 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             if d.is_main and metrics is not None:
                 tracker.log(metrics, step=state.step)
                 progress.update(state.step - progress.n)  # type: ignore[union-attr]
-                progress.set_postfix(
-                    loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}", refresh=False
-                )  # type: ignore[union-attr]
+                if metrics["train/count"] > 0:  # accuracy only means something on steps where rows halted
+                    shown_acc = metrics["train/accuracy"]
+                progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{shown_acc:.3f}", refresh=False)  # type: ignore[union-attr]
 
         model.eager.eval()
         results = evaluate(config, state, eval_loader, eval_meta, d, device)

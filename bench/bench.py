@@ -1,0 +1,258 @@
+"""Time HRM training steps and evaluation with the trainer's own functions, for this fork or the original.
+
+    python bench/bench.py                                 # this fork, Sudoku shape (seq 81, batch 768)
+    python bench/bench.py --shape arc                     # ARC/Maze shape (seq 900, batch 96)
+    python bench/bench.py --impl orig --root /path/to/HRM # the original checkout (see bench/README.md)
+
+Each run prints one JSON line (ms/step, MFU, peak memory, eval puzzles/s). Both implementations are driven
+through their own `train_batch` and `evaluate`, on the same random batches, so per-step overheads
+(host syncs, metric reduction, optimizer launches) are counted as a user would pay them.
+`bench/compare.py` runs both and prints the comparison table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+SHAPES = {
+    # name: (seq_len, vocab, global batch, puzzle identifiers)
+    "sudoku": (81, 11, 768, 1),
+    "arc": (900, 12, 96, 1000),
+}
+ARCH = dict(
+    name="hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
+    loss=dict(name="losses@ACTLossHead", loss_type="stablemax_cross_entropy"),
+    halt_exploration_prob=0.1,
+    halt_max_steps=16,
+    H_cycles=2,
+    L_cycles=2,
+    H_layers=4,
+    L_layers=4,
+    hidden_size=512,
+    num_heads=8,
+    expansion=4,
+    puzzle_emb_ndim=512,
+    pos_encodings="rope",
+)
+
+
+def flops_per_step(seq: int, batch: int, arch: dict, emb_len: int) -> tuple[float, float]:
+    """(train step, one evaluated puzzle) in FLOP, counting matmuls and attention (2 FLOP per MAC)."""
+    h = arch["hidden_size"]
+    inter = -(round(arch["expansion"] * h * 2 / 3) // -256) * 256
+    s = seq + emb_len
+    block = 2 * (h * 3 * h + h * h + h * 2 * inter + inter * h) + 4 * s * h  # per token
+    calls = arch["H_cycles"] * arch["L_cycles"] + arch["H_cycles"]  # module calls in one segment
+    layers = (arch["H_layers"] + arch["L_layers"]) / 2
+    seg_fwd = calls * layers * block
+    grad_fwd = 2 * layers * block  # the last f_L and f_H with grad
+    train = (seg_fwd + 2 * grad_fwd + seg_fwd) * s * batch  # forward, backward (2x), Q-target forward
+    puzzle = seg_fwd * s * arch["halt_max_steps"]
+    return train, puzzle
+
+
+def make_batches(n: int, seq: int, vocab: int, batch: int, ids: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        inputs = torch.randint(1, vocab, (batch, seq), generator=g, dtype=torch.int32)
+        labels = torch.randint(2, vocab, (batch, seq), generator=g, dtype=torch.int32)
+        pid = torch.randint(0, ids, (batch,), generator=g, dtype=torch.int32)
+        b = dict(inputs=inputs, labels=labels, puzzle_identifiers=pid)
+        out.append({k: v.pin_memory() for k, v in b.items()} if torch.cuda.is_available() else b)
+    return out
+
+
+def config_dict(seq: int, vocab: int, batch: int, ids: int) -> dict:
+    return dict(
+        arch=ARCH,
+        data_path="bench",
+        global_batch_size=batch,
+        epochs=1,
+        eval_interval=1,
+        lr=1e-4,
+        lr_min_ratio=1.0,
+        lr_warmup_steps=10,
+        weight_decay=0.1,
+        beta1=0.9,
+        beta2=0.95,
+        puzzle_emb_lr=1e-4,
+        puzzle_emb_weight_decay=0.1,
+        checkpoint_path=None,
+    )
+
+
+def metadata_dict(seq: int, vocab: int, ids: int, groups: int) -> dict:
+    return dict(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=vocab,
+        seq_len=seq,
+        num_puzzle_identifiers=ids,
+        total_groups=groups,
+        mean_puzzle_examples=1,
+        sets=["all"],
+    )
+
+
+def setup_ours(root: Path, cfg: dict, meta: dict, compile_: bool):
+    sys.path.insert(0, str(root))
+    import pretrain
+    from dataset.common import PuzzleDatasetMetadata
+    from utils.runtime import Dist
+
+    config = pretrain.PretrainConfig(**cfg, compile=compile_, attn_backend="auto")
+    d = Dist()
+    rt = pretrain.setup_runtime(config, d)
+    m = PuzzleDatasetMetadata(**meta)
+    model, opts, lrs = pretrain.create_model(config, m, d, rt.device, rt.forward_dtype, rt.use_compile)
+    state = pretrain.TrainState(model=model, optimizers=opts, optimizer_lrs=lrs, carry=None, step=0, total_steps=10**6)
+
+    def train(batch, gbs):
+        return pretrain.train_batch(config, state, batch, gbs, d, rt.device)
+
+    def evaluate(batches):
+        model.eager.eval()
+        out = pretrain.evaluate(config, state, [("all", b, len(b["inputs"])) for b in batches], m, d, rt.device)
+        model.eager.train()
+        return out
+
+    return train, evaluate, model.eager, dict(rt.report)
+
+
+def setup_orig(root: Path, cfg: dict, meta: dict, compile_: bool):
+    """The original, imported from its own checkout (with the SDPA and AdamATan2 stand-ins in place)."""
+    sys.path.insert(0, str(root))
+    if not compile_:
+        os.environ["DISABLE_COMPILE"] = "1"
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        sys.modules["wandb"] = types.ModuleType("wandb")  # imported at the top of its pretrain.py, unused here
+    from puzzle_dataset import PuzzleDatasetMetadata
+
+    import pretrain  # the original's
+
+    config = pretrain.PretrainConfig(**cfg)
+    m = PuzzleDatasetMetadata(**meta)
+    state = pretrain.init_train_state(config, m, world_size=1)
+    state.total_steps = 10**6
+
+    def train(batch, gbs):
+        return pretrain.train_batch(config, state, batch, gbs, rank=0, world_size=1)
+
+    def evaluate(batches):
+        state.model.eval()
+        out = pretrain.evaluate(config, state, [("all", b, len(b["inputs"])) for b in batches], m, rank=0, world_size=1)
+        state.model.train()
+        return out
+
+    return train, evaluate, state.model, {"attention": "flash_attn stand-in (SDPA)"}
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn, n: int) -> float:
+    sync()
+    t = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    sync()
+    return (time.perf_counter() - t) / n
+
+
+def matmul_peak() -> float:
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    t = timed(lambda _: a @ b, 10)
+    return 2 * 8192**3 / t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--impl", choices=["ours", "orig"], default="ours")
+    p.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent, help="checkout to benchmark")
+    p.add_argument("--shape", choices=list(SHAPES), default="sudoku")
+    p.add_argument("--batch", type=int, default=None, help="global batch (default: the recipe's)")
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--warmup", type=int, default=15)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--eval-batches", type=int, default=4)
+    p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: measured 8k matmul)")
+    p.add_argument(
+        "--arch", nargs="*", default=[], metavar="KEY=VALUE", help="override arch settings, e.g. hidden_size=64"
+    )
+    args = p.parse_args()
+    for kv in args.arch:
+        k, v = kv.split("=", 1)
+        ARCH[k] = type(ARCH[k])(v) if k in ARCH else v
+    cuda = torch.cuda.is_available()
+
+    seq, vocab, batch, ids = SHAPES[args.shape]
+    batch = args.batch or batch
+    sys.path = [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).resolve().parent]
+    cfg, meta = config_dict(seq, vocab, batch, ids), metadata_dict(seq, vocab, ids, groups=10**6)
+    setup = setup_ours if args.impl == "ours" else setup_orig
+    torch.manual_seed(0)
+    train, evaluate, model, report = setup(args.root.resolve(), cfg, meta, not args.no_compile)
+
+    batches = make_batches(8, seq, vocab, batch, ids)
+    t0 = time.perf_counter()
+    for i in range(args.warmup):
+        train(batches[i % len(batches)], batch)
+    sync()
+    warm_s = time.perf_counter() - t0
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    step_s = timed(lambda i: train(batches[i % len(batches)], batch), args.steps)
+    peak_gb = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
+
+    evaluate(batches[:1])  # compile / warm up eval
+    eval_s = timed(lambda _: evaluate(batches[: args.eval_batches]), 2)
+    puzzles_s = args.eval_batches * batch / eval_s
+
+    emb_len = -(ARCH["puzzle_emb_ndim"] // -ARCH["hidden_size"])
+    f_train, f_puzzle = flops_per_step(seq, batch, ARCH, emb_len)
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else (matmul_peak() if cuda else float("nan"))
+    print(
+        json.dumps(
+            dict(
+                impl=args.impl,
+                shape=args.shape,
+                batch=batch,
+                compile=not args.no_compile,
+                gpu=torch.cuda.get_device_name() if cuda else "cpu",
+                torch=torch.__version__,
+                ms_per_step=round(step_s * 1e3, 2),
+                examples_per_s=round(batch / step_s, 1),
+                train_tflops=round(f_train / step_s / 1e12, 1),
+                mfu=round(f_train / step_s / peak, 3),
+                peak_mem_gb=round(peak_gb, 2),
+                eval_puzzles_per_s=round(puzzles_s, 1),
+                eval_mfu=round(f_puzzle * puzzles_s / peak, 3),
+                warmup_s=round(warm_s, 1),
+                peak_tflops=round(peak / 1e12, 1),
+                attention=report.get("attention", ""),
+                params=sum(p.numel() for p in model.parameters()),
+            )
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Build the Sudoku dataset (train and test splits) in the format of the original HRM builder.
+
+Sources: the Hugging Face dataset `sapientinc/sudoku-extreme` (default, needs network), a local folder holding its
+`train.csv` and `test.csv` (`--source-dir`), or puzzles generated offline (`--generate N`).
+
+    python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme-1k-aug-1000 --subsample-size 1000 --num-aug 1000
+    python dataset/build_sudoku_dataset.py --source-dir ~/sudoku-extreme --output-dir data/sudoku-extreme-full
+    python dataset/build_sudoku_dataset.py --generate 1000 --num-aug 1000 --output-dir data/sudoku-gen-1k-aug-1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from urllib.parse import urlparse
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from dataset import sudoku  # noqa: E402
+from dataset.common import PuzzleDatasetMetadata, prepare_output, publish, save_split, write_identifiers  # noqa: E402
+from utils.errors import UserError, exit_with  # noqa: E402
+
+SPLITS = ("train", "test")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Build the Sudoku dataset for HRM training.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--source-repo", default="sapientinc/sudoku-extreme", help="Hugging Face dataset to download")
+    p.add_argument("--output-dir", default="data/sudoku-extreme-full")
+    p.add_argument("--subsample-size", type=int, default=None, help="keep this many random train puzzles")
+    p.add_argument("--min-difficulty", type=int, default=None, help="drop CSV rows rated below this")
+    p.add_argument("--num-aug", type=int, default=0, help="augmented copies of each train puzzle")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source-dir", default=None, help="folder with train.csv and test.csv (HF layout); no download")
+    src.add_argument("--generate", type=int, default=None, metavar="N", help="generate N train puzzles offline")
+    p.add_argument("--test-size", type=int, default=None, help="with --generate: test puzzles to generate [1000]")
+    p.add_argument("--min-guesses", type=int, default=None, help="with --generate: keep puzzles rated >= this [0]")
+    p.add_argument("--seed", type=int, default=0, help="seeds subsampling, augmentation and generation")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    p.add_argument("--on-bad-row", choices=["stop", "skip"], default="stop", help="malformed CSV rows")
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Catch contradictory or out-of-range options before any work is done."""
+    if args.generate is None:
+        for flag, value in (("--test-size", args.test_size), ("--min-guesses", args.min_guesses)):
+            if value is not None:
+                raise UserError(f"{flag} only applies with --generate")
+    else:
+        if args.generate < 1:
+            raise UserError("--generate needs a positive number of puzzles")
+        if args.min_difficulty is not None:
+            raise UserError(
+                "--min-difficulty filters the rating column of CSV sources; with --generate use --min-guesses"
+            )
+        args.test_size = 1000 if args.test_size is None else args.test_size
+        args.min_guesses = 0 if args.min_guesses is None else args.min_guesses
+        if args.test_size < 0 or args.min_guesses < 0:
+            raise UserError("--test-size and --min-guesses must be >= 0")
+    if args.num_aug < 0:
+        raise UserError("--num-aug must be >= 0")
+    if args.subsample_size is not None and args.subsample_size < 1:
+        raise UserError("--subsample-size must be >= 1")
+    if args.source_dir is not None:
+        if not os.path.isdir(args.source_dir):
+            raise UserError(f"--source-dir {args.source_dir} is not a folder")
+        missing = [f"{s}.csv" for s in SPLITS if not os.path.isfile(os.path.join(args.source_dir, f"{s}.csv"))]
+        if missing:
+            raise UserError(
+                f"--source-dir {args.source_dir} lacks {' and '.join(missing)} (HF layout: source,question,answer,rating)"
+            )
+
+
+def _hub_unreachable() -> str | None:
+    """A reason when the Hub's host cannot even be resolved/connected: fails in seconds where the client would
+    retry for ~25 s. Skipped (None) behind a proxy, where a direct connection says nothing."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE")):
+        return None
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=10).close()
+    except OSError as e:
+        return f"cannot reach {host}: {e.strerror or e}"
+    return None
+
+
+def download(repo: str, split: str) -> str:
+    """Local path of `<split>.csv` of the HF dataset (cached copy first); UserError naming the offline options."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # its retry warnings would bury our one-line message
+    try:
+        return hf_hub_download(repo, f"{split}.csv", repo_type="dataset", local_files_only=True)
+    except Exception:
+        pass
+    reason = _hub_unreachable()
+    if reason is None:
+        try:
+            return hf_hub_download(repo, f"{split}.csv", repo_type="dataset")
+        except Exception as e:  # the client raises many types (HTTP, offline mode, missing repo or file)
+            first_line = (str(e).strip().splitlines() or [""])[0][:200]
+            reason = f"{type(e).__name__}: {first_line}"
+    raise UserError(
+        f"could not download {split}.csv of the Hugging Face dataset {repo} ({reason}). "
+        "Offline, use --source-dir DIR (a folder holding train.csv and test.csv in that layout) "
+        "or --generate N (puzzles made here, no network)"
+    )
+
+
+def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator) -> sudoku.SudokuSet:
+    if args.generate is not None:
+        n = args.generate if split == "train" else args.test_size
+        with tqdm(total=n, desc=f"generate {split}", unit="puzzle", file=sys.stderr) as bar:
+            inputs, labels, ratings = sudoku.generate(n, rng, min_guesses=args.min_guesses, progress=bar.update)
+        return sudoku.SudokuSet(inputs, labels, ratings)
+    path = os.path.join(args.source_dir, f"{split}.csv") if args.source_dir else download(args.source_repo, split)
+    with tqdm(desc=f"read {split}.csv", unit="row", file=sys.stderr) as bar:
+        data = sudoku.read_hf_csv(path, args.min_difficulty, args.on_bad_row, progress=bar.update)
+    if data.skipped:
+        first = "; ".join(data.problems[:3])
+        print(f"warning: skipped {data.skipped} bad rows of {path} (first: {first})", file=sys.stderr)
+    return data
+
+
+def build_arrays(inputs: np.ndarray, labels: np.ndarray, num_aug: int, rng: np.random.Generator, split: str) -> dict:
+    """Each puzzle is one group: the original, then its `num_aug` augmentations; every puzzle has one example."""
+    groups, per = len(inputs), 1 + num_aug
+    puzzles = groups * per
+    if puzzles + 1 > np.iinfo(np.int32).max:
+        raise UserError(f"{puzzles} puzzles do not fit the int32 index arrays; lower --num-aug or --subsample-size")
+    out_inputs = np.empty((puzzles, 81), dtype=np.uint8)
+    out_labels = np.empty((puzzles, 81), dtype=np.uint8)
+    out_inputs[::per], out_labels[::per] = inputs, labels
+    if num_aug:
+        for i in tqdm(range(groups), desc=f"augment {split}", unit="puzzle", file=sys.stderr):
+            aug_in, aug_lab = sudoku.augment(inputs[i], labels[i], rng, num_aug)
+            out_inputs[i * per + 1 : (i + 1) * per] = aug_in
+            out_labels[i * per + 1 : (i + 1) * per] = aug_lab
+    out_inputs += 1  # token = digit + 1, so that 0 is free for padding
+    out_labels += 1
+    return {
+        "inputs": out_inputs,
+        "labels": out_labels,
+        "puzzle_identifiers": np.zeros(puzzles, dtype=np.int32),
+        "puzzle_indices": np.arange(puzzles + 1, dtype=np.int32),
+        "group_indices": np.arange(groups + 1, dtype=np.int32) * per,
+    }
+
+
+def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]]:
+    """Write both splits under `root`; return (groups, puzzles, examples) per split."""
+    streams = np.random.SeedSequence(args.seed).spawn(4)  # independent: changing one option keeps the others' draws
+    rngs = dict(zip(["train", "test", "subsample", "augment"], (np.random.default_rng(s) for s in streams)))
+    counts = {}
+    for split in SPLITS:
+        data = load_split(args, split, rngs[split])
+        inputs, labels = data.inputs, data.labels
+        if split == "train" and args.subsample_size is not None and args.subsample_size < len(inputs):
+            keep = rngs["subsample"].choice(len(inputs), size=args.subsample_size, replace=False)
+            inputs, labels = inputs[keep], labels[keep]
+        arrays = build_arrays(inputs, labels, args.num_aug if split == "train" else 0, rngs["augment"], split)
+        groups = len(arrays["group_indices"]) - 1
+        metadata = PuzzleDatasetMetadata(
+            seq_len=81,
+            vocab_size=10 + 1,  # pad + digits 0-9
+            pad_id=0,
+            ignore_label_id=0,
+            blank_identifier_id=0,
+            num_puzzle_identifiers=1,
+            total_groups=groups,
+            mean_puzzle_examples=1,
+            sets=["all"],
+        )
+        save_split(root, split, metadata, {"all": arrays})
+        counts[split] = (groups, len(arrays["puzzle_identifiers"]), len(arrays["inputs"]))
+    write_identifiers(root, ["<blank>"])
+    return counts
+
+
+def _disk_bytes(root: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C so the partial output is removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        check_args(args)
+        tmp = prepare_output(args.output_dir, args.overwrite)
+        try:
+            counts = build(args, tmp)
+            publish(tmp, args.output_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except UserError as e:
+        exit_with(e)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    parts = "; ".join(f"{s}: {g} groups, {p} puzzles, {e} examples" for s, (g, p, e) in counts.items())
+    size = _disk_bytes(args.output_dir)
+    print(f"wrote {args.output_dir}: {parts}; {size:,} bytes on disk; {time.perf_counter() - start:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

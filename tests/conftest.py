@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("HRM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# A model small enough to train for a few dozen steps in seconds on 2 CPU cores.
+TINY_ARCH = [
+    "arch.hidden_size=64",
+    "arch.num_heads=2",
+    "arch.H_layers=1",
+    "arch.L_layers=1",
+    "arch.H_cycles=2",
+    "arch.L_cycles=2",
+    "arch.halt_max_steps=2",
+]
+
+
+def run_py(
+    args: list[str], cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def tiny_sudoku(tmp_path_factory) -> Path:
+    """64 generated puzzles x 8 (7 augmentations), 32 test puzzles: built offline by our builder."""
+    out = tmp_path_factory.mktemp("data") / "sudoku-tiny"
+    r = run_py(
+        [
+            "dataset/build_sudoku_dataset.py",
+            "--generate",
+            "64",
+            "--test-size",
+            "32",
+            "--num-aug",
+            "7",
+            "--output-dir",
+            str(out),
+        ]
+    )
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set HRM_SHARED_DATA)")
+    return SHARED_DATA

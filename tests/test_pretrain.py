@@ -1,0 +1,175 @@
+"""pretrain.py end to end on CPU: it learns, torchrun with 2 gloo processes equals 1, evaluate.py reads it back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY_ARCH, read_metrics, run_py
+
+TRAIN = [
+    "epochs=16",
+    "eval_interval=8",
+    "global_batch_size=64",
+    "lr=1e-3",
+    "puzzle_emb_lr=1e-3",
+    "lr_warmup_steps=4",
+    "seed=3",
+]
+
+
+def train(data: Path, run_dir: Path, *extra: str, launcher: list[str] | None = None) -> str:
+    args = (launcher or []) + [
+        "pretrain.py",
+        f"data_path={data}",
+        f"checkpoint_path={run_dir}",
+        *TINY_ARCH,
+        *TRAIN,
+        *extra,
+    ]
+    r = run_py(args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout + r.stderr
+
+
+def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
+    out = train(tiny_sudoku, tmp_path / "run")
+    # start-up report names the choices and why
+    for word in ("attention", "sdpa", "compile", "off", "forward dtype", "float32", "W&B", "parameters"):
+        assert word in out, word
+
+    rows = read_metrics(tmp_path / "run")
+    train_rows = [r for r in rows if "train/lm_loss" in r]
+    evals = [r for r in rows if "all/accuracy" in r]
+    assert len(train_rows) == 16 and len(evals) == 2
+    first, last = train_rows[0], train_rows[-1]
+    assert last["train/lm_loss"] < 0.85 * first["train/lm_loss"]
+    halted = [r for r in train_rows if r["train/count"] > 0]  # steps where some rows finished
+    assert halted[-1]["train/accuracy"] > halted[0]["train/accuracy"] + 0.1
+    assert evals[-1]["all/accuracy"] > 0.25  # random guessing over 9 digits is ~0.11
+
+    # checkpoints in the original's format, plus the config evaluate.py needs
+    ckpt = tmp_path / "run" / f"step_{last['step']}"
+    state = torch.load(ckpt, weights_only=True)
+    assert "model.inner.H_init" in state and not any(k.startswith("_orig_mod.") for k in state)
+    assert (tmp_path / "run" / "all_config.yaml").is_file()
+
+    # evaluate.py gives the same test metrics as the training run's last eval and writes the preds file
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}"])
+    assert r.returncode == 0, r.stderr
+    preds = torch.load(tmp_path / "run" / f"step_{last['step']}_all_preds.0", weights_only=True)
+    assert set(preds) == {"inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"}
+    assert preds["logits"].shape == (32, 81, 11)
+    acc = float(r.stdout.split("accuracy=")[1].split(",")[0])
+    assert abs(acc - evals[-1]["all/accuracy"]) < 1e-4
+
+
+def test_torchrun_two_gloo_processes_equal_one(tiny_sudoku: Path, tmp_path: Path) -> None:
+    # Exploration draws are per rank, so turn them off to compare step by step.
+    extra = ["arch.halt_exploration_prob=0", "epochs=8", "eval_interval=4"]
+    train(tiny_sudoku, tmp_path / "one", *extra)
+    torchrun = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    out = train(tiny_sudoku, tmp_path / "two", *extra, launcher=torchrun)
+    assert "world size     2 (gloo)" in out
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert len(one) == len(two) > 5
+    for a, b in zip(one, two):
+        assert a["step"] == b["step"]
+        for k, v in a.items():
+            if k not in ("time",) and isinstance(v, float):
+                assert b[k] == pytest.approx(v, rel=1e-4, abs=1e-5), (a["step"], k)
+    last = max(r["step"] for r in one)
+    w1 = torch.load(tmp_path / "one" / f"step_{last}", weights_only=True)
+    w2 = torch.load(tmp_path / "two" / f"step_{last}", weights_only=True)
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-5)
+
+
+def run_fails(args: list[str]) -> str:
+    r = run_py(args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.stderr
+
+
+def test_bad_inputs_give_one_clear_message(tiny_sudoku: Path, tmp_path: Path) -> None:
+    err = run_fails(["pretrain.py", f"data_path={tmp_path / 'data/sudoku-extreme-1k-aug-1000'}"])
+    assert "does not exist" in err and "build_sudoku_dataset.py" in err
+
+    err = run_fails(["pretrain.py", f"data_path={tiny_sudoku}", "lrr=1e-4"])
+    assert "unknown config key 'lrr'" in err and "lr" in err
+    err = run_fails(["pretrain.py", f"data_path={tiny_sudoku}", "arch.H_cycle=3"])
+    assert "arch.H_cycles" in err
+    err = run_fails(["pretrain.py", f"data_path={tiny_sudoku}", "+arch.hidden=3"])
+    assert "arch.hidden" in err and "hidden_size" in err
+
+    err = run_fails(["pretrain.py", f"data_path={tiny_sudoku}", "epochs=10", "eval_interval=3"])
+    assert "eval_interval=3 must divide epochs=10" in err
+
+    err = run_fails(
+        [
+            "pretrain.py",
+            f"data_path={tiny_sudoku}",
+            "global_batch_size=100000",
+            "epochs=1",
+            "eval_interval=1",
+            *TINY_ARCH,
+        ]
+    )
+    assert "global_batch_size" in err
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_sudoku, broken)
+    (broken / "train" / "all__labels.npy").unlink()
+    err = run_fails(["pretrain.py", f"data_path={broken}", *TINY_ARCH])
+    assert "all__labels.npy is missing" in err
+
+    (broken / "test" / "dataset.json").write_text("{not json")
+    err = run_fails(["evaluate.py", f"checkpoint={broken / 'nope'}"])
+    assert "does not exist" in err
+
+    meta = json.loads((tiny_sudoku / "train" / "dataset.json").read_text())
+    del meta["seq_len"]
+    shutil.copytree(tiny_sudoku, tmp_path / "badmeta")
+    (tmp_path / "badmeta" / "train" / "dataset.json").write_text(json.dumps(meta))
+    err = run_fails(["pretrain.py", f"data_path={tmp_path / 'badmeta'}", *TINY_ARCH])
+    assert "seq_len" in err and "dataset.json" in err
+
+
+def test_batch_not_divisible_by_world_size(tiny_sudoku: Path) -> None:
+    from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
+    from utils.errors import UserError
+
+    cfg = PuzzleDatasetConfig(
+        seed=0,
+        dataset_path=str(tiny_sudoku),
+        global_batch_size=33,
+        test_set_mode=False,
+        epochs_per_iter=1,
+        rank=0,
+        num_replicas=2,
+    )
+    with pytest.raises(UserError, match="divisible by the number of processes 2"):
+        PuzzleDataset(cfg, "train")
+
+
+def test_disable_compile_env_is_reported(tiny_sudoku: Path, tmp_path: Path) -> None:
+    r = run_py(
+        [
+            "pretrain.py",
+            f"data_path={tiny_sudoku}",
+            f"checkpoint_path={tmp_path}",
+            "compile=true",
+            "epochs=1",
+            "eval_interval=1",
+            "global_batch_size=32",
+            *TINY_ARCH,
+        ],
+        env={"DISABLE_COMPILE": "1"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "off (DISABLE_COMPILE is set)" in r.stdout

@@ -1,0 +1,412 @@
+"""Sudoku library (solver, generator, augmentation, readers) and the build_sudoku_dataset.py command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataset import sudoku
+from utils.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = REPO / "dataset" / "build_sudoku_dataset.py"
+SHARED = Path(os.environ.get("HRM_SHARED_DATA", REPO.parent / "shared" / "data"))
+TDOKU = SHARED / "sudoku" / "tdoku"
+KAGGLE = SHARED / "sudoku" / "kaggle-bryanpark" / "sudoku.csv"
+
+needs_data = pytest.mark.skipif(
+    not (TDOKU.is_dir() and KAGGLE.is_file()),
+    reason=f"shared Sudoku data not found at {SHARED} (set HRM_SHARED_DATA to the shared/data folder)",
+)
+
+
+def first_puzzles(name: str, n: int) -> np.ndarray:
+    """The first n puzzles of a tdoku list, parsed directly (independent of the reader under test)."""
+    out = []
+    with open(TDOKU / name) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.append(sudoku.parse_puzzle(line))
+                if len(out) == n:
+                    break
+    return np.stack(out)
+
+
+def kaggle_rows(n: int) -> tuple[np.ndarray, np.ndarray]:
+    data = sudoku.read_kaggle_csv(str(KAGGLE))
+    return data.inputs[:n], data.labels[:n]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def leftovers(out: Path) -> list[str]:
+    """Anything the builder may have left for `out`: the folder itself or its temporary siblings."""
+    return sorted(p.name for p in out.parent.iterdir() if p.name == out.name or p.name.startswith(f".{out.name}."))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# parsing and validation
+
+
+def test_parse_and_format_round_trip() -> None:
+    text = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
+    grid = sudoku.parse_puzzle(text)
+    assert grid.dtype == np.uint8 and grid.shape == (81,)
+    assert sudoku.format_puzzle(grid) == text
+    assert (sudoku.parse_puzzle(text.replace(".", "0")) == grid).all()
+    assert sudoku.format_puzzle(grid, blank="0") == text.replace(".", "0")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("1" * 80, "expected 81 characters"),
+        ("x" + "." * 80, "bad character 'x' at position 1"),
+        ("11" + "." * 79, "digit 1 appears twice in row 1"),
+        ("5" + "." * 8 + "5" + "." * 71, "digit 5 appears twice in column 1"),
+        ("7" + "." * 9 + "7" + "." * 70, "digit 7 appears twice in box 1"),
+    ],
+)
+def test_parse_rejects_with_reason(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        sudoku.parse_puzzle(text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# solver
+
+
+@needs_data
+def test_solver_on_top1465() -> None:
+    puzzles = first_puzzles("puzzles3_magictour_top1465", 50)
+    solutions, counts, guesses = sudoku.solve_many(puzzles)
+    assert (counts == 1).all()  # unique
+    assert sudoku.is_solution(solutions).all()
+    assert sudoku.agrees(puzzles, solutions).all()
+    assert (guesses > 0).any()  # these need search, not just singles
+    one = sudoku.solve(sudoku.format_puzzle(puzzles[0]))
+    assert one.count == 1 and (one.solution == solutions[0]).all() and one.guesses == guesses[0]
+
+
+@needs_data
+def test_solver_on_17_clue_and_kaggle() -> None:
+    puzzles = first_puzzles("puzzles2_17_clue", 200)
+    solutions, counts, _ = sudoku.solve_many(puzzles)
+    assert (counts == 1).all() and sudoku.is_solution(solutions).all() and sudoku.agrees(puzzles, solutions).all()
+    inputs, labels = kaggle_rows(300)
+    solutions, counts, guesses = sudoku.solve_many(inputs)
+    assert (counts == 1).all() and (solutions == labels).all()
+    assert (guesses == 0).all()  # easy puzzles: singles alone
+
+
+def test_solver_counts_and_guesses_do_not_depend_on_batch() -> None:
+    rng = np.random.default_rng(3)
+    inputs, labels, ratings = sudoku.generate(12, rng)
+    empty = np.zeros((1, 81), dtype=np.uint8)  # many solutions: stops at the limit
+    broken = labels[:1].copy()
+    broken[0, 0] = 0
+    broken[0, 10] = labels[0, 0]  # the blank's only value now clashes in its box: no solution
+    batch = np.concatenate([inputs, empty, broken])
+    _, counts, guesses = sudoku.solve_many(batch, limit=2)
+    assert list(counts) == [1] * 12 + [2, 0]
+    assert (guesses[:12] == ratings).all()
+    for i in (0, 5):  # one at a time, in tiny batches: the same tree
+        alone = sudoku.solve(inputs[i])
+        assert alone.count == 1 and (alone.solution == labels[i]).all() and alone.guesses == ratings[i]
+    _, small, _ = sudoku.search_masks(sudoku.givens_to_masks(batch), limit=2, slots=3)
+    assert (small == counts).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generator
+
+
+def test_generator_unique_minimal_and_reproducible() -> None:
+    a_in, a_lab, a_rat = sudoku.generate(25, np.random.default_rng(11))
+    b_in, b_lab, b_rat = sudoku.generate(25, np.random.default_rng(11))
+    assert (a_in == b_in).all() and (a_lab == b_lab).all() and (a_rat == b_rat).all()
+    c_in, _, _ = sudoku.generate(25, np.random.default_rng(12))
+    assert not (a_in == c_in).all()
+
+    assert a_in.shape == (25, 81) and a_in.dtype == np.uint8 and a_lab.dtype == np.uint8
+    assert len({p.tobytes() for p in a_lab}) == 25  # different grids
+    assert sudoku.is_solution(a_lab).all() and sudoku.agrees(a_in, a_lab).all()
+    solutions, counts, guesses = sudoku.solve_many(a_in)
+    assert (counts == 1).all() and (solutions == a_lab).all() and (guesses == a_rat).all()
+    # minimal: blanking any one remaining clue of the first puzzle allows a second solution
+    clues = np.flatnonzero(a_in[0])
+    trials = np.repeat(a_in[:1], len(clues), axis=0)
+    trials[np.arange(len(clues)), clues] = 0
+    assert (sudoku.solve_many(trials)[1] == 2).all()
+
+
+def test_generator_hard_and_easy_options() -> None:
+    inputs, labels, ratings = sudoku.generate(4, np.random.default_rng(5), min_guesses=3, batch=64)
+    assert len(inputs) == 4 and (ratings >= 3).all()
+    assert (sudoku.solve_many(inputs)[1] == 1).all()
+    easy, _, _ = sudoku.generate(10, np.random.default_rng(5), min_clues=40)
+    assert ((easy != 0).sum(axis=1) == 40).all()
+    assert (sudoku.solve_many(easy)[1] == 1).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# augmentation
+
+
+def test_augment_valid_and_varied() -> None:
+    inputs, labels, _ = sudoku.generate(3, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    for inp, lab in zip(inputs, labels):
+        aug_in, aug_lab = sudoku.augment(inp, lab, rng, 1500)
+        assert aug_in.shape == aug_lab.shape == (1500, 81) and aug_in.dtype == aug_lab.dtype == np.uint8
+        assert sudoku.is_solution(aug_lab).all()
+        assert sudoku.agrees(aug_in, aug_lab).all()
+        assert ((aug_in != 0).sum(axis=1) == (inp != 0).sum()).all()  # blanks stay blanks
+        assert len({x.tobytes() for x in aug_lab}) > 1490
+
+    # Follow two marked cells in one row to see which transforms happen: a transpose puts them in one column.
+    marked = np.zeros(81, dtype=np.uint8)
+    marked[[1, 2]] = [1, 2]
+    aug_in, aug_lab = sudoku.augment(marked, labels[0], np.random.default_rng(2), 2000)
+    pos = np.stack([np.flatnonzero(row) for row in aug_in])  # (2000, 2) cells holding the marks
+    same_row = pos[:, 0] // 9 == pos[:, 1] // 9
+    same_col = pos[:, 0] % 9 == pos[:, 1] % 9
+    assert (same_row ^ same_col).all()
+    assert 800 < same_row.sum() < 1200  # transposed about half the time
+    assert len(set(pos[:, 0] // 9)) == 9 and len(set(pos[:, 0] % 9)) == 9  # bands, stacks, rows and columns move
+    # the marks stay in one stack (band when transposed) and take every pair of places inside it
+    within = np.where(same_row[:, None], pos % 9 % 3, pos // 9 % 3)
+    assert len({tuple(w) for w in within[same_row]}) == len({tuple(w) for w in within[~same_row]}) == 3
+    assert len(set(aug_lab[:, 0])) == 9  # digits relabelled
+
+    again = sudoku.augment(inputs[0], labels[0], np.random.default_rng(9), 50)
+    assert all(
+        (x == y).all() for x, y in zip(again, sudoku.augment(inputs[0], labels[0], np.random.default_rng(9), 50))
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# readers
+
+
+@needs_data
+def test_readers_on_shared_files(tmp_path: Path) -> None:
+    # the 17-clue list: comment lines, then CRLF lines; keep its bytes as they are
+    raw = (TDOKU / "puzzles2_17_clue").read_bytes().split(b"\n")
+    small = tmp_path / "17clue"
+    small.write_bytes(b"\n".join(raw[:104]) + b"\n")
+    lines = sudoku.read_puzzle_lines(str(small))
+    assert len(lines.inputs) == 100 and lines.skipped == 0
+    assert ((lines.inputs != 0).sum(axis=1) == 17).all()
+    assert sudoku.is_solution(lines.labels).all() and sudoku.agrees(lines.inputs, lines.labels).all()
+
+    kag = tmp_path / "kaggle.csv"
+    kag.write_text("\n".join(KAGGLE.read_text().splitlines()[:51]) + "\n")
+    k = sudoku.read_kaggle_csv(str(kag))
+    assert len(k.inputs) == 50 and sudoku.is_solution(k.labels).all()
+
+    hf = tmp_path / "hf.csv"
+    sudoku.write_hf_csv(str(hf), k.inputs, k.labels, ratings=np.arange(50), source="kaggle")
+    back = sudoku.read_hf_csv(str(hf))
+    assert (back.inputs == k.inputs).all() and (back.labels == k.labels).all() and (back.ratings == np.arange(50)).all()
+    assert len(sudoku.read_hf_csv(str(hf), min_difficulty=30).inputs) == 20
+    assert len(sudoku.read_any(str(hf)).inputs) == len(sudoku.read_any(str(kag)).inputs) == 50
+
+
+def test_reader_bad_rows(tmp_path: Path) -> None:
+    inputs, labels, _ = sudoku.generate(6, np.random.default_rng(4))
+    path = tmp_path / "train.csv"
+    sudoku.write_hf_csv(str(path), inputs, labels)
+    rows = path.read_text().splitlines()
+    wrong = labels[3].copy()
+    wrong[[0, 1]] = wrong[[1, 0]]  # no longer a valid grid
+    rows[4] = f",{sudoku.format_puzzle(inputs[3])},{sudoku.format_puzzle(wrong)},0"  # line 5
+    rows[6] = rows[6] + ",extra"  # line 7
+    path.write_text("\n".join(rows) + "\n")
+
+    with pytest.raises(UserError, match=r"train\.csv, line 5: solution is not a complete valid sudoku"):
+        sudoku.read_hf_csv(str(path))
+    got = sudoku.read_hf_csv(str(path), on_bad_row="skip")
+    assert len(got.inputs) == 4 and got.skipped == 2
+    assert "line 5" in got.problems[0] and "line 7: expected 4 fields" in got.problems[1]
+
+    lines = tmp_path / "list.txt"
+    lines.write_text(f"# comment\n{'.' * 81}\n{sudoku.format_puzzle(inputs[0])}\r\n{'1' * 81}\n")
+    with pytest.raises(UserError, match=r"list\.txt, line 2: puzzle has more than one solution"):
+        sudoku.read_puzzle_lines(str(lines))
+    got = sudoku.read_puzzle_lines(str(lines), on_bad_row="skip")
+    assert got.skipped == 2 and (got.labels == labels[:1]).all()
+    assert "line 4: puzzle: conflicting givens" in got.problems[1]
+
+    with pytest.raises(UserError, match="expected the header"):
+        sudoku.read_kaggle_csv(str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def load_split(root: Path, split: str) -> tuple[dict, dict[str, np.ndarray]]:
+    meta = json.loads((root / split / "dataset.json").read_text())
+    arrays = {k: np.load(root / split / f"all__{k}.npy") for k in sudoku_fields()}
+    return meta, arrays
+
+
+def sudoku_fields() -> tuple[str, ...]:
+    return ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+
+
+def test_cli_generate_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    res = run_cli("--generate", "20", "--test-size", "10", "--num-aug", "3", "--output-dir", str(out), "--seed", "1")
+    assert res.returncode == 0, res.stderr
+    assert "train: 20 groups, 80 puzzles, 80 examples" in res.stdout and "bytes on disk" in res.stdout
+    assert json.loads((out / "identifiers.json").read_text()) == ["<blank>"]
+    assert sorted(p.name for p in out.iterdir()) == ["identifiers.json", "test", "train"]
+
+    for split, groups, per in (("train", 20, 4), ("test", 10, 1)):
+        meta, a = load_split(out, split)
+        assert meta == {
+            "pad_id": 0,
+            "ignore_label_id": 0,
+            "blank_identifier_id": 0,
+            "vocab_size": 11,
+            "seq_len": 81,
+            "num_puzzle_identifiers": 1,
+            "total_groups": groups,
+            "mean_puzzle_examples": 1,
+            "sets": ["all"],
+        }
+        puzzles = groups * per
+        assert a["inputs"].dtype == a["labels"].dtype == np.uint8
+        assert a["inputs"].shape == a["labels"].shape == (puzzles, 81)
+        for k in ("puzzle_identifiers", "puzzle_indices", "group_indices"):
+            assert a[k].dtype == np.int32
+        assert (a["puzzle_identifiers"] == 0).all() and len(a["puzzle_identifiers"]) == puzzles
+        assert (a["puzzle_indices"] == np.arange(puzzles + 1)).all()
+        assert (a["group_indices"] == np.arange(groups + 1) * per).all()
+        assert a["inputs"].min() >= 1 and a["inputs"].max() <= 10 and a["labels"].min() >= 2
+        inputs, labels = a["inputs"] - 1, a["labels"] - 1
+        assert sudoku.is_solution(labels).all() and sudoku.agrees(inputs, labels).all()
+        assert (sudoku.solve_many(inputs[::per])[1] == 1).all()  # the originals are proper puzzles
+        clues = (inputs != 0).sum(axis=1).reshape(groups, per)
+        assert (clues == clues[:, :1]).all()  # augmentations keep their group's clue count
+
+    again = tmp_path / "gen2"
+    assert (
+        run_cli(
+            "--generate", "20", "--test-size", "10", "--num-aug", "3", "--output-dir", str(again), "--seed", "1"
+        ).returncode
+        == 0
+    )
+    for split in ("train", "test"):
+        for k in sudoku_fields():
+            assert (np.load(out / split / f"all__{k}.npy") == np.load(again / split / f"all__{k}.npy")).all()
+
+
+@needs_data
+def test_cli_source_dir(tmp_path: Path) -> None:
+    inputs, labels = kaggle_rows(40)
+    src = tmp_path / "src"
+    src.mkdir()
+    ratings = np.arange(40) % 3
+    sudoku.write_hf_csv(str(src / "train.csv"), inputs[:30], labels[:30], ratings[:30], source="kaggle")
+    sudoku.write_hf_csv(str(src / "test.csv"), inputs[30:], labels[30:], ratings[30:], source="kaggle")
+    out = tmp_path / "out"
+    res = run_cli(
+        "--source-dir", str(src), "--output-dir", str(out), "--num-aug", "2", "--subsample-size", "15",
+        "--min-difficulty", "1",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    meta, train = load_split(out, "train")
+    assert meta["total_groups"] == 15 and train["inputs"].shape == (45, 81)
+    eligible = {p.tobytes() for p in (inputs[:30] + 1)[ratings[:30] >= 1]}
+    originals = train["inputs"][::3]
+    assert len({p.tobytes() for p in originals}) == 15 and {p.tobytes() for p in originals} <= eligible
+    meta, test = load_split(out, "test")
+    keep = 30 + np.flatnonzero(ratings[30:] >= 1)
+    assert meta["total_groups"] == len(keep) == 6  # filtered by rating too, but neither subsampled nor augmented
+    assert (test["inputs"] == inputs[keep] + 1).all() and (test["labels"] == labels[keep] + 1).all()
+
+
+def test_cli_bad_row_stops_and_leaves_nothing(tmp_path: Path) -> None:
+    inputs, labels, _ = sudoku.generate(8, np.random.default_rng(2))
+    src = tmp_path / "src"
+    src.mkdir()
+    sudoku.write_hf_csv(str(src / "train.csv"), inputs[:6], labels[:6])
+    sudoku.write_hf_csv(str(src / "test.csv"), inputs[6:], labels[6:])
+    rows = (src / "train.csv").read_text().splitlines()
+    assert rows[4].startswith(",")  # empty source
+    rows[4] = ",x" + rows[4][2:]  # line 5: a bad character in the question
+    (src / "train.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+
+    res = run_cli("--source-dir", str(src), "--output-dir", str(out))
+    assert res.returncode == 2
+    assert "train.csv, line 5" in res.stderr and "bad character 'x'" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert leftovers(out) == []
+
+    res = run_cli("--source-dir", str(src), "--output-dir", str(out), "--on-bad-row", "skip")
+    assert res.returncode == 0, res.stderr
+    assert "skipped 1 bad rows" in res.stderr
+    assert json.loads((out / "train" / "dataset.json").read_text())["total_groups"] == 5
+
+
+def test_cli_refuses_existing_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    res = run_cli("--generate", "3", "--test-size", "2", "--output-dir", str(out))
+    assert res.returncode == 2 and "already exists" in res.stderr and "--overwrite" in res.stderr
+    assert (out / "keep.txt").read_text() == "mine" and leftovers(out) == ["out"]
+    res = run_cli("--generate", "3", "--test-size", "2", "--output-dir", str(out), "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert not (out / "keep.txt").exists() and (out / "train" / "dataset.json").exists()
+    assert leftovers(out) == ["out"]
+
+
+def test_cli_offline_download_message(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(
+        [sys.executable, str(CLI), "--output-dir", str(out)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: could not download train.csv")
+    assert "--source-dir" in res.stderr and "--generate" in res.stderr and "Traceback" not in res.stderr
+    assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_interrupted_build_leaves_nothing(tmp_path: Path, sig: signal.Signals) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, str(CLI), "--generate", "100000", "--output-dir", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not any(n.startswith(".out.partial") for n in leftovers(out)):  # midway: writing has begun
+            assert proc.poll() is None and time.monotonic() < deadline, "the build never started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err
+    assert leftovers(out) == []
