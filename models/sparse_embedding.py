@@ -27,6 +27,12 @@ class CastedSparseEmbedding(nn.Module):
         self.local_weights = nn.Buffer(torch.zeros(batch_size, embedding_dim, requires_grad=True), persistent=False)
         self.local_ids = nn.Buffer(torch.zeros(batch_size, dtype=torch.int32), persistent=False)
 
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # .to()/.cuda() of a grad-requiring buffer returns a non-leaf copy; the optimizer needs a leaf.
+        super()._apply(fn, recurse)
+        self.local_weights = self.local_weights.detach().requires_grad_(True)
+        return self
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.weights[ids].to(self.cast_to)
