@@ -7,12 +7,16 @@ once at start with clear errors, bucketed gradient all-reduce, metrics also in <
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
@@ -27,6 +31,7 @@ from dataset.common import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
 from models.layers import select_attention_backend
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from utils import checkpoint as ckpt
 from utils.errors import UserError, close_matches, exit_with
 from utils.functions import get_model_source_path, load_model_class
 from utils.runtime import (
@@ -89,6 +94,18 @@ class PretrainConfig(pydantic.BaseModel):
     attn_backend: str = "auto"
     compile: bool | str | None = "auto"
     wandb_mode: str = "auto"
+
+    # fork: long runs (full-state checkpoints, resume, guards)
+    resume: str | None = None  # auto | <run folder>/step_<N>
+    checkpoint_interval: int | None = None  # also save every N steps
+    checkpoint_minutes: float | None = 30.0  # and every M minutes of training
+    keep_last: int = 2  # full-state checkpoints kept (plus the best); 0 keeps all
+    nan_policy: str = "skip"  # skip | stop, for a non-finite loss or gradient
+    max_nan_skips: int = 20  # consecutive skipped steps before stopping anyway
+    save_error: str = "stop"  # stop | continue, when a checkpoint cannot be written
+    early_stop_exact_accuracy: float | None = None  # stop when train exact accuracy stays above this...
+    early_stop_patience: int = 1000  # ...for this many steps
+    eval_batches: int | None = None  # evaluate on at most N batches of each test set
 
 
 # Keys the trainer fills in for the model from the dataset; not settable in arch.
@@ -164,9 +181,16 @@ def validate_config(config: PretrainConfig) -> None:
                 f"eval_interval={config.eval_interval} must divide epochs={config.epochs}; "
                 f"try eval_interval={' or '.join(map(str, sorted(near)))}"
             )
-    for name in ("lr", "puzzle_emb_lr", "weight_decay", "puzzle_emb_weight_decay", "lr_warmup_steps"):
+    for name in ("lr", "puzzle_emb_lr", "weight_decay", "puzzle_emb_weight_decay", "lr_warmup_steps", "keep_last"):
         if getattr(config, name) < 0:
             raise UserError(f"{name} must be >= 0, got {getattr(config, name)}")
+    for name, allowed in (("nan_policy", ("skip", "stop")), ("save_error", ("stop", "continue"))):
+        if getattr(config, name) not in allowed:
+            raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
+    for name in ("checkpoint_interval", "checkpoint_minutes", "eval_batches"):
+        v = getattr(config, name)
+        if v is not None and v <= 0:
+            raise UserError(f"{name} must be positive or null, got {v}")
 
 
 def load_synced_config(hydra_config: Any, d: Dist) -> PretrainConfig:
@@ -180,10 +204,16 @@ def load_synced_config(hydra_config: Any, d: Dist) -> PretrainConfig:
             validate_config(config)
             if config.project_name is None:
                 config.project_name = f"{os.path.basename(os.path.normpath(config.data_path)).capitalize()} ACT-torch"
+            if config.checkpoint_path is None and config.resume == "auto" and config.run_name is None:
+                config.checkpoint_path = latest_run_dir(os.path.join("checkpoints", config.project_name))
+                if config.checkpoint_path:
+                    config.run_name = os.path.basename(config.checkpoint_path)
             if config.run_name is None:
                 config.run_name = f"{config.arch.name.split('@')[-1]} {_slug()}"
             if config.checkpoint_path is None:
                 config.checkpoint_path = os.path.join("checkpoints", config.project_name, config.run_name)
+            check_writable(str(config.checkpoint_path))
+            resolve_resume(config)
             objects = [config]
         except (pydantic.ValidationError, UserError) as e:
             objects = [_config_error(e)]
@@ -192,6 +222,66 @@ def load_synced_config(hydra_config: Any, d: Dist) -> PretrainConfig:
     if isinstance(objects[0], UserError):
         raise objects[0]
     return objects[0]
+
+
+def latest_run_dir(project_dir: str) -> str | None:
+    """resume=auto without checkpoint_path: the run folder of this project with the newest checkpoint."""
+    if not os.path.isdir(project_dir):
+        return None
+    best: tuple[float, str] | None = None
+    for name in os.listdir(project_dir):
+        run_dir = os.path.join(project_dir, name)
+        steps = ckpt.list_complete(run_dir)
+        if steps:
+            mtime = os.path.getmtime(ckpt.paths(run_dir, steps[0])[1])
+            if best is None or mtime > best[0]:
+                best = (mtime, run_dir)
+    return best[1] if best else None
+
+
+def check_writable(run_dir: str) -> None:
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(
+            f"cannot write to checkpoint_path {run_dir!r} ({e.strerror or e}); choose a writable checkpoint_path"
+        ) from None
+
+
+_RESUMED: dict[str, Any] = {}  # rank 0 keeps the checkpoint it verified, so it is read once
+
+
+def resolve_resume(config: PretrainConfig) -> None:
+    """Turn resume=auto into a concrete step_<N> (or None for a fresh run), and refuse to start a new run
+    over the checkpoints of an earlier one (the original silently overwrote them)."""
+    run_dir = str(config.checkpoint_path)
+    if config.resume is None:
+        done = ckpt.list_complete(run_dir)
+        if done:
+            raise UserError(
+                f"{run_dir} already holds checkpoints of a run (newest: step_{done[0]}); "
+                "add resume=auto to continue it, or choose another checkpoint_path"
+            )
+        return
+    found = ckpt.find_resume(config.resume, run_dir)
+    if found is None:
+        config.resume = None
+        return
+    step, _, full, folder = found
+    saved_cfg = dict(full["config"])
+    for key in ("arch", "data_path", "global_batch_size", "epochs", "eval_interval"):
+        if saved_cfg.get(key) != getattr(config, key) and key != "arch":
+            raise UserError(
+                f"resume: {key}={getattr(config, key)!r} differs from the checkpoint's {saved_cfg.get(key)!r}; use the original value"
+            )
+    if saved_cfg.get("arch") != config.arch.model_dump():
+        raise UserError("resume: arch settings differ from the checkpoint's; use the original arch.* values")
+    _RESUMED["found"] = found
+    config.resume = os.path.join(folder, f"step_{step}")
 
 
 def _config_error(e: Exception) -> UserError:
@@ -339,6 +429,14 @@ def compute_lr(base_lr: float, config: PretrainConfig, state: TrainState) -> flo
 # Train and eval steps
 
 
+@dataclass
+class StepResult:
+    metrics: dict[str, float]  # train/<k>, identical on every rank
+    nonfinite: bool  # loss or a gradient was NaN/inf: the optimizers did not step
+    stop: bool  # some rank received a stop signal
+    save: bool  # rank 0's clock says a timed checkpoint is due
+
+
 def train_batch(
     config: PretrainConfig,
     state: TrainState,
@@ -346,46 +444,61 @@ def train_batch(
     global_batch_size: int,
     d: Dist,
     device: torch.device,
-):
-    """One optimizer step on one global batch. Returns rank 0's metrics dict (train/<k>) or None."""
+    stop_requested: bool = False,
+    save_requested: bool = False,
+) -> StepResult:
+    """One optimizer step on one global batch (skipped if the loss or a gradient is not finite).
+
+    One host sync per step: metric sums and the flags travel in a single all-reduced vector, read before
+    the optimizers run so a NaN never reaches the weights.
+    """
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
-    def step(model: nn.Module) -> tuple[Any, dict[str, torch.Tensor]]:
+    def step(model: nn.Module) -> tuple[Any, torch.Tensor, dict[str, torch.Tensor]]:
         carry = state.carry if state.carry is not None else state.model.eager.initial_carry(batch)  # type: ignore[operator]
         new_carry, loss, metrics, _, _ = model(carry=carry, batch=batch, return_keys=[])
         ((1 / global_batch_size) * loss).backward()
-        return new_carry, metrics
+        return new_carry, loss.detach(), metrics
 
     def cleanup() -> None:
         for opt in state.optimizers:
             opt.zero_grad(set_to_none=True)
 
-    state.carry, metrics = state.model.run("train", step, cleanup)
+    state.carry, loss, metrics = state.model.run("train", step, cleanup)
     state.step += 1
 
+    params = [p for p in state.model.eager.parameters() if p.grad is not None]
     if d.world_size > 1:
-        allreduce_grads(state.model.eager.parameters())
+        allreduce_grads(params)
+    grads = [p.grad for p in params] + [b.grad for b in state.model.eager.buffers() if b.grad is not None]
+    finite = torch.isfinite(loss).all()
+    if grads:
+        finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())  # type: ignore[arg-type]
+
+    keys = sorted(metrics)  # same order on every rank
+    flags = torch.cat(
+        [(~finite).float().view(1), torch.tensor([float(stop_requested), float(save_requested)], device=device)]
+    )
+    values = torch.cat([torch.stack([metrics[k].float() for k in keys]), flags])
+    if d.world_size > 1:
+        dist.all_reduce(values)
+    v = values.cpu().tolist()
+    nonfinite, stop, save = (x > 0 for x in v[-3:])
 
     lr_this_step = 0.0
     for opt, base_lr in zip(state.optimizers, state.optimizer_lrs):
         lr_this_step = compute_lr(base_lr, config, state)
         for group in opt.param_groups:
             group["lr"] = lr_this_step
-        opt.step()
+        if not nonfinite:
+            opt.step()
         opt.zero_grad(set_to_none=True)
 
-    keys = sorted(metrics)  # same order on every rank
-    values = torch.stack([metrics[k].float() for k in keys])
-    if d.world_size > 1:
-        dist.reduce(values, dst=0)
-    if not d.is_main:
-        return None
-    v = values.cpu().tolist()
-    reduced = dict(zip(keys, v))
+    reduced = dict(zip(keys, v[: len(keys)]))
     count = max(reduced["count"], 1)
     out = {f"train/{k}": val / (global_batch_size if k.endswith("loss") else count) for k, val in reduced.items()}
     out["train/lr"] = lr_this_step
-    return out
+    return StepResult(out, nonfinite, stop, save)
 
 
 def evaluate(
@@ -414,7 +527,11 @@ def evaluate(
         return metrics, preds
 
     with torch.inference_mode():
+        seen: dict[str, int] = {}
         for set_name, batch, gbs in eval_loader:
+            seen[set_name] = seen.get(set_name, 0) + 1
+            if config.eval_batches is not None and seen[set_name] > config.eval_batches:
+                continue  # bounded eval: the first N batches of each set
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             metrics, preds = state.model.run("eval", lambda m, b=batch: run_batch(m, b))
             # this rank's real (unpadded) rows; the original also saved the padding of the last batch
@@ -432,7 +549,7 @@ def evaluate(
     if saved and config.checkpoint_path is not None:
         os.makedirs(config.checkpoint_path, exist_ok=True)
         path = os.path.join(config.checkpoint_path, f"step_{state.step}_all_preds.{d.rank}")
-        atomic_save({k: torch.cat(v, dim=0) for k, v in saved.items()}, path)
+        ckpt.atomic_save({k: torch.cat(v, dim=0) for k, v in saved.items()}, path)
 
     if totals is None:
         return None
@@ -453,24 +570,73 @@ def evaluate(
 # Files
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """Write to a temporary file, fsync, rename: a crash never leaves a truncated file under `path`."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+@dataclass
+class Progress:
+    """Where the run is, beyond the step: saved in every checkpoint."""
+
+    passes_done: int = 0  # completed passes over the training data (= evals done)
+    batches_into_pass: int = 0  # batches of the current pass already trained on
+    eval_steps: list[int] = field(default_factory=list)  # steps whose weights are kept (checkpoint_every_eval)
+    best_step: int | None = None  # best eval exact accuracy so far...
+    best_value: float | None = None  # ...and its value
+    nan_streak: int = 0
+    early_stop_streak: int = 0
 
 
-def save_train_state(config: PretrainConfig, state: TrainState) -> str | None:
-    """Model weights in the original's format (`step_<N>`, keys without `_orig_mod.`)."""
+def save_checkpoint(config: PretrainConfig, state: TrainState, prog: Progress, d: Dist, why: str) -> str | None:
+    """Write a complete checkpoint (see utils/checkpoint.py); returns its weights path, None if not written."""
     if config.checkpoint_path is None:
         return None
-    os.makedirs(config.checkpoint_path, exist_ok=True)
-    path = os.path.join(config.checkpoint_path, f"step_{state.step}")
-    atomic_save(state.model.eager.state_dict(), path)
-    return path
+    w_path, s_path = ckpt.paths(config.checkpoint_path, state.step)
+    ok = True
+    error = ""
+    try:
+        os.makedirs(config.checkpoint_path, exist_ok=True)
+        if not d.is_main:
+            ckpt.atomic_save(
+                {"carry": ckpt.carry_to_dict(state.carry), "rng": ckpt.rng_state()}, f"{s_path}.rank{d.rank}"
+            )
+    except OSError as e:
+        ok, error = False, f"rank {d.rank}: {e}"
+    if d.world_size > 1:
+        flag = torch.tensor([0.0 if ok else 1.0], device=state.model.eager.model.inner.H_init.device)  # type: ignore[union-attr]
+        dist.all_reduce(flag)
+        ok = flag.item() == 0
+    if ok and d.is_main:
+        try:
+            ckpt.atomic_save(state.model.eager.state_dict(), w_path)
+            full = {
+                "format": "hrm-fork-state-v1",
+                "step": state.step,
+                "total_steps": state.total_steps,
+                "optimizers": [o.state_dict() for o in state.optimizers],
+                "carry": ckpt.carry_to_dict(state.carry),
+                "rng": ckpt.rng_state(),
+                "progress": dataclasses.asdict(prog),
+                "world_size": d.world_size,
+                "config": config.model_dump(),
+                "dataset": ckpt.dataset_fingerprint(config.data_path),
+                "versions": ckpt.versions(),
+                "why": why,
+            }
+            ckpt.atomic_save(full, s_path)  # last: its presence marks the checkpoint complete
+        except OSError as e:
+            ok, error = False, str(e)
+    if d.world_size > 1:
+        flag = torch.tensor([0.0 if ok else 1.0], device=state.model.eager.model.inner.H_init.device)  # type: ignore[union-attr]
+        dist.all_reduce(flag)
+        ok = flag.item() == 0
+    if not ok:
+        msg = f"could not write checkpoint step_{state.step} in {config.checkpoint_path} ({error or 'another rank failed'}); the previous checkpoint is intact"
+        if config.save_error == "stop":
+            raise UserError(msg + "; free some disk space or set checkpoint_path, then resume=auto")
+        if d.is_main:
+            print(f"warning: {msg}; continuing (save_error=continue)", flush=True)
+        return None
+    if d.is_main:
+        protect = {prog.best_step} if prog.best_step is not None else set()
+        ckpt.prune(config.checkpoint_path, config.keep_last, protect_full=protect, keep_weights=set(prog.eval_steps))
+    return w_path
 
 
 def save_code_and_config(config: PretrainConfig) -> None:
@@ -541,6 +707,73 @@ def launch(hydra_config: Any) -> None:
             dist.destroy_process_group()
 
 
+class StopSignals:
+    """SIGINT/SIGTERM/SIGHUP (a closed tmux pane) ask the loop to stop after the current step and save;
+    a second signal exits at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self, log) -> None:
+        self.requested: str | None = None
+        self.log = log
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    sig = getattr(signal, name)
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.requested is not None:
+            print(f"\n{name} again: exiting now without saving", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.requested = name
+        self.log(f"\n{name}: finishing this step, then saving a checkpoint (send it again to exit at once)")
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def resume_command(config: PretrainConfig) -> str:
+    args = [a for a in sys.argv[1:] if not a.lstrip("+").startswith(("resume=", "checkpoint_path="))]
+    args += [f"checkpoint_path={shlex.quote(str(config.checkpoint_path))}", "resume=auto"]
+    launcher = "torchrun --nproc-per-node N " if "LOCAL_RANK" in os.environ else "python "
+    return launcher + "pretrain.py " + " ".join(args)
+
+
+def restore(
+    state: TrainState, saved: tuple, d: Dist, device: torch.device, local_batch: int, seq_len: int, log
+) -> Progress:
+    """Load a full-state checkpoint into a freshly built run (weights, optimizers, RNG, carry, position)."""
+    step, weights, full, folder = saved
+    state.model.eager.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in weights.items()})
+    for opt, sd in zip(state.optimizers, full["optimizers"]):
+        opt.load_state_dict(sd)
+    state.step = step
+    carry, rng = full["carry"], full["rng"]
+    if d.world_size != full["world_size"]:
+        log(
+            f"resuming on {d.world_size} processes a run saved on {full['world_size']}: ACT carries restart (rows in flight begin anew)"
+        )
+        carry = None
+    elif d.rank > 0:
+        extra = ckpt.load(os.path.join(folder, f"step_{step}{ckpt.STATE_SUFFIX}.rank{d.rank}"))
+        carry, rng = extra["carry"], extra["rng"]
+    if carry is not None:
+        dummy = {
+            k: torch.zeros(local_batch, *shape, dtype=torch.int32, device=device)
+            for k, shape in (("inputs", (seq_len,)), ("labels", (seq_len,)), ("puzzle_identifiers", ()))
+        }
+        state.carry = ckpt.carry_from_dict(state.model.eager.initial_carry(dummy), carry, device)  # type: ignore[operator]
+    ckpt.set_rng_state(rng)
+    return Progress(**full["progress"])
+
+
 def run(config: PretrainConfig, rt: Runtime) -> None:
     d, device = rt.d, rt.device
     epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
@@ -577,9 +810,25 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         model=model, optimizers=optimizers, optimizer_lrs=lrs, carry=None, step=0, total_steps=total_steps
     )
 
+    prog = Progress()
+    if config.resume is not None:
+        saved = _RESUMED.pop("found", None) if d.is_main else None
+        if saved is None:  # other ranks (or rank 0 without a cache) read the files named in the config
+            run_dir, name = os.path.split(config.resume)
+            step = int(name.removeprefix("step_"))
+            saved = (step, *ckpt.load_complete(run_dir, step), run_dir)
+        if saved[2]["dataset"] != ckpt.dataset_fingerprint(config.data_path):
+            raise UserError(
+                f"{config.resume} was trained on a different build of {config.data_path} (counts, vocab or identifiers differ)"
+            )
+        prog = restore(state, saved, d, device, config.global_batch_size // d.world_size, train_meta.seq_len, log)
+        train_loader.dataset.set_position(prog.passes_done, prog.batches_into_pass)  # type: ignore[attr-defined]
+
     tracker = Tracker(config.checkpoint_path, enabled=d.is_main)
     progress = None
     if d.is_main:
+        if config.resume is not None:
+            tracker.truncate_after(state.step)  # steps after the checkpoint will be trained (and logged) again
         n_params = sum(p.numel() for p in model.eager.parameters())
         wandb_status = tracker.start_wandb(
             config.wandb_mode, config.project_name or "", config.run_name or "", config.model_dump()
@@ -596,45 +845,104 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 ("parameters", f"{n_params:,}"),
                 ("steps", f"{total_steps:,} (batch {config.global_batch_size}, {total_iters} evals)"),
                 ("run folder", str(config.checkpoint_path)),
+                ("resumed", f"from step {state.step} ({config.resume})" if config.resume else "no (new run)"),
                 ("W&B", wandb_status),
             ]
         )
-        tracker.log({"num_params": n_params}, step=0)
+        if state.step == 0:
+            tracker.log({"num_params": n_params}, step=0)
         import tqdm
 
-        progress = tqdm.tqdm(total=total_steps, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        progress = tqdm.tqdm(
+            total=total_steps, initial=state.step, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0
+        )
 
     shown_acc = 0.0
-    for it in range(total_iters):
-        if d.is_main:
-            print(f"[Rank {d.rank}, World Size {d.world_size}]: Epoch {it * epochs_per_iter}", flush=True)
-        model.eager.train()
-        for _set, batch, gbs in train_loader:
-            if state.step >= state.total_steps:
+    last_save = time.monotonic()
+    stop_reason = ""
+    with StopSignals(log) as signals:
+        for it in range(prog.passes_done, total_iters):
+            if d.is_main:
+                print(f"[Rank {d.rank}, World Size {d.world_size}]: Epoch {it * epochs_per_iter}", flush=True)
+            model.eager.train()
+            for _set, batch, gbs in train_loader:
+                if state.step >= state.total_steps:
+                    break
+                timed = (
+                    d.is_main
+                    and config.checkpoint_minutes is not None
+                    and time.monotonic() - last_save > 60 * config.checkpoint_minutes
+                )
+                res = train_batch(config, state, batch, gbs, d, device, signals.requested is not None, timed)
+                prog.batches_into_pass += 1
+                metrics = res.metrics
+                if res.nonfinite:
+                    prog.nan_streak += 1
+                    log(f"step {state.step}: non-finite loss or gradient; step skipped ({prog.nan_streak} in a row)")
+                    if config.nan_policy == "stop" or prog.nan_streak >= config.max_nan_skips:
+                        stop_reason = f"non-finite loss or gradients ({prog.nan_streak} step(s) in a row, nan_policy={config.nan_policy})"
+                else:
+                    prog.nan_streak = 0
+                if config.early_stop_exact_accuracy is not None and metrics["train/count"] > 0:
+                    above = metrics["train/exact_accuracy"] >= config.early_stop_exact_accuracy
+                    prog.early_stop_streak = prog.early_stop_streak + 1 if above else 0
+                    if prog.early_stop_streak >= config.early_stop_patience:
+                        stop_reason = f"train exact accuracy >= {config.early_stop_exact_accuracy} for {config.early_stop_patience} steps"
+                if d.is_main:
+                    tracker.log(metrics | {"train/skipped": float(res.nonfinite)}, step=state.step)
+                    progress.update(state.step - progress.n)  # type: ignore[union-attr]
+                    if metrics["train/count"] > 0:  # accuracy only means something on steps where rows halted
+                        shown_acc = metrics["train/accuracy"]
+                    progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{shown_acc:.3f}", refresh=False)  # type: ignore[union-attr]
+                if res.stop and not stop_reason:
+                    stop_reason = f"{signals.requested or 'a signal'} received"
+                if stop_reason.startswith("non-finite"):
+                    break  # never checkpoint weights that just saw NaNs: the last checkpoint stays the one to resume
+                interval_due = config.checkpoint_interval is not None and state.step % config.checkpoint_interval == 0
+                if res.stop or res.save or interval_due or stop_reason:
+                    if save_checkpoint(config, state, prog, d, why=stop_reason or "interval") and d.is_main:
+                        last_save = time.monotonic()
+                if stop_reason:
+                    break
+            if stop_reason:
                 break
-            metrics = train_batch(config, state, batch, gbs, d, device)
-            if d.is_main and metrics is not None:
-                tracker.log(metrics, step=state.step)
-                progress.update(state.step - progress.n)  # type: ignore[union-attr]
-                if metrics["train/count"] > 0:  # accuracy only means something on steps where rows halted
-                    shown_acc = metrics["train/accuracy"]
-                progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{shown_acc:.3f}", refresh=False)  # type: ignore[union-attr]
 
-        model.eager.eval()
-        results = evaluate(config, state, eval_loader, eval_meta, d, device)
-        if d.is_main and results is not None:
-            flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
-            tracker.log(flat, step=state.step)
-            print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
-
-        if d.is_main and (config.checkpoint_every_eval or it == total_iters - 1):
-            path = save_train_state(config, state)
+            model.eager.eval()
+            results = evaluate(config, state, eval_loader, eval_meta, d, device)
+            prog.passes_done, prog.batches_into_pass = it + 1, 0
+            if d.is_main and results is not None:
+                flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
+                tracker.log(flat, step=state.step)
+                print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
+                exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
+                if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
+                    prog.best_step, prog.best_value = state.step, sum(exact) / len(exact)
+            if d.world_size > 1:  # every rank needs rank 0's best_step for pruning decisions to agree
+                obj = [(prog.best_step, prog.best_value)]
+                dist.broadcast_object_list(obj, src=0)
+                prog.best_step, prog.best_value = obj[0]
+            if config.checkpoint_every_eval or it == total_iters - 1:
+                prog.eval_steps.append(state.step)
+            path = save_checkpoint(config, state, prog, d, why="eval")
             if path:
-                print(f"checkpoint: {path}", flush=True)
+                last_save = time.monotonic()
+                log(f"checkpoint: {path}")
+            if signals.requested:
+                stop_reason = f"{signals.requested} received"
+                break
 
     if progress is not None:
         progress.close()
     tracker.finish()
+    if stop_reason:
+        log(f"stopped at step {state.step}: {stop_reason}")
+        done = ckpt.list_complete(config.checkpoint_path or "")
+        if done:
+            log(f"last complete checkpoint: step_{done[0]}. To continue:\n  {resume_command(config)}")
+        if stop_reason.startswith("non-finite"):
+            raise UserError("training stopped on non-finite values; lower lr or raise lr_warmup_steps before resuming")
+        if "received" in stop_reason:
+            sys.exit(130)
 
 
 def main() -> None:

@@ -148,6 +148,13 @@ class PuzzleDataset(IterableDataset):
         self.local_batch_size = config.global_batch_size // config.num_replicas
         self._data: dict[str, dict[str, np.ndarray]] | None = None
         self._iters = 0  # passes over the training data so far; seeds each pass
+        self._skip = 0  # batches of the next pass to draw and drop (resuming mid-pass)
+
+    def set_position(self, passes_done: int, batches_into_pass: int) -> None:
+        """Resume: the next pass is pass number `passes_done + 1` (same seed as before), minus its first
+        `batches_into_pass` batches. Only index sampling is replayed, no data is read for skipped batches."""
+        self._iters = passes_done
+        self._skip = batches_into_pass
 
     def _lazy_load(self) -> dict[str, dict[str, np.ndarray]]:
         if self._data is None:
@@ -212,6 +219,9 @@ class PuzzleDataset(IterableDataset):
                 effective = puzzle_idx.size
                 if effective < self.config.global_batch_size:
                     break  # drop the last short batch
+                if self._skip > 0:
+                    self._skip -= 1
+                    continue
                 sl = slice(self.config.rank * self.local_batch_size, (self.config.rank + 1) * self.local_batch_size)
                 idx, puzzle_idx = idx[sl], puzzle_idx[sl]
                 yield (

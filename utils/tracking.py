@@ -81,6 +81,23 @@ class Tracker:
             )
         return self.wandb_status
 
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after `step` (a resumed run trains those steps again)."""
+        if not self.path or not os.path.isfile(self.path):
+            return
+        rows = []
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    if json.loads(line).get("step", 0) <= step:
+                        rows.append(line if line.endswith("\n") else line + "\n")
+                except json.JSONDecodeError:
+                    pass  # a line cut short by kill -9
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(rows)
+        os.replace(tmp, self.path)
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if not self.enabled:
             return

@@ -1,0 +1,261 @@
+"""Draw training curves of one or more runs from their metrics.jsonl into one PNG.
+
+    python plot.py RUN_DIR [RUN_DIR ...] [-o curves.png] [--keys KEY ...]
+
+RUN_DIR is a run folder (`checkpoints/<project>/<run>`, the one holding metrics.jsonl) or the metrics.jsonl
+itself. Default panels: train lm_loss; token accuracy, exact accuracy and average ACT steps (train and every
+eval set); learning rate. `--keys` replaces them: one panel per argument; a full key (`train/lm_loss`,
+`all/exact_accuracy`), a bare metric (`accuracy`: train and every eval set), or several joined by commas
+(`train/lm_loss,all/lm_loss`) to share a panel. Runs are told apart by colour, train/eval sets by line style.
+
+Train rows count accuracy and steps only over the rows that halted in that step; a step where none halted
+(`train/count` 0) logs 0 for them, so those rows are left out of such curves (same as the progress bar).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from utils.errors import UserError, close_matches, exit_with
+
+DEFAULT_PANELS: list[tuple[str, list[str]]] = [
+    ("lm loss (train)", ["train/lm_loss"]),
+    ("token accuracy", ["accuracy"]),
+    ("exact accuracy", ["exact_accuracy"]),
+    ("average ACT steps", ["steps"]),
+    ("learning rate", ["train/lr"]),
+]
+# Train metrics that are averages over the halted rows of a step (pretrain.train_batch divides them by count).
+_PER_HALTED_ROW = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
+_NOT_METRICS = ("step", "time")
+_LINESTYLES = ["-", "--", ":", "-."]
+INSTALL_HINT = "plot.py needs matplotlib: pip install matplotlib"
+
+
+@dataclass
+class Run:
+    label: str
+    path: str
+    # key -> (steps, values), in file order
+    series: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    bad_lines: int = 0
+
+
+def _float(v: Any) -> float | None:
+    """Numbers and the strings the tracker writes for non-finite values ('nan', 'inf'); None otherwise."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def metrics_file(path: str) -> str:
+    if os.path.isfile(path):
+        return path
+    candidate = os.path.join(path, "metrics.jsonl")
+    if os.path.isfile(candidate):
+        return candidate
+    if not os.path.isdir(path):
+        raise UserError(f"{path!r} does not exist; pass a run folder (checkpoints/<project>/<run>)")
+    # a project folder: name the runs inside it
+    runs = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, "metrics.jsonl")))
+    hint = f"; runs under it: {', '.join(runs[:5])}{', ...' if len(runs) > 5 else ''}" if runs else ""
+    raise UserError(f"{path!r} has no metrics.jsonl (is it a run folder?){hint}")
+
+
+def read_run(path: str, label: str) -> Run:
+    fname = metrics_file(path)
+    run = Run(label=label, path=fname)
+    with open(fname) as f:
+        lines = f.readlines()
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()  # the half-written last line of a run still going: not worth a warning
+    for line in filter(None, (ln.strip() for ln in lines)):
+        try:
+            row = json.loads(line)
+            step = int(row["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # TypeError: a line that is not an object
+            run.bad_lines += 1
+            continue
+        halted = _float(row.get("train/count"))
+        for key, raw in row.items():
+            value = _float(raw)
+            if key in _NOT_METRICS or value is None:
+                continue
+            set_name, _, metric = key.partition("/")
+            if set_name == "train" and metric in _PER_HALTED_ROW and halted == 0:
+                continue
+            steps, values = run.series.setdefault(key, ([], []))
+            steps.append(step)
+            values.append(value)
+    return run
+
+
+def run_labels(paths: list[str]) -> list[str]:
+    """Run folder names; parent/name where two runs share a name (same run name in two projects)."""
+    dirs = [os.path.dirname(os.path.abspath(p)) if os.path.isfile(p) else os.path.abspath(p) for p in paths]
+    names = [os.path.basename(d) for d in dirs]
+    out = []
+    for d, n in zip(dirs, names):
+        out.append(os.path.join(os.path.basename(os.path.dirname(d)), n) if names.count(n) > 1 else n)
+    return out
+
+
+def resolve_keys(spec: str, available: set[str]) -> list[str]:
+    """'train/lm_loss' -> itself; 'accuracy' -> train/accuracy, all/accuracy, ... (whichever exist)."""
+    keys: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if "/" in part:
+            if part not in available:
+                bare = sorted({k.partition("/")[2] for k in available})
+                raise UserError(f"unknown key {part!r}{close_matches(part, sorted(available) + bare)}")
+            keys.append(part)
+            continue
+        found = sorted((k for k in available if k.partition("/")[2] == part), key=lambda k: (k != "train/" + part, k))
+        if not found:
+            bare = sorted({k.partition("/")[2] for k in available if "/" in k})
+            raise UserError(f"unknown key {part!r}{close_matches(part, bare + sorted(available))}")
+        keys.extend(found)
+    if not keys:
+        raise UserError(f"empty --keys entry {spec!r}")
+    return keys
+
+
+def panels_for(args_keys: list[str] | None, runs: list[Run]) -> list[tuple[str, list[str]]]:
+    available = {k for r in runs for k in r.series if "/" in k}  # 'num_params' and such are not curves
+    if args_keys:
+        return [(spec.replace(",", ", "), resolve_keys(spec, available)) for spec in args_keys]
+    panels = []
+    for title, specs in DEFAULT_PANELS:
+        keys = []
+        for spec in specs:  # a default panel whose metric no run has (yet) stays, empty, with a note
+            try:
+                keys += resolve_keys(spec, available)
+            except UserError:
+                pass
+        panels.append((title, keys))
+    return panels
+
+
+def draw(runs: list[Run], panels: list[tuple[str, list[str]]], output: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed (servers, tmux, CI)
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    sets = sorted({k.partition("/")[0] for _, keys in panels for k in keys}, key=lambda s: (s != "train", s))
+    style = {s: _LINESTYLES[i % len(_LINESTYLES)] for i, s in enumerate(sets)}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {r.label: colors[i % len(colors)] for i, r in enumerate(runs)}
+
+    ncols = 1 if len(panels) == 1 else 2 if len(panels) in (2, 4) else 3
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows + 0.6), squeeze=False, layout="constrained"
+    )
+    flat = axes.ravel()
+    for ax, (title, keys) in zip(flat, panels):
+        drawn = 0
+        # several metrics in one panel (--keys a,b): colour and style no longer say which line is which
+        mixed = len({k.partition("/")[2] for k in keys}) > 1
+        markers = iter("osd^v<>p*hx+") if mixed else None
+        metric_marker = {m: next(markers) for m in dict.fromkeys(k.partition("/")[2] for k in keys)} if markers else {}
+        for run in runs:
+            for key in keys:
+                if key not in run.series:
+                    continue
+                steps, values = run.series[key]
+                set_name = key.partition("/")[0]
+                sparse = len(steps) <= 50  # eval points: few, so mark them
+                metric = key.partition("/")[2]
+                ax.plot(
+                    steps,
+                    values,
+                    color=color[run.label],
+                    linestyle=style.get(set_name, "-"),
+                    marker=metric_marker.get(metric, "o" if sparse else None),
+                    markersize=3,
+                    linewidth=1.2,
+                    label=(f"{run.label}: {key}" if len(runs) > 1 else key) if mixed else None,
+                )
+                drawn += 1
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        if mixed and drawn:
+            ax.legend(fontsize=7)
+        if keys and all(k.endswith("/lr") for k in keys):
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        if not drawn:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
+    for ax in flat[len(panels) :]:
+        ax.set_visible(False)
+
+    handles = [Line2D([], [], color=color[r.label], linewidth=2, label=r.label) for r in runs]
+    if len(sets) > 1:  # line styles only need a key when they differ
+        handles += [Line2D([], [], color="gray", linestyle=style[s], label=s) for s in sets]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Plot training curves from runs' metrics.jsonl into one PNG.")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding metrics.jsonl")
+    parser.add_argument("-o", "--output", default="curves.png", help="PNG to write (default: curves.png)")
+    parser.add_argument(
+        "--keys",
+        nargs="+",
+        metavar="KEY",
+        help="panels to draw instead of the defaults: train/lm_loss, all/exact_accuracy, accuracy (every set), "
+        "or a,b to share a panel",
+    )
+    args = parser.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(f"error: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    try:
+        runs = [read_run(p, label) for p, label in zip(args.runs, run_labels(args.runs))]
+        for r in runs:
+            if r.bad_lines:
+                print(f"warning: skipped {r.bad_lines} unreadable lines of {r.path}", file=sys.stderr)
+        empty = [r.path for r in runs if not any("/" in k for k in r.series)]
+        if len(empty) == len(runs):
+            raise UserError(f"no train or eval rows yet in {', '.join(empty)} (only start-up rows)")
+        for path in empty:
+            print(f"warning: no train or eval rows yet in {path}", file=sys.stderr)
+        for spec in args.keys or []:  # `--keys a b RUN_DIR`: argparse hands the folder to --keys
+            if os.path.isdir(spec) or spec.endswith(".jsonl"):
+                raise UserError(f"{spec!r} was read as a key; put run folders before --keys")
+        panels = panels_for(args.keys, runs)
+        draw(runs, panels, args.output)
+    except UserError as e:
+        exit_with(e)
+    except OSError as e:  # unreadable metrics file, unwritable output
+        exit_with(UserError(f"{e.filename or ''}: {e.strerror or e}"))
+    print(f"wrote {args.output} ({len(runs)} run{'s' if len(runs) > 1 else ''}, {len(panels)} panels)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

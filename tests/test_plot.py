@@ -1,0 +1,138 @@
+"""plot.py: curves of fake runs into a PNG, skipped no-halt train rows, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import plot
+from tests.conftest import run_py
+
+
+def write_run(folder: Path, steps: int = 60, eval_every: int = 20, scale: float = 1.0) -> Path:
+    """A metrics.jsonl shaped like pretrain.py's: start-up row, train rows (some with no halted rows), evals."""
+    folder.mkdir(parents=True)
+    rows: list[dict] = [{"step": 0, "time": 0.0, "num_params": 132610.0}]
+    for s in range(1, steps + 1):
+        halted = s % 3 != 0  # every third step: no row halted, so accuracy/steps are logged as 0
+        rows.append(
+            {
+                "step": s,
+                "time": 0.1 * s,
+                "train/accuracy": (0.1 + 0.8 * s / steps) * scale if halted else 0.0,
+                "train/count": 1.0 if halted else 0.0,
+                "train/exact_accuracy": (0.5 * s / steps) * scale if halted else 0.0,
+                "train/lm_loss": 2.5 * math.exp(-s / 30) * scale,
+                "train/q_halt_loss": 0.01,
+                "train/steps": 4.0 + (s % 5) if halted else 0.0,
+                "train/lr": 1e-3 * min(1.0, s / 10),
+            }
+        )
+        if s % eval_every == 0:
+            rows.append(
+                {
+                    "step": s,
+                    "time": 0.1 * s,
+                    "all/accuracy": 0.2 + 0.6 * s / steps * scale,
+                    "all/exact_accuracy": 0.4 * s / steps,
+                    "all/lm_loss": 2.0 * math.exp(-s / 30),
+                    "all/steps": 8.0,
+                }
+            )
+    rows[5]["train/lm_loss"] = "nan"  # the tracker writes non-finite values as strings
+    with open(folder / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+        f.write('{"step": 61, "train/lm')  # a run still writing its last line
+    return folder
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> tuple[Path, Path]:
+    return write_run(tmp_path / "proj" / "run-a"), write_run(tmp_path / "proj" / "run-b", scale=0.8)
+
+
+def test_reads_metrics_and_skips_steps_without_halted_rows(two_runs: tuple[Path, Path]) -> None:
+    run = plot.read_run(str(two_runs[0]), "run-a")
+    assert run.bad_lines == 0  # the unfinished last line is dropped quietly
+    acc_steps, acc = run.series["train/accuracy"]
+    assert acc_steps and all(s % 3 != 0 for s in acc_steps) and min(acc) > 0
+    assert len(run.series["train/steps"][0]) == len(acc_steps)
+    assert len(run.series["train/lm_loss"][0]) == 60  # losses are per batch: every step counts
+    assert math.isnan(run.series["train/lm_loss"][1][4])
+    assert run.series["all/exact_accuracy"][0] == [20, 40, 60]
+    assert "step" not in run.series and "time" not in run.series
+
+
+def test_corrupt_lines_are_counted(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "run")
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('"}\n[1, 2]\n{"step": 62, "train/lm_loss": 0.5}\n')  # completes the last line as garbage
+    run = plot.read_run(str(run_dir), "run")
+    assert run.bad_lines == 2 and run.series["train/lm_loss"][0][-1] == 62
+
+
+def test_key_specs() -> None:
+    available = {"train/accuracy", "all/accuracy", "train/lm_loss", "all/lm_loss", "train/lr"}
+    assert plot.resolve_keys("accuracy", available) == ["train/accuracy", "all/accuracy"]
+    assert plot.resolve_keys("train/lm_loss,all/lm_loss", available) == ["train/lm_loss", "all/lm_loss"]
+    with pytest.raises(plot.UserError, match="did you mean: train/lm_loss"):
+        plot.resolve_keys("train/lm_los", available)
+
+
+def test_two_runs_make_a_png(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.image
+
+    out = tmp_path / "out" / "curves.png"
+    r = run_py(["plot.py", *map(str, two_runs), "-o", str(out)], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {out}" in r.stdout and "2 runs, 5 panels" in r.stdout
+    assert r.stderr == ""
+    assert out.is_file() and out.stat().st_size > 10_000
+    img = matplotlib.image.imread(out)
+    h, w = img.shape[:2]
+    assert 400 <= h <= 2000 and 800 <= w <= 3000 and w > h, img.shape
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_keys_panels(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "keys.png"
+    r = run_py(["plot.py", str(two_runs[0]), "-o", str(out), "--keys", "train/lm_loss", "accuracy,steps"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "1 run, 2 panels" in r.stdout and out.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{tmp}/nowhere"], "does not exist"),
+        (["{tmp}/empty"], "has no metrics.jsonl"),
+        (["{tmp}/proj"], "runs under it: run-a, run-b"),
+        (["{a}", "--keys", "train/acuracy"], "unknown key 'train/acuracy' (did you mean: train/accuracy"),
+        (["{a}", "--keys", "lm_los"], "unknown key 'lm_los' (did you mean: lm_loss"),
+    ],
+)
+def test_errors_are_one_line(two_runs: tuple[Path, Path], tmp_path: Path, args: list[str], message: str) -> None:
+    pytest.importorskip("matplotlib")
+    (tmp_path / "empty").mkdir()
+    args = [a.format(tmp=tmp_path, a=two_runs[0]) for a in args]
+    r = run_py(["plot.py", *args, "-o", str(tmp_path / "x.png")])
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_missing_matplotlib_prints_install_hint(two_runs: tuple[Path, Path]) -> None:
+    # sys.modules[name] = None makes `import matplotlib` fail, as on a machine without it
+    code = (
+        "import runpy, sys; sys.modules['matplotlib'] = None; "
+        f"sys.argv = ['plot.py', {str(two_runs[0])!r}]; runpy.run_path('plot.py', run_name='__main__')"
+    )
+    r = run_py(["-c", code])
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: plot.py needs matplotlib: pip install matplotlib"
