@@ -217,3 +217,18 @@ def test_malicious_checkpoint_is_refused(tmp_path: Path) -> None:
     assert r.returncode == 2 and not (tmp_path / "pwned").exists()
     r = run_py(["pretrain.py", f"data_path={tmp_path}", f"resume={bad}"])
     assert r.returncode == 2 and not (tmp_path / "pwned").exists()
+
+
+def test_predict_one_sudoku(reference: Path, tiny_sudoku: Path) -> None:
+    import numpy as np
+
+    grid = np.load(tiny_sudoku / "test" / "all__inputs.npy")[0].astype(int) - 1
+    puzzle = "".join("." if v == 0 else str(v) for v in grid)
+    r = run_py(["predict.py", f"checkpoint={reference / 'step_16'}", f"puzzle={puzzle}", "max_steps=5"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "prediction after 5 ACT step(s) (training used 2)" in r.stdout
+    assert "halting confidence" in r.stdout and "valid solution:" in r.stdout
+    r = run_py(["predict.py", f"checkpoint={reference / 'step_16'}", f"puzzle={puzzle}", "halt=q"])
+    assert r.returncode == 0 and "ACT step(s)" in r.stdout
+    r = run_py(["predict.py", f"checkpoint={reference / 'step_16'}", "puzzle=12345"])
+    assert r.returncode == 2 and "expected 81 characters" in r.stderr and "Traceback" not in r.stderr

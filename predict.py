@@ -1,0 +1,129 @@
+"""Solve one puzzle with a trained checkpoint and show the answer, the ACT steps used and the halting confidence.
+
+    python predict.py checkpoint=<run>/step_N puzzle=<81 chars, '.' or '0' blank>      # Sudoku
+    python predict.py checkpoint=<run>/step_N puzzle=path/to/puzzle.txt                  # a file holding one
+    python predict.py checkpoint=... puzzle=... halt=q          # stop when the Q head says halt (as in training)
+    python predict.py checkpoint=... puzzle=... max_steps=32    # think longer than training's halt_max_steps
+
+Other key=value pairs are as for evaluate.py (data_path=... for checkpoints without all_config.yaml, device=cpu).
+Sudoku and Maze (30x30, characters `# SGo`, one row per line or 900 characters) are read from the text;
+the dataset's metadata (data_path) tells which one the checkpoint was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from evaluate import load_checkpoint, load_eval_config
+from pretrain import create_model, setup_runtime
+from utils.errors import UserError, exit_with
+from utils.runtime import Dist
+
+MAZE_CHARS = "# SGo"  # tokens 1..5 (0 = pad)
+
+
+def read_text(arg: str) -> str:
+    if os.path.isfile(arg):
+        with open(arg) as f:
+            return f.read()
+    return arg
+
+
+def encode(text: str, seq_len: int, vocab: int) -> tuple[np.ndarray, str]:
+    """Puzzle text -> (tokens (seq_len,), kind)."""
+    if seq_len == 81 and vocab == 11:
+        from dataset.sudoku import parse_puzzle
+
+        flat = "".join(ch for ch in text if not ch.isspace() and ch not in "|+-")
+        try:
+            return parse_puzzle(flat).astype(np.int64) + 1, "sudoku"
+        except ValueError as e:
+            raise UserError(f"not a Sudoku: {e} (give 81 characters, '.' or '0' for blanks)") from None
+    if seq_len == 900 and vocab == 6:
+        rows = [r for r in text.splitlines() if r.strip()]
+        flat = "".join(rows) if len(rows) > 1 else text.strip()
+        if len(flat) != 900 or any(c not in MAZE_CHARS for c in flat):
+            raise UserError("not a 30x30 maze: give 900 characters of '# SGo' (30 lines of 30, or one line)")
+        return np.array([MAZE_CHARS.index(c) + 1 for c in flat], dtype=np.int64), "maze"
+    raise UserError(f"predict.py knows Sudoku (seq 81, vocab 11) and Maze (seq 900, vocab 6); this dataset has seq {seq_len}, vocab {vocab}")
+
+
+def show(tokens: np.ndarray, kind: str) -> str:
+    if kind == "sudoku":
+        d = (tokens - 1).clip(0, 9).reshape(9, 9)
+        lines = []
+        for r in range(9):
+            if r in (3, 6):
+                lines.append("------+-------+------")
+            row = " ".join(str(x) if x else "." for x in d[r])
+            lines.append(f"{row[:5]} | {row[6:11]} | {row[12:]}")
+        return "\n".join(lines)
+    return "\n".join("".join(MAZE_CHARS[max(t - 1, 0)] for t in tokens[r * 30 : (r + 1) * 30]) for r in range(30))
+
+
+@torch.inference_mode()
+def solve(inner: Any, tokens: np.ndarray, device: torch.device, max_steps: int, halt: str) -> tuple[np.ndarray, int, float]:
+    """Run ACT segments on one puzzle; returns (prediction, segments used, sigmoid(q_halt) at the end)."""
+    batch = {
+        "inputs": torch.from_numpy(tokens).to(torch.int32).unsqueeze(0).to(device),
+        "puzzle_identifiers": torch.zeros(1, dtype=torch.int32, device=device),
+    }
+    carry = inner.reset_carry(torch.ones(1, dtype=torch.bool, device=device), inner.empty_carry(1, device=device))
+    steps, q = 0, 0.0
+    for steps in range(1, max_steps + 1):
+        carry, logits, (q_halt, q_continue) = inner(carry, batch)
+        q = torch.sigmoid(q_halt).item()
+        if halt == "q" and q_halt.item() > q_continue.item():
+            break
+    return logits.argmax(-1)[0].cpu().numpy(), steps, q
+
+
+def main() -> None:
+    try:
+        cli: dict[str, Any] = OmegaConf.to_container(OmegaConf.from_cli(sys.argv[1:]))  # type: ignore[assignment]
+        puzzle = cli.pop("puzzle", None)
+        max_steps = cli.pop("max_steps", None)
+        halt = str(cli.pop("halt", "max"))
+        if puzzle is None:
+            raise UserError("usage: python predict.py checkpoint=<step_N> puzzle=<puzzle text or file> [max_steps=N] [halt=q|max]")
+        if halt not in ("q", "max"):
+            raise UserError(f"halt must be q (stop when the Q head says so) or max (run max_steps), got {halt!r}")
+
+        config, ckpt, _ = load_eval_config(cli)
+        d = Dist()
+        rt = setup_runtime(config, d)
+        from dataset.loader import load_metadata
+
+        meta = load_metadata(config.data_path, "train")
+        model, _, _ = create_model(config, meta, d, rt.device, rt.forward_dtype, use_compile=False)
+        load_checkpoint(ckpt, model.eager, config.data_path)
+        model.eager.eval()
+        inner = model.eager.model.inner  # type: ignore[union-attr]
+        steps_cfg = inner.config.halt_max_steps
+        max_steps = int(max_steps) if max_steps is not None else steps_cfg
+        if max_steps < 1:
+            raise UserError("max_steps must be >= 1")
+
+        tokens, kind = encode(read_text(str(puzzle)), meta.seq_len, meta.vocab_size)
+        pred, used, q = solve(inner, tokens, rt.device, max_steps, halt)
+        print(f"{kind} from {ckpt}:\n{show(tokens, kind)}\n\nprediction after {used} ACT step(s) (training used {steps_cfg}):")
+        print(show(pred, kind))
+        print(f"halting confidence sigmoid(q_halt) = {q:.3f}")
+        if kind == "sudoku":
+            from dataset.sudoku import agrees, is_solution
+
+            digits = (pred - 1).clip(0, 9)
+            ok = bool(is_solution(digits)[0]) and bool(agrees(tokens - 1, digits)[0])
+            print("valid solution: " + ("yes" if ok else "no"))
+    except UserError as e:
+        exit_with(e)
+
+
+if __name__ == "__main__":
+    main()
