@@ -51,7 +51,9 @@ def encode(text: str, seq_len: int, vocab: int) -> tuple[np.ndarray, str]:
         if len(flat) != 900 or any(c not in MAZE_CHARS for c in flat):
             raise UserError("not a 30x30 maze: give 900 characters of '# SGo' (30 lines of 30, or one line)")
         return np.array([MAZE_CHARS.index(c) + 1 for c in flat], dtype=np.int64), "maze"
-    raise UserError(f"predict.py knows Sudoku (seq 81, vocab 11) and Maze (seq 900, vocab 6); this dataset has seq {seq_len}, vocab {vocab}")
+    raise UserError(
+        f"predict.py knows Sudoku (seq 81, vocab 11) and Maze (seq 900, vocab 6); this dataset has seq {seq_len}, vocab {vocab}"
+    )
 
 
 def show(tokens: np.ndarray, kind: str) -> str:
@@ -68,20 +70,23 @@ def show(tokens: np.ndarray, kind: str) -> str:
 
 
 @torch.inference_mode()
-def solve(inner: Any, tokens: np.ndarray, device: torch.device, max_steps: int, halt: str) -> tuple[np.ndarray, int, float]:
+def solve(
+    inner: Any, tokens: np.ndarray, device: torch.device, max_steps: int, halt: str
+) -> tuple[np.ndarray, int, float]:
     """Run ACT segments on one puzzle; returns (prediction, segments used, sigmoid(q_halt) at the end)."""
     batch = {
         "inputs": torch.from_numpy(tokens).to(torch.int32).unsqueeze(0).to(device),
         "puzzle_identifiers": torch.zeros(1, dtype=torch.int32, device=device),
     }
     carry = inner.reset_carry(torch.ones(1, dtype=torch.bool, device=device), inner.empty_carry(1, device=device))
-    steps, q = 0, 0.0
-    for steps in range(1, max_steps + 1):
+    used, q = 0, 0.0
+    while used < max_steps:
         carry, logits, (q_halt, q_continue) = inner(carry, batch)
+        used += 1
         q = torch.sigmoid(q_halt).item()
         if halt == "q" and q_halt.item() > q_continue.item():
             break
-    return logits.argmax(-1)[0].cpu().numpy(), steps, q
+    return logits.argmax(-1)[0].cpu().numpy(), used, q
 
 
 def main() -> None:
@@ -91,7 +96,9 @@ def main() -> None:
         max_steps = cli.pop("max_steps", None)
         halt = str(cli.pop("halt", "max"))
         if puzzle is None:
-            raise UserError("usage: python predict.py checkpoint=<step_N> puzzle=<puzzle text or file> [max_steps=N] [halt=q|max]")
+            raise UserError(
+                "usage: python predict.py checkpoint=<step_N> puzzle=<puzzle text or file> [max_steps=N] [halt=q|max]"
+            )
         if halt not in ("q", "max"):
             raise UserError(f"halt must be q (stop when the Q head says so) or max (run max_steps), got {halt!r}")
 
@@ -112,7 +119,9 @@ def main() -> None:
 
         tokens, kind = encode(read_text(str(puzzle)), meta.seq_len, meta.vocab_size)
         pred, used, q = solve(inner, tokens, rt.device, max_steps, halt)
-        print(f"{kind} from {ckpt}:\n{show(tokens, kind)}\n\nprediction after {used} ACT step(s) (training used {steps_cfg}):")
+        print(
+            f"{kind} from {ckpt}:\n{show(tokens, kind)}\n\nprediction after {used} ACT step(s) (training used {steps_cfg}):"
+        )
         print(show(pred, kind))
         print(f"halting confidence sigmoid(q_halt) = {q:.3f}")
         if kind == "sudoku":
