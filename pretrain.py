@@ -106,6 +106,7 @@ class PretrainConfig(pydantic.BaseModel):
     early_stop_exact_accuracy: float | None = None  # stop when train exact accuracy stays above this...
     early_stop_patience: int = 1000  # ...for this many steps
     eval_batches: int | None = None  # evaluate on at most N batches of each test set
+    micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
 
 
 # Keys the trainer fills in for the model from the dataset; not settable in arch.
@@ -187,7 +188,7 @@ def validate_config(config: PretrainConfig) -> None:
     for name, allowed in (("nan_policy", ("skip", "stop")), ("save_error", ("stop", "continue"))):
         if getattr(config, name) not in allowed:
             raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
-    for name in ("checkpoint_interval", "checkpoint_minutes", "eval_batches"):
+    for name in ("checkpoint_interval", "checkpoint_minutes", "eval_batches", "micro_batch_size"):
         v = getattr(config, name)
         if v is not None and v <= 0:
             raise UserError(f"{name} must be positive or null, got {v}")
@@ -347,7 +348,7 @@ def model_config_dict(
 ) -> dict[str, Any]:
     return dict(
         **(config.arch.__pydantic_extra__ or {}),
-        batch_size=config.global_batch_size // world_size,
+        batch_size=config.micro_batch_size or config.global_batch_size // world_size,
         vocab_size=meta.vocab_size,
         seq_len=meta.seq_len,
         num_puzzle_identifiers=meta.num_puzzle_identifiers,
@@ -386,7 +387,11 @@ def create_model(
     if hasattr(inner, "puzzle_emb"):
         optimizers.append(
             CastedSparseEmbeddingSignSGD_Distributed(
-                inner.puzzle_emb.buffers(), lr=0, weight_decay=config.puzzle_emb_weight_decay, world_size=d.world_size
+                inner.puzzle_emb.buffers(),
+                lr=0,
+                weight_decay=config.puzzle_emb_weight_decay,
+                world_size=d.world_size,
+                module=inner.puzzle_emb,
             )
         )
         lrs.append(config.puzzle_emb_lr)
@@ -453,16 +458,31 @@ def train_batch(
     the optimizers run so a NaN never reaches the weights.
     """
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    local = len(batch["inputs"])
+    micro = config.micro_batch_size or local
+    chunks = [{k: v[i : i + micro] for k, v in batch.items()} for i in range(0, local, micro)]
+    emb = getattr(state.model.eager.model.inner, "puzzle_emb", None)  # type: ignore[union-attr]
 
-    def step(model: nn.Module) -> tuple[Any, torch.Tensor, dict[str, torch.Tensor]]:
-        carry = state.carry if state.carry is not None else state.model.eager.initial_carry(batch)  # type: ignore[operator]
-        new_carry, loss, metrics, _, _ = model(carry=carry, batch=batch, return_keys=[])
-        ((1 / global_batch_size) * loss).backward()
-        return new_carry, loss.detach(), metrics
+    def step(model: nn.Module) -> tuple[list[Any], torch.Tensor, dict[str, torch.Tensor]]:
+        # Each micro-batch keeps its own ACT carry (its rows), so the result equals one big batch.
+        carries = state.carry if state.carry is not None else [None] * len(chunks)
+        new_carries, total_loss, total = [], torch.zeros((), device=device), {}
+        for chunk, carry in zip(chunks, carries):
+            carry = carry if carry is not None else state.model.eager.initial_carry(chunk)  # type: ignore[operator]
+            new_carry, loss, metrics, _, _ = model(carry=carry, batch=chunk, return_keys=[])
+            ((1 / global_batch_size) * loss).backward()
+            if emb is not None and len(chunks) > 1:  # the embedding's row buffer is reused by the next chunk
+                emb.stash_grad()
+            new_carries.append(new_carry)
+            total_loss = total_loss + loss.detach()
+            total = {k: total.get(k, 0) + v for k, v in metrics.items()}
+        return new_carries, total_loss, total
 
     def cleanup() -> None:
         for opt in state.optimizers:
             opt.zero_grad(set_to_none=True)
+        if emb is not None:
+            emb.pending.clear()
 
     state.carry, loss, metrics = state.model.run("train", step, cleanup)
     state.step += 1
@@ -471,6 +491,8 @@ def train_batch(
     if d.world_size > 1:
         allreduce_grads(params)
     grads = [p.grad for p in params] + [b.grad for b in state.model.eager.buffers() if b.grad is not None]
+    if emb is not None:
+        grads += [g for _, g in emb.pending]
     finite = torch.isfinite(loss).all()
     if grads:
         finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())  # type: ignore[arg-type]
@@ -747,7 +769,14 @@ def resume_command(config: PretrainConfig) -> str:
 
 
 def restore(
-    state: TrainState, saved: tuple, d: Dist, device: torch.device, local_batch: int, seq_len: int, log
+    state: TrainState,
+    saved: tuple,
+    d: Dist,
+    device: torch.device,
+    local_batch: int,
+    micro_batch: int,
+    seq_len: int,
+    log,
 ) -> Progress:
     """Load a full-state checkpoint into a freshly built run (weights, optimizers, RNG, carry, position)."""
     step, weights, full, folder = saved
@@ -764,12 +793,16 @@ def restore(
     elif d.rank > 0:
         extra = ckpt.load(os.path.join(folder, f"step_{step}{ckpt.STATE_SUFFIX}.rank{d.rank}"))
         carry, rng = extra["carry"], extra["rng"]
+    if carry is not None and len(carry) != -(local_batch // -micro_batch):
+        log("resuming with another micro_batch_size: ACT carries restart (rows in flight begin anew)")
+        carry = None
     if carry is not None:
         dummy = {
-            k: torch.zeros(local_batch, *shape, dtype=torch.int32, device=device)
+            k: torch.zeros(micro_batch, *shape, dtype=torch.int32, device=device)
             for k, shape in (("inputs", (seq_len,)), ("labels", (seq_len,)), ("puzzle_identifiers", ()))
         }
-        state.carry = ckpt.carry_from_dict(state.model.eager.initial_carry(dummy), carry, device)  # type: ignore[operator]
+        template = state.model.eager.initial_carry(dummy)  # type: ignore[operator]
+        state.carry = [ckpt.carry_from_dict(template, c, device) for c in carry]
     ckpt.set_rng_state(rng)
     return Progress(**full["progress"])
 
@@ -804,6 +837,12 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             f"({train_meta.total_groups} groups x {epochs_per_iter} epochs): lower global_batch_size or raise eval_interval/epochs"
         )
 
+    local_batch = config.global_batch_size // d.world_size
+    if config.micro_batch_size is not None and local_batch % config.micro_batch_size != 0:
+        raise UserError(
+            f"micro_batch_size={config.micro_batch_size} must divide the per-process batch {local_batch} "
+            f"(global_batch_size {config.global_batch_size} / {d.world_size} processes)"
+        )
     log = print if d.is_main else (lambda *_: None)
     model, optimizers, lrs = create_model(config, train_meta, d, device, rt.forward_dtype, rt.use_compile, log=log)
     state = TrainState(
@@ -821,7 +860,10 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             raise UserError(
                 f"{config.resume} was trained on a different build of {config.data_path} (counts, vocab or identifiers differ)"
             )
-        prog = restore(state, saved, d, device, config.global_batch_size // d.world_size, train_meta.seq_len, log)
+        local_batch = config.global_batch_size // d.world_size
+        prog = restore(
+            state, saved, d, device, local_batch, config.micro_batch_size or local_batch, train_meta.seq_len, log
+        )
         train_loader.dataset.set_position(prog.passes_done, prog.batches_into_pass)  # type: ignore[attr-defined]
 
     tracker = Tracker(config.checkpoint_path, enabled=d.is_main)

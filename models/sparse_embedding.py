@@ -26,6 +26,14 @@ class CastedSparseEmbedding(nn.Module):
         # Rows used by the current training batch and their ids (not saved).
         self.local_weights = nn.Buffer(torch.zeros(batch_size, embedding_dim, requires_grad=True), persistent=False)
         self.local_ids = nn.Buffer(torch.zeros(batch_size, dtype=torch.int32), persistent=False)
+        # (ids, grad) of earlier micro-batches of this step (gradient accumulation)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def stash_grad(self) -> None:
+        """Keep this micro-batch's rows and gradient: the next micro-batch overwrites the row buffer."""
+        if self.local_weights.grad is not None:
+            self.pending.append((self.local_ids.clone(), self.local_weights.grad.clone()))
+            self.local_weights.grad = None
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
         # .to()/.cuda() of a grad-requiring buffer returns a non-leaf copy; the optimizer needs a leaf.
@@ -45,12 +53,20 @@ class CastedSparseEmbedding(nn.Module):
 class CastedSparseEmbeddingSignSGD_Distributed(Optimizer):
     """Sign-SGD for CastedSparseEmbedding. Takes the module's buffers (weights, local_weights, local_ids)."""
 
-    def __init__(self, params, world_size: int, lr: float | torch.Tensor = 1e-3, weight_decay: float = 1e-2):
+    def __init__(
+        self,
+        params,
+        world_size: int,
+        lr: float | torch.Tensor = 1e-3,
+        weight_decay: float = 1e-2,
+        module: CastedSparseEmbedding | None = None,
+    ):
         if not 0.0 <= float(lr):
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, world_size=world_size))
+        self.module = module  # for micro-batch gradients stashed on the module (not part of the state dict)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -63,6 +79,11 @@ class CastedSparseEmbeddingSignSGD_Distributed(Optimizer):
                     ids = p
                 elif p.ndim == 2:
                     table = p
+            module = self.module
+            if module is not None and module.pending:  # micro-batches: all rows of the step at once
+                ids = torch.cat([i for i, _ in module.pending])
+                grad = torch.cat([g for _, g in module.pending])
+                module.pending.clear()
             if grad is None or ids is None or table is None:
                 continue  # no training forward since the last step
             sparse_signsgd_step(

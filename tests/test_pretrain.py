@@ -173,3 +173,23 @@ def test_disable_compile_env_is_reported(tiny_sudoku: Path, tmp_path: Path) -> N
     )
     assert r.returncode == 0, r.stderr
     assert "off (DISABLE_COMPILE is set)" in r.stdout
+
+
+def test_micro_batches_equal_one_big_batch(tiny_sudoku: Path, tmp_path: Path) -> None:
+    """Gradient accumulation over 4 micro-batches, each with its own ACT carry, equals one batch of 64."""
+    extra = ["arch.halt_exploration_prob=0", "epochs=4", "eval_interval=2", "checkpoint_minutes=null"]
+    train(tiny_sudoku, tmp_path / "big", *extra)
+    train(tiny_sudoku, tmp_path / "micro", *extra, "micro_batch_size=16")
+    big, micro = read_metrics(tmp_path / "big"), read_metrics(tmp_path / "micro")
+    assert [r["step"] for r in big] == [r["step"] for r in micro]
+    for a, b in zip(big, micro):
+        for k, v in a.items():
+            if k != "time" and isinstance(v, float):
+                assert b[k] == pytest.approx(v, rel=1e-4, abs=1e-5), (a["step"], k)
+    last = max(r["step"] for r in big)
+    w1 = torch.load(tmp_path / "big" / f"step_{last}", weights_only=True)
+    w2 = torch.load(tmp_path / "micro" / f"step_{last}", weights_only=True)
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-5)
+    r = run_py(["pretrain.py", f"data_path={tiny_sudoku}", "micro_batch_size=48", *TINY_ARCH, *TRAIN])
+    assert r.returncode == 2 and "must divide the per-process batch 64" in r.stderr

@@ -87,6 +87,8 @@ def carry_to_dict(carry: Any) -> dict[str, Any] | None:
             return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
         if isinstance(x, dict):
             return {k: conv(v) for k, v in x.items()}
+        if isinstance(x, list):  # one carry per micro-batch
+            return [conv(v) for v in x]
         return x.detach().cpu() if isinstance(x, torch.Tensor) else x
 
     return conv(carry)
