@@ -43,7 +43,7 @@ from utils.runtime import (
     resolve_device,
     resolve_forward_dtype,
 )
-from utils.tracking import Tracker
+from utils.tracking import Tracker, fmt_duration, progress_bar
 
 # ----------------------------------------------------------------------------------------------------------
 # Config
@@ -761,6 +761,46 @@ class StopSignals:
             signal.signal(sig, old)
 
 
+class Estimate:
+    """Prints, once, how long the run will take, timed over steps after the first (compile) ones."""
+
+    def __init__(self, start_step: int, total: int, evals: int, log) -> None:
+        self.start, self.total, self.evals, self.log = start_step, total, evals, log
+        left = total - start_step
+        self.warmup, self.span = min(5, left // 4), min(20, left // 2)  # short runs still get an estimate
+        self.t: float | None = None
+
+    def tick(self, step: int) -> None:
+        if step == self.start + self.warmup:
+            self.t = time.monotonic()
+        elif step == self.start + self.warmup + self.span and self.t is not None and self.span > 0:
+            rate = self.span / (time.monotonic() - self.t)
+            left = (self.total - step) / rate
+            self.log(
+                f"estimate: {fmt_duration(left)} for the remaining {self.total - step:,} steps at {rate:.2f} steps/s, plus {self.evals} evaluation(s)"
+            )
+
+
+def oom_message(e: BaseException, config: PretrainConfig, d: Dist, device: torch.device) -> str:
+    local = config.global_batch_size // d.world_size
+    micro = config.micro_batch_size or local
+    figures = ""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        figures = (
+            f" (GPU {torch.cuda.get_device_name(device)}: {total / 2**30:.1f} GiB, {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB "
+            f"allocated by this run, {free / 2**30:.1f} GiB free)"
+        )
+    half = max(1, micro // 2)
+    while local % half:
+        half -= 1
+    return (
+        f"out of memory at {micro} examples per forward pass{figures}. "
+        f"Set micro_batch_size={half} (same results, less memory) or lower global_batch_size; "
+        f"close other programs on the GPU. {str(e).splitlines()[0][:160] if str(e) else ''}"
+    )
+
+
 def resume_command(config: PretrainConfig) -> str:
     args = [a for a in sys.argv[1:] if not a.lstrip("+").startswith(("resume=", "checkpoint_path="))]
     args += [f"checkpoint_path={shlex.quote(str(config.checkpoint_path))}", "resume=auto"]
@@ -893,13 +933,10 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         )
         if state.step == 0:
             tracker.log({"num_params": n_params}, step=0)
-        import tqdm
-
-        progress = tqdm.tqdm(
-            total=total_steps, initial=state.step, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0
-        )
+        progress = progress_bar(total_steps, state.step, config.global_batch_size)
 
     shown_acc = 0.0
+    estimate = Estimate(state.step, total_steps, total_iters, log)
     last_save = time.monotonic()
     stop_reason = ""
     with StopSignals(log) as signals:
@@ -915,8 +952,13 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                     and config.checkpoint_minutes is not None
                     and time.monotonic() - last_save > 60 * config.checkpoint_minutes
                 )
-                res = train_batch(config, state, batch, gbs, d, device, signals.requested is not None, timed)
+                try:
+                    res = train_batch(config, state, batch, gbs, d, device, signals.requested is not None, timed)
+                except torch.OutOfMemoryError as e:
+                    raise UserError(oom_message(e, config, d, device)) from None
                 prog.batches_into_pass += 1
+                if d.is_main:
+                    estimate.tick(state.step)
                 metrics = res.metrics
                 if res.nonfinite:
                     prog.nan_streak += 1

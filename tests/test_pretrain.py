@@ -39,8 +39,10 @@ def train(data: Path, run_dir: Path, *extra: str, launcher: list[str] | None = N
 def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     out = train(tiny_sudoku, tmp_path / "run")
     # start-up report names the choices and why
-    for word in ("attention", "sdpa", "compile", "off", "forward dtype", "float32", "W&B", "parameters"):
+    for word in ("attention", "sdpa", "compile", "off", "forward dtype", "float32", "W&B", "parameters", "estimate:"):
         assert word in out, word
+    # progress in a log (stdout is a pipe here): plain lines, no carriage-return redraws
+    assert "step 16/16 (100.0%)" in out and "\r" not in out
 
     rows = read_metrics(tmp_path / "run")
     train_rows = [r for r in rows if "train/lm_loss" in r]
@@ -193,3 +195,32 @@ def test_micro_batches_equal_one_big_batch(tiny_sudoku: Path, tmp_path: Path) ->
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-5)
     r = run_py(["pretrain.py", f"data_path={tiny_sudoku}", "micro_batch_size=48", *TINY_ARCH, *TRAIN])
     assert r.returncode == 2 and "must divide the per-process batch 64" in r.stderr
+
+
+def test_out_of_memory_is_answered_with_figures_and_settings(tiny_sudoku: Path, tmp_path: Path, monkeypatch) -> None:
+    from omegaconf import OmegaConf
+
+    import evaluate
+    import pretrain
+    from utils.errors import UserError
+
+    cfg = evaluate.default_config()
+    cfg.update(
+        data_path=str(tiny_sudoku),
+        checkpoint_path=str(tmp_path / "run"),
+        global_batch_size=64,
+        epochs=2,
+        eval_interval=1,
+        wandb_mode="disabled",
+    )
+    cfg["arch"].update(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2)
+
+    def out_of_memory(*_args, **_kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(pretrain, "train_batch", out_of_memory)
+    with pytest.raises(UserError) as err:
+        pretrain.launch(OmegaConf.create(cfg))
+    msg = str(err.value)
+    assert "out of memory at 64 examples per forward pass" in msg
+    assert "micro_batch_size=32" in msg and "Tried to allocate 20.00 GiB" in msg

@@ -112,3 +112,60 @@ class Tracker:
     def finish(self) -> None:
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class LineProgress:
+    """Progress for logs (stdout not a terminal): one plain line every `interval` s, no carriage returns.
+    Implements the part of tqdm's interface the trainer uses."""
+
+    def __init__(self, total: int, initial: int = 0, interval: float = 60.0, batch: int = 0, file=None):
+        import sys
+
+        self.total, self.n, self.interval, self.batch = total, initial, interval, batch
+        self.file = file or sys.stdout
+        self.start_n, self.t0 = initial, time.time()
+        self.last = self.t0
+        self.postfix: dict[str, Any] = {}
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        now = time.time()
+        if now - self.last >= self.interval or self.n >= self.total:
+            self.last = now
+            self.file.write(self.line(now) + "\n")
+            self.file.flush()
+
+    def line(self, now: float) -> str:
+        rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
+        eta = (self.total - self.n) / rate if rate > 0 else float("inf")
+        parts = [f"step {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.1f}%)", f"{rate:.2f} steps/s"]
+        if self.batch:
+            parts[-1] += f", {rate * self.batch:,.0f} examples/s"
+        parts.append(f"ETA {fmt_duration(eta) if math.isfinite(eta) else '?'}")
+        if self.postfix:
+            parts.append(" ".join(f"{k} {v}" for k, v in self.postfix.items()))
+        return " | ".join(parts)
+
+    def set_postfix(self, refresh: bool = False, **kw: Any) -> None:
+        self.postfix = kw
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, initial: int, batch: int, desc: str = "train"):
+    """tqdm on a terminal; LineProgress when output goes to a file (tmux logs, nohup, CI)."""
+    import sys
+
+    if sys.stderr.isatty():
+        import tqdm
+
+        return tqdm.tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, unit="step")
+    return LineProgress(total, initial, interval=float(os.environ.get("HRM_PROGRESS_SECONDS", 60)), batch=batch)
