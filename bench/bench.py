@@ -191,7 +191,7 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--warmup", type=int, default=15)
     p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--eval-batches", type=int, default=4)
+    p.add_argument("--eval-batches", type=int, default=4, help="0 skips the eval timing")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: measured 8k matmul)")
     p.add_argument(
         "--arch", nargs="*", default=[], metavar="KEY=VALUE", help="override arch settings, e.g. hidden_size=64"
@@ -221,9 +221,11 @@ def main() -> None:
     step_s = timed(lambda i: train(batches[i % len(batches)], batch), args.steps)
     peak_gb = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
 
-    evaluate(batches[:1])  # compile / warm up eval
-    eval_s = timed(lambda _: evaluate(batches[: args.eval_batches]), 2)
-    puzzles_s = args.eval_batches * batch / eval_s
+    puzzles_s = float("nan")
+    if args.eval_batches > 0:
+        evaluate(batches[:1])  # compile / warm up eval
+        eval_s = timed(lambda _: evaluate(batches[: args.eval_batches]), 2)
+        puzzles_s = args.eval_batches * batch / eval_s
 
     emb_len = -(ARCH["puzzle_emb_ndim"] // -ARCH["hidden_size"])
     f_train, f_puzzle = flops_per_step(seq, batch, ARCH, emb_len)
