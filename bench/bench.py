@@ -207,6 +207,20 @@ def main() -> None:
     sys.path = [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).resolve().parent]
     cfg, meta = config_dict(seq, vocab, batch, ids), metadata_dict(seq, vocab, ids, groups=10**6)
     setup = setup_ours if args.impl == "ours" else setup_orig
+    if args.compile_mode:  # applies to every torch.compile call of either implementation
+        import functools
+
+        torch.compile = functools.partial(torch.compile, mode=args.compile_mode)  # type: ignore[assignment]
+    if args.sdpa:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        names = {
+            "flash": "FLASH_ATTENTION",
+            "cudnn": "CUDNN_ATTENTION",
+            "efficient": "EFFICIENT_ATTENTION",
+            "math": "MATH",
+        }
+        sdpa_kernel([getattr(SDPBackend, names[args.sdpa])]).__enter__()
     torch.manual_seed(0)
     train, evaluate, model, report = setup(args.root.resolve(), cfg, meta, not args.no_compile)
 
@@ -249,6 +263,8 @@ def main() -> None:
                 warmup_s=round(warm_s, 1),
                 peak_tflops=round(peak / 1e12, 1),
                 attention=report.get("attention", ""),
+                compile_mode=args.compile_mode,
+                sdpa=args.sdpa,
                 params=sum(p.numel() for p in model.parameters()),
             )
         ),
