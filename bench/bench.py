@@ -194,7 +194,9 @@ def main() -> None:
     p.add_argument("--eval-batches", type=int, default=4, help="0 skips the eval timing")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: measured 8k matmul)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
-    p.add_argument("--sdpa", default=None, choices=["flash", "cudnn", "efficient", "math"], help="force one SDPA kernel")
+    p.add_argument(
+        "--sdpa", default=None, choices=["flash", "cudnn", "efficient", "math"], help="force one SDPA kernel"
+    )
     p.add_argument(
         "--arch", nargs="*", default=[], metavar="KEY=VALUE", help="override arch settings, e.g. hidden_size=64"
     )

@@ -1,0 +1,242 @@
+"""Build the ARC dataset (train and test splits) in the format of the original HRM builder.
+
+Reads ARC task files (`<dataset dir>/<subfolder>/<task id>.json`, `{"train": [...], "test": [...]}` lists of
+`{"input": grid, "output": grid}`), as laid out by the original repo's git submodules:
+
+    python dataset/build_arc_dataset.py                     # ARC-AGI-1 + ConceptARC -> data/arc-aug-1000
+    python dataset/build_arc_dataset.py --dataset-dirs dataset/raw-data/ARC-AGI-2/data --output-dir data/arc-2-aug-1000
+
+Each task becomes one group: the task itself, then up to `--num-aug` distinct augmentations (one of the 8 dihedral
+transforms combined with a permutation of colours 1-9; 0 stays black), each its own puzzle with its own identifier
+`<task id>_t<k>_<colour map>`. Every pair of a task is an example of its puzzle, except in a subfolder named
+`evaluation`: there the demo (`train`) pairs form the task's puzzle in the train split and the `test` pairs its
+puzzle in the test split. Train examples sit at a random offset on the 30x30 canvas (all but one per puzzle); test
+examples at the top left. Same splits, augmentations, placement and identifiers as the original builder; with the
+same task order the arrays are byte-identical (see dataset/arc.py for why the order differs from the original's).
+
+`--strict-split` leaves the evaluation tasks' demo pairs out of the train split as well, so that nothing of an
+evaluation task is seen in training. Only the train split changes: it loses those groups (the offsets of the other
+examples stay as without the flag); the test split, the augmentations and identifiers.json are unchanged. The test
+puzzles' identifiers are then never trained, so their puzzle embeddings stay at their initial value: the model has to
+solve test puzzles from the input grid alone, not from a per-task embedding learned on the demos (which is how the
+original setup, and the paper's ARC numbers, use the demos). Expect much lower scores; they are not comparable with
+the paper's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from dataset import arc  # noqa: E402
+from dataset.common import PuzzleDatasetMetadata, prepare_output, publish, save_split, write_identifiers  # noqa: E402
+from utils.errors import UserError, exit_with  # noqa: E402
+
+DEFAULT_DIRS = ["dataset/raw-data/ARC-AGI/data", "dataset/raw-data/ConceptARC/corpus"]
+SPLITS = ("train", "test")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Build the ARC dataset for HRM training.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--dataset-dirs",
+        nargs="+",
+        default=DEFAULT_DIRS,
+        metavar="DIR",
+        help="folders of task subfolders; the given list replaces the default (ARC-AGI-1 + ConceptARC)",
+    )
+    p.add_argument("--output-dir", default="data/arc-aug-1000")
+    p.add_argument("--seed", type=int, default=42, help="seeds the legacy NumPy RandomState, as the original")
+    p.add_argument("--num-aug", type=int, default=1000, help="augmented puzzles per task")
+    p.add_argument(
+        "--strict-split", action="store_true", help="also keep the demo pairs of evaluation tasks out of train"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    p.add_argument(
+        "--on-bad-row", choices=["stop", "skip"], default="stop", help="a malformed task file: stop, or leave it out"
+    )
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.num_aug < 0:
+        raise UserError("--num-aug must be >= 0")
+    if not 0 <= args.seed < 2**32:
+        raise UserError("--seed must be in 0 .. 2**32-1 (a legacy NumPy RandomState seed)")
+    for d in args.dataset_dirs:
+        if not os.path.isdir(d):
+            hint = (
+                " (the original repo's git submodules: clone fchollet/ARC-AGI and victorvikram/ConceptARC under "
+                "dataset/raw-data/, or pass --dataset-dirs with your copies)"
+                if d in DEFAULT_DIRS
+                else ""
+            )
+            raise UserError(f"--dataset-dirs: {d} is not a folder{hint}")
+
+
+def load_and_augment(
+    args: argparse.Namespace, rs: np.random.RandomState
+) -> tuple[list[arc.Task], list[list[tuple[int, np.ndarray]]], arc.ReadReport]:
+    """Tasks in build order and each one's puzzle plans. Draw order as the original: per subfolder one shuffle of
+    its tasks, then each task's augmentation trials."""
+    folders = [(d, sub, files) for d in args.dataset_dirs for sub, files in arc.task_folders(d)]
+    for d in args.dataset_dirs:
+        if not any(files for dd, _, files in folders if dd == d):
+            print(f"warning: no task files in {d}/<subfolder>/*.json", file=sys.stderr)
+    report = arc.ReadReport()
+    tasks: list[arc.Task] = []
+    plans: list[list[tuple[int, np.ndarray]]] = []
+    total = sum(len(files) for _, _, files in folders)
+    with tqdm(total=total, desc="read and augment", unit="task", file=sys.stderr) as bar:
+        for _, sub, files in folders:
+            found = arc.read_folder(files, sub == arc.TEST_FOLDER, args.on_bad_row, report)
+            bar.update(len(files) - len(found))
+            rs.shuffle(found)  # type: ignore[arg-type]
+            for task in found:
+                plans.append(arc.augment_task(task, rs, args.num_aug))
+                tasks.append(task)
+                bar.update(1)
+    if not tasks:
+        raise UserError(f"no usable task files in {', '.join(args.dataset_dirs)} (expected <dir>/<subfolder>/*.json)")
+    return tasks, plans, report
+
+
+def build(args: argparse.Namespace, root: str) -> dict:
+    rs = np.random.RandomState(args.seed)
+    tasks, plans, report = load_and_augment(args, rs)
+
+    # identifiers: 0 is blank, then every puzzle name in build order (a repeated name keeps its first id)
+    puzzle_names = [arc.puzzle_names(task.name, task_plans) for task, task_plans in zip(tasks, plans)]
+    ids: dict[str, int] = {}
+    for task_names in puzzle_names:
+        for name in task_names:
+            ids.setdefault(name, len(ids) + 1)
+    names = ["<blank>"] + list(ids)
+
+    counts: dict[str, tuple[int, int, int]] = {}
+    for split in SPLITS:
+        canvases = [arc.TaskCanvas(t, split) if t.split_pairs(split) else None for t in tasks]
+        kept = [
+            c is not None and not (split == "train" and args.strict_split and t.evaluation)
+            for t, c in zip(tasks, canvases)
+        ]
+        groups = [i for i, k in enumerate(kept) if k]
+        if not groups:
+            if split == "test":
+                print(
+                    f"warning: no '{arc.TEST_FOLDER}' subfolder in --dataset-dirs, so no test split was written",
+                    file=sys.stderr,
+                )
+                continue
+            raise UserError("the train split would be empty")
+        examples = sum(len(plans[i]) * canvases[i].n for i in groups)  # type: ignore[union-attr]
+        inputs = np.zeros((examples, arc.SEQ_LEN), dtype=np.uint8)
+        labels = np.zeros((examples, arc.SEQ_LEN), dtype=np.uint8)
+        puzzle_ids: list[int] = []
+        puzzle_sizes: list[int] = []
+        group_sizes: list[int] = []
+        row = 0
+        # every train task draws its offsets, even one left out by --strict-split, so the others keep theirs
+        order = [i for i, c in enumerate(canvases) if c is not None] if split == "train" else groups
+        for i in tqdm(order, desc=f"place {split}", unit="task", file=sys.stderr):
+            canvas = canvases[i]
+            assert canvas is not None
+            offsets = canvas.draw_offsets(plans[i], rs) if split == "train" else None
+            if not kept[i]:
+                continue
+            row = canvas.write(inputs, labels, row, plans[i], offsets)
+            puzzle_ids += [ids[name] for name in puzzle_names[i]]
+            puzzle_sizes += [canvas.n] * len(plans[i])
+            group_sizes.append(len(plans[i]))
+        assert row == examples
+        arrays = {
+            "inputs": inputs,
+            "labels": labels,
+            "puzzle_identifiers": np.array(puzzle_ids, dtype=np.int32),
+            "puzzle_indices": np.concatenate([[0], np.cumsum(puzzle_sizes)]).astype(np.int32),
+            "group_indices": np.concatenate([[0], np.cumsum(group_sizes)]).astype(np.int32),
+        }
+        metadata = PuzzleDatasetMetadata(
+            seq_len=arc.SEQ_LEN,
+            vocab_size=arc.VOCAB_SIZE,
+            pad_id=arc.PAD,
+            ignore_label_id=arc.PAD,
+            blank_identifier_id=0,
+            num_puzzle_identifiers=len(names),
+            total_groups=len(group_sizes),
+            mean_puzzle_examples=examples / len(puzzle_ids),
+            sets=["all"],
+        )
+        with tqdm(total=1, desc=f"write {split}", unit="split", file=sys.stderr) as bar:
+            save_split(root, split, metadata, {"all": arrays})
+            bar.update(1)
+        counts[split] = (len(group_sizes), len(puzzle_ids), examples)
+        del inputs, labels, arrays
+    write_identifiers(root, names)
+
+    if report.skipped:
+        print(
+            f"warning: skipped {report.skipped} bad task files (first: {'; '.join(report.problems[:3])})",
+            file=sys.stderr,
+        )
+    short = [(t.name, len(p) - 1) for t, p in zip(tasks, plans) if len(p) - 1 < args.num_aug]
+    if short:
+        listed = ", ".join(f"{n} ({k})" for n, k in short[:5])
+        print(
+            f"note: {len(short)} tasks have fewer than {args.num_aug} distinct augmentations: {listed}"
+            + (", ..." if len(short) > 5 else ""),
+            file=sys.stderr,
+        )
+    return {"splits": counts, "tasks": len(tasks), "identifiers": len(names)}
+
+
+def _disk_bytes(root: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C so the partial output is removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        check_args(args)
+        tmp = prepare_output(args.output_dir, args.overwrite)
+        try:
+            result = build(args, tmp)
+            publish(tmp, args.output_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except UserError as e:
+        exit_with(e)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    parts = "; ".join(f"{s}: {g} groups, {p} puzzles, {e} examples" for s, (g, p, e) in result["splits"].items())
+    size = _disk_bytes(args.output_dir)
+    print(
+        f"wrote {args.output_dir}: {result['tasks']} tasks; {parts}; {result['identifiers']} identifiers "
+        f"(with <blank>); {size:,} bytes on disk; {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

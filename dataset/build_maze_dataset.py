@@ -1,0 +1,183 @@
+"""Build the Maze dataset (train and test splits) in the format of the original HRM builder.
+
+Sources: the Hugging Face dataset `sapientinc/maze-30x30-hard-1k` (default, needs network), a local folder holding its
+`train.csv` and `test.csv` (`--source-dir`), or mazes generated offline (`--generate N`, see dataset/maze.py).
+
+    python dataset/build_maze_dataset.py                                  # -> data/maze-30x30-hard-1k
+    python dataset/build_maze_dataset.py --aug --output-dir data/maze-30x30-hard-1k-aug
+    python dataset/build_maze_dataset.py --source-dir ~/maze-30x30-hard-1k
+    python dataset/build_maze_dataset.py --generate 1000 --output-dir data/maze-gen-1k
+
+Each maze is one group; with `--aug` (train only) its 8 dihedral transforms are 8 puzzles of that group, else it is
+one puzzle. Every puzzle has one example and identifier 0. Tokens: `# SGo` -> 1..5, pad 0, vocab 6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from dataset import maze  # noqa: E402
+from dataset.build_sudoku_dataset import download  # noqa: E402  (same HF layout and offline message)
+from dataset.common import (  # noqa: E402
+    PuzzleDatasetMetadata,
+    dihedral_transform,
+    prepare_output,
+    publish,
+    save_split,
+    write_identifiers,
+)
+from utils.errors import UserError, exit_with  # noqa: E402
+
+SPLITS = ("train", "test")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Build the Maze dataset for HRM training.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--source-repo", default="sapientinc/maze-30x30-hard-1k", help="Hugging Face dataset to download")
+    p.add_argument("--output-dir", default="data/maze-30x30-hard-1k")
+    p.add_argument("--subsample-size", type=int, default=None, help="keep this many random train mazes")
+    p.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each train maze")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source-dir", default=None, help="folder with train.csv and test.csv (HF layout); no download")
+    src.add_argument("--generate", type=int, default=None, metavar="N", help="generate N train mazes offline")
+    p.add_argument("--test-size", type=int, default=None, help="with --generate: test mazes to generate [1000]")
+    p.add_argument("--seed", type=int, default=0, help="seeds subsampling and generation")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    p.add_argument("--on-bad-row", choices=["stop", "skip"], default="stop", help="malformed CSV rows")
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.generate is None:
+        if args.test_size is not None:
+            raise UserError("--test-size only applies with --generate")
+    else:
+        if args.generate < 1:
+            raise UserError("--generate needs a positive number of mazes")
+        args.test_size = 1000 if args.test_size is None else args.test_size
+        if args.test_size < 0:
+            raise UserError("--test-size must be >= 0")
+    if args.subsample_size is not None and args.subsample_size < 1:
+        raise UserError("--subsample-size must be >= 1")
+    if args.source_dir is not None:
+        if not os.path.isdir(args.source_dir):
+            raise UserError(f"--source-dir {args.source_dir} is not a folder")
+        missing = [f"{s}.csv" for s in SPLITS if not os.path.isfile(os.path.join(args.source_dir, f"{s}.csv"))]
+        if missing:
+            raise UserError(
+                f"--source-dir {args.source_dir} lacks {' and '.join(missing)} (HF layout: source,question,answer,rating)"
+            )
+
+
+def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator, side: int | None) -> maze.MazeSet:
+    if args.generate is not None:
+        n = args.generate if split == "train" else args.test_size
+        with tqdm(total=n, desc=f"generate {split}", unit="maze", file=sys.stderr) as bar:
+            inputs, labels = maze.generate(n, rng, progress=bar.update)
+        return maze.MazeSet(inputs, labels, maze.SIZE)
+    path = os.path.join(args.source_dir, f"{split}.csv") if args.source_dir else download(args.source_repo, split)
+    with tqdm(desc=f"read {split}.csv", unit="row", file=sys.stderr) as bar:
+        data = maze.read_hf_csv(path, args.on_bad_row, side=side, progress=bar.update)
+    if data.skipped:
+        first = "; ".join(data.problems[:3])
+        print(f"warning: skipped {data.skipped} bad rows of {path} (first: {first})", file=sys.stderr)
+    if len(data.inputs) == 0:
+        raise UserError(f"{path} holds no usable mazes")
+    return data
+
+
+def build_arrays(data: maze.MazeSet, transforms: int) -> dict[str, np.ndarray]:
+    """Each maze is one group of `transforms` puzzles (dihedral ids 0..transforms-1), one example each."""
+    side, groups = data.side, len(data.inputs)
+    puzzles = groups * transforms
+    out = {}
+    for field, grids in (("inputs", data.inputs), ("labels", data.labels)):
+        grids = grids.reshape(groups, side, side)
+        arr = np.empty((groups, transforms, side * side), dtype=np.uint8)
+        for tid in range(transforms):
+            arr[:, tid] = [dihedral_transform(g, tid).ravel() for g in grids]
+        out[field] = arr.reshape(puzzles, side * side)
+    out["puzzle_identifiers"] = np.zeros(puzzles, dtype=np.int32)
+    out["puzzle_indices"] = np.arange(puzzles + 1, dtype=np.int32)
+    out["group_indices"] = np.arange(groups + 1, dtype=np.int32) * transforms
+    return out
+
+
+def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]]:
+    """Write both splits under `root`; return (groups, puzzles, examples) per split."""
+    streams = np.random.SeedSequence(args.seed).spawn(3)  # independent: changing one option keeps the others' draws
+    rngs = dict(zip(["train", "test", "subsample"], (np.random.default_rng(s) for s in streams)))
+    counts = {}
+    side = None
+    for split in SPLITS:
+        data = load_split(args, split, rngs[split], side)
+        side = data.side
+        if split == "train" and args.subsample_size is not None and args.subsample_size < len(data.inputs):
+            keep = rngs["subsample"].choice(len(data.inputs), size=args.subsample_size, replace=False)
+            data = maze.MazeSet(data.inputs[keep], data.labels[keep], data.side)
+        arrays = build_arrays(data, 8 if (split == "train" and args.aug) else 1)
+        groups = len(arrays["group_indices"]) - 1
+        metadata = PuzzleDatasetMetadata(
+            seq_len=side * side,
+            vocab_size=maze.VOCAB_SIZE,  # pad + `# SGo`
+            pad_id=0,
+            ignore_label_id=0,
+            blank_identifier_id=0,
+            num_puzzle_identifiers=1,
+            total_groups=groups,
+            mean_puzzle_examples=1,
+            sets=["all"],
+        )
+        save_split(root, split, metadata, {"all": arrays})
+        counts[split] = (groups, len(arrays["puzzle_identifiers"]), len(arrays["inputs"]))
+    write_identifiers(root, ["<blank>"])
+    return counts
+
+
+def _disk_bytes(root: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C so the partial output is removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        check_args(args)
+        tmp = prepare_output(args.output_dir, args.overwrite)
+        try:
+            counts = build(args, tmp)
+            publish(tmp, args.output_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except UserError as e:
+        exit_with(e)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    parts = "; ".join(f"{s}: {g} groups, {p} puzzles, {e} examples" for s, (g, p, e) in counts.items())
+    size = _disk_bytes(args.output_dir)
+    print(f"wrote {args.output_dir}: {parts}; {size:,} bytes on disk; {time.perf_counter() - start:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Maze library (generator, search, CSV) and the build_maze_dataset.py command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataset import maze
+from dataset.build_maze_dataset import main as build_main
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = REPO / "dataset" / "build_maze_dataset.py"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(CLI), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def to_text(tokens: np.ndarray) -> list[str]:
+    """Tokens -> the 30 rows of a maze, written out independently of the library's decoder."""
+    chars = np.array(list("?# SGo"))[np.asarray(tokens).reshape(30, 30)]
+    return ["".join(row) for row in chars]
+
+
+def bfs(rows: list[str], start: tuple[int, int]) -> dict[tuple[int, int], int]:
+    """Plain breadth-first search over the non-wall cells (reference for the checks below)."""
+    dist = {start: 0}
+    todo = deque([start])
+    while todo:
+        r, c = todo.popleft()
+        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            if 0 <= nr < 30 and 0 <= nc < 30 and rows[nr][nc] != "#" and (nr, nc) not in dist:
+                dist[(nr, nc)] = dist[(r, c)] + 1
+                todo.append((nr, nc))
+    return dist
+
+
+def find(rows: list[str], ch: str) -> list[tuple[int, int]]:
+    return [(r, c) for r in range(30) for c in range(30) if rows[r][c] == ch]
+
+
+def check_maze(question: np.ndarray, answer: np.ndarray) -> int:
+    """Assert the answer draws one shortest S-G path over the unchanged maze; return its length in moves."""
+    q, a = to_text(question), to_text(answer)
+    assert set("".join(q)) <= set("# SG") and len(find(q, "S")) == len(find(q, "G")) == 1
+    (s,), (g,) = find(q, "S"), find(q, "G")
+    # walls, S and G unchanged; only open cells turn into o
+    for r in range(30):
+        for c in range(30):
+            assert a[r][c] == q[r][c] or (q[r][c] == " " and a[r][c] == "o"), (r, c)
+    shortest = bfs(q, s)[g]
+    path = set(find(a, "o")) | {s, g}
+    assert len(path) == shortest + 1  # a path of k moves visits k + 1 cells
+    # the o cells form a chain from S to G: walking only on path cells reaches G in `shortest` moves
+    on_path = ["".join(ch if (r, c) in path else "#" for c, ch in enumerate(row)) for r, row in enumerate(q)]
+    assert bfs(on_path, s).get(g) == shortest
+    return shortest
+
+
+def load(root: Path, split: str) -> dict:
+    d = {
+        f: np.load(root / split / f"all__{f}.npy")
+        for f in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+    }
+    d["meta"] = json.loads((root / split / "dataset.json").read_text())
+    return d
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generator
+
+
+def test_generated_mazes_are_hard_and_solved_by_one_shortest_path() -> None:
+    inputs, labels = maze.generate(24, np.random.default_rng(3))
+    assert inputs.shape == labels.shape == (24, 900) and inputs.dtype == np.uint8
+    lengths = [check_maze(q, a) for q, a in zip(inputs, labels)]
+    assert min(lengths) > 110 and maze.HARD_MIN_MOVES == 111
+    assert len({q.tobytes() for q in inputs}) == 24
+    assert all(maze.check_solution(q, a) == [] for q, a in zip(inputs, labels))
+    again, _ = maze.generate(24, np.random.default_rng(3))
+    assert np.array_equal(again, inputs)  # same seed, same mazes
+
+
+def test_check_solution_catches_a_broken_path() -> None:
+    inputs, labels = maze.generate(1, np.random.default_rng(0))
+    broken = labels[0].copy()
+    broken[np.flatnonzero(broken == maze.PATH)[5]] = maze.OPEN  # a gap in the path
+    assert maze.check_solution(inputs[0], broken)
+    moved_wall = labels[0].copy()
+    moved_wall[np.flatnonzero(moved_wall == maze.WALL)[0]] = maze.OPEN
+    assert maze.check_solution(inputs[0], moved_wall)
+
+
+def test_generate_cli_writes_the_original_format(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    r = run_cli("--generate", "6", "--test-size", "4", "--output-dir", str(out), "--seed", "5")
+    assert r.returncode == 0, r.stderr
+    assert "train: 6 groups, 6 puzzles, 6 examples; test: 4 groups, 4 puzzles, 4 examples" in r.stdout
+    for split, n in (("train", 6), ("test", 4)):
+        d = load(out, split)
+        assert d["meta"] == {
+            "pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": 6, "seq_len": 900,
+            "num_puzzle_identifiers": 1, "total_groups": n, "mean_puzzle_examples": 1.0, "sets": ["all"],
+        }  # fmt: skip
+        assert d["inputs"].dtype == np.uint8 and d["inputs"].shape == (n, 900)
+        assert set(np.unique(d["inputs"])) <= {1, 2, 3, 4} and set(np.unique(d["labels"])) <= {1, 2, 3, 4, 5}
+        assert (d["puzzle_identifiers"] == 0).all()
+        assert (d["puzzle_indices"] == np.arange(n + 1)).all() and (d["group_indices"] == np.arange(n + 1)).all()
+        for q, a in zip(d["inputs"], d["labels"]):
+            assert check_maze(q, a) > 110
+    assert json.loads((out / "identifiers.json").read_text()) == ["<blank>"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face layout
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["source", "question", "answer", "rating"])
+        for q, a in rows:
+            w.writerow(["x", q, a, a.count("o")])
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train.csv (5 mazes) and test.csv (3) in the HF layout, written with the csv module from generated mazes."""
+    d = tmp_path_factory.mktemp("maze-hf")
+    inputs, labels = maze.generate(8, np.random.default_rng(11))
+    rows = [("".join(to_text(q)), "".join(to_text(a))) for q, a in zip(inputs, labels)]
+    write_csv(d / "train.csv", rows[:5])
+    write_csv(d / "test.csv", rows[5:])
+    return d
+
+
+def test_source_dir_reads_the_hf_layout(hf_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hf"
+    assert build_main(["--source-dir", str(hf_dir), "--output-dir", str(out)]) == 0
+    for split, n in (("train", 5), ("test", 3)):
+        d = load(out, split)
+        with open(hf_dir / f"{split}.csv") as f:
+            rows = list(csv.reader(f))[1:]
+        want_q = np.array([["# SGo".index(ch) + 1 for ch in r[1]] for r in rows], dtype=np.uint8)
+        want_a = np.array([["# SGo".index(ch) + 1 for ch in r[2]] for r in rows], dtype=np.uint8)
+        assert np.array_equal(d["inputs"], want_q) and np.array_equal(d["labels"], want_a)
+        assert d["meta"]["total_groups"] == n
+
+
+def test_aug_gives_the_8_dihedral_transforms(hf_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "aug"
+    assert build_main(["--source-dir", str(hf_dir), "--output-dir", str(out), "--aug"]) == 0
+    train, test = load(out, "train"), load(out, "test")
+    assert train["meta"]["total_groups"] == 5 and len(train["inputs"]) == 40
+    assert (train["group_indices"] == np.arange(6) * 8).all() and (train["puzzle_indices"] == np.arange(41)).all()
+    assert len(test["inputs"]) == 3  # the test split is never augmented
+    with open(hf_dir / "train.csv") as f:
+        first = np.array(["# SGo".index(ch) + 1 for ch in list(csv.reader(f))[1][1]]).reshape(30, 30)
+    # written out here so the test does not lean on the builder's own transform table
+    expected = [
+        first,
+        np.rot90(first),
+        np.rot90(first, 2),
+        np.rot90(first, 3),
+        first[:, ::-1],
+        first[::-1],
+        first.T,
+        np.rot90(first)[:, ::-1],
+    ]
+    group = train["inputs"][:8].reshape(8, 30, 30)
+    for k in range(8):
+        assert np.array_equal(group[k], expected[k]), k
+    assert len({g.tobytes() for g in group}) == 8
+    for q, a in zip(train["inputs"], train["labels"]):
+        check_maze(q, a)  # a transformed answer is still a shortest path of the transformed maze
+
+
+def test_subsample_and_bad_rows(hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sub"
+    assert build_main(["--source-dir", str(hf_dir), "--output-dir", str(out), "--subsample-size", "2"]) == 0
+    assert load(out, "train")["meta"]["total_groups"] == 2
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with open(hf_dir / "train.csv") as f:
+        rows = list(csv.reader(f))[1:]
+    rows[2][1] = rows[2][1][:-1] + "x"
+    write_csv(bad / "train.csv", [(r[1], r[2]) for r in rows])
+    (bad / "test.csv").write_text((hf_dir / "test.csv").read_text())
+    with pytest.raises(SystemExit) as stop:
+        build_main(["--source-dir", str(bad), "--output-dir", str(tmp_path / "b1")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {bad / 'train.csv'}, line 4: character 'x'")
+    assert build_main(["--source-dir", str(bad), "--output-dir", str(tmp_path / "b2"), "--on-bad-row", "skip"]) == 0
+    assert "skipped 1 bad rows" in capsys.readouterr().err
+    assert load(tmp_path / "b2", "train")["meta"]["total_groups"] == 4
+
+
+def test_unreachable_hub_names_the_offline_options(tmp_path: Path) -> None:
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": ""}
+    for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        env[v] = ""
+    t = time.perf_counter()
+    r = run_cli("--output-dir", str(tmp_path / "out"), env=env, timeout=90)
+    assert time.perf_counter() - t < 60
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: could not download train.csv") and "--source-dir" in last and "--generate" in last
+    assert not (tmp_path / "out").exists()
