@@ -917,20 +917,45 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         )
         save_code_and_config(config)
         print(f"HRM training: {config.run_name}")
-        print_report(
-            rt.report
-            + [
+        train_examples = int(train_meta.total_groups * train_meta.mean_puzzle_examples)
+        test_examples = sum(len(a["inputs"]) for a in eval_loader.dataset._lazy_load().values())  # type: ignore[attr-defined]
+        emb_params = sum(b.numel() for n, b in model.eager.named_buffers() if n.endswith("puzzle_emb.weights"))
+        eval_plan = f"{total_iters} evals of {test_examples:,} test examples, {state.model.eager.model.config.halt_max_steps} ACT steps each"  # type: ignore[union-attr]
+        if config.eval_batches is not None:
+            eval_plan += f" (at most {config.eval_batches} batches of {config.global_batch_size} per set)"
+        rows = rt.report + [
+            (
+                "optimizer",
+                f"AdamATan2 (pure PyTorch, {'multi-tensor' if device.type != 'cpu' else 'per-tensor'}) + sign-SGD puzzle embedding",
+            ),
+            (
+                "data",
+                f"{config.data_path}: sets {', '.join(train_meta.sets)}; {train_meta.total_groups:,} train groups (~{train_examples:,} "
+                f"examples per epoch), {test_examples:,} test examples; seq {train_meta.seq_len}, vocab {train_meta.vocab_size}",
+            ),
+            (
+                "parameters",
+                f"{n_params:,} model + {emb_params:,} puzzle-embedding table ({train_meta.num_puzzle_identifiers:,} ids)",
+            ),
+            (
+                "steps",
+                f"{total_steps:,} (batch {config.global_batch_size}"
+                + (f", micro-batches of {config.micro_batch_size}" if config.micro_batch_size else "")
+                + ")",
+            ),
+            ("eval plan", eval_plan),
+            ("run folder", str(config.checkpoint_path)),
+            ("resumed", f"from step {state.step} ({config.resume})" if config.resume else "no (new run)"),
+            ("W&B", wandb_status),
+        ]
+        if device.type == "cpu" and n_params > 5_000_000:
+            rows.append(
                 (
-                    "data",
-                    f"{config.data_path}: {train_meta.total_groups} train groups, seq {train_meta.seq_len}, vocab {train_meta.vocab_size}",
-                ),
-                ("parameters", f"{n_params:,}"),
-                ("steps", f"{total_steps:,} (batch {config.global_batch_size}, {total_iters} evals)"),
-                ("run folder", str(config.checkpoint_path)),
-                ("resumed", f"from step {state.step} ({config.resume})" if config.resume else "no (new run)"),
-                ("W&B", wandb_status),
-            ]
-        )
+                    "note",
+                    "the paper's model on a CPU: fine to try, but expect weeks for a full recipe (see the estimate below); use a GPU or `python demo.py`",
+                )
+            )
+        print_report(rows)
         if state.step == 0:
             tracker.log({"num_params": n_params}, step=0)
         progress = progress_bar(total_steps, state.step, config.global_batch_size)
