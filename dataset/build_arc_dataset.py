@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import sys
-import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -39,8 +36,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from dataset import arc  # noqa: E402
-from dataset.common import PuzzleDatasetMetadata, prepare_output, publish, save_split, write_identifiers  # noqa: E402
-from utils.errors import UserError, exit_with  # noqa: E402
+from dataset.common import PuzzleDatasetMetadata, run_build, save_split, split_counts, write_identifiers  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 DEFAULT_DIRS = ["dataset/raw-data/ARC-AGI/data", "dataset/raw-data/ConceptARC/corpus"]
 SPLITS = ("train", "test")
@@ -202,40 +199,14 @@ def build(args: argparse.Namespace, root: str) -> dict:
     return {"splits": counts, "tasks": len(tasks), "identifiers": len(names)}
 
 
-def _disk_bytes(root: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwind like Ctrl-C so the partial output is removed
+def arc_summary(result: dict) -> str:
+    return (
+        f"{result['tasks']} tasks; {split_counts(result['splits'])}; {result['identifiers']} identifiers (with <blank>)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    start = time.perf_counter()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        check_args(args)
-        tmp = prepare_output(args.output_dir, args.overwrite)
-        try:
-            result = build(args, tmp)
-            publish(tmp, args.output_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    except UserError as e:
-        exit_with(e)
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    parts = "; ".join(f"{s}: {g} groups, {p} puzzles, {e} examples" for s, (g, p, e) in result["splits"].items())
-    size = _disk_bytes(args.output_dir)
-    print(
-        f"wrote {args.output_dir}: {result['tasks']} tasks; {parts}; {result['identifiers']} identifiers "
-        f"(with <blank>); {size:,} bytes on disk; {time.perf_counter() - start:.1f} s",
-        flush=True,
-    )
-    return 0
+    return run_build(parse_args(argv), check_args, build, arc_summary)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import socket
 import sys
-import time
 from urllib.parse import urlparse
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,8 +23,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from dataset import sudoku  # noqa: E402
-from dataset.common import PuzzleDatasetMetadata, prepare_output, publish, save_split, write_identifiers  # noqa: E402
-from utils.errors import UserError, exit_with  # noqa: E402
+from dataset.common import PuzzleDatasetMetadata, run_build, save_split, split_counts, write_identifiers  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 SPLITS = ("train", "test")
 
@@ -191,36 +188,8 @@ def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]
     return counts
 
 
-def _disk_bytes(root: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwind like Ctrl-C so the partial output is removed
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    start = time.perf_counter()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        check_args(args)
-        tmp = prepare_output(args.output_dir, args.overwrite)
-        try:
-            counts = build(args, tmp)
-            publish(tmp, args.output_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    except UserError as e:
-        exit_with(e)
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    parts = "; ".join(f"{s}: {g} groups, {p} puzzles, {e} examples" for s, (g, p, e) in counts.items())
-    size = _disk_bytes(args.output_dir)
-    print(f"wrote {args.output_dir}: {parts}; {size:,} bytes on disk; {time.perf_counter() - start:.1f} s", flush=True)
-    return 0
+    return run_build(parse_args(argv), check_args, build, split_counts)
 
 
 if __name__ == "__main__":

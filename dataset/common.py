@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pydantic
 
-from utils.errors import UserError
+from utils.errors import UserError, exit_with
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 
@@ -115,3 +119,44 @@ def publish(tmp_dir: str, output_dir: str) -> None:
 def write_identifiers(root: str, names: list[str]) -> None:
     with open(os.path.join(root, "identifiers.json"), "w") as f:
         json.dump(names, f)
+
+
+def split_counts(counts: dict[str, tuple[int, int, int]]) -> str:
+    return "; ".join(f"{s}: {g} groups, {p} puzzles, {e} examples" for s, (g, p, e) in counts.items())
+
+
+def _disk_bytes(root: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C so the partial output is removed
+
+
+def run_build(
+    args: Any, check_args: Callable[[Any], None], build: Callable[[Any, str], Any], summary: Callable[[Any], str]
+) -> int:
+    """The builders' main: check, build into a temporary folder, publish; an error or Ctrl-C/SIGTERM leaves
+    nothing behind. Prints one summary line (counts, size, time). Returns the exit code."""
+    start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        check_args(args)
+        tmp = prepare_output(args.output_dir, args.overwrite)
+        try:
+            result = build(args, tmp)
+            publish(tmp, args.output_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except UserError as e:
+        exit_with(e)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    size = _disk_bytes(args.output_dir)
+    print(
+        f"wrote {args.output_dir}: {summary(result)}; {size:,} bytes on disk; {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    return 0

@@ -2,6 +2,7 @@
 
     python evaluate.py checkpoint=checkpoints/<project>/<run>/step_<N>          # writes step_<N>_all_preds.<rank>
     python dataset/score_arc.py --preds checkpoints/<project>/<run> --data data/arc-aug-1000 [--k 1 2 10]
+    python dataset/score_arc.py --preds <run>/step_*_all_preds.* --pool --data ...   # vote over several checkpoints
 
 Rules, as the notebook's:
 - every prediction row (padding rows, identifier 0, are dropped) is mapped back to its original task: the grid is cut
@@ -14,6 +15,16 @@ Rules, as the notebook's:
 - the share is over the tasks of the dataset's test split (the notebook divided by the tasks present in the
   predictions: the same number when the predictions cover the test split, which this script checks and reports).
 The paper reports pass@2.
+
+Which files vote: a folder gives the prediction files of one step (its latest, or `--step`); files can be named one by
+one. Votes come from one evaluation (one folder and step) unless `--pool` is given: mixing checkpoints changes the
+score, so it is never done by accident.
+
+Besides the report (`step_<N>_arc_scores.json`) it writes a submission in the ARC Prize format
+(`step_<N>_submission.json`): task id -> one `{"attempt_1": grid, "attempt_2": grid}` per test input, in the order of
+the task file's test inputs, from the two best-ranked answers above (pass@2's answers). Answers with no grid (a canvas
+whose first token is not a colour) are passed over; a missing attempt is `[[0]]`, so every task of the test split
+has a well-formed entry.
 """
 
 from __future__ import annotations
@@ -57,8 +68,11 @@ def cropped(tokens: np.ndarray) -> Iterator[np.ndarray]:
 # Inputs
 
 
-def find_pred_files(paths: list[str], step: int | None) -> tuple[list[str], int | None]:
-    """Expand folders to their `step_<N>_all_preds.<rank>` files (the latest step unless `step`), ranks in order."""
+def find_pred_files(paths: list[str], step: int | None, pool: bool = False) -> tuple[list[str], int | None]:
+    """Expand folders to their `step_<N>_all_preds.<rank>` files (the latest step unless `step`), ranks in order.
+
+    Files of more than one evaluation (folder and step) are refused unless `pool`: voting across checkpoints is an
+    ensemble, a choice to make on purpose (before --pool, naming the files of two steps mixed them silently)."""
     files: list[str] = []
     for p in paths:
         if os.path.isdir(p):
@@ -84,8 +98,16 @@ def find_pred_files(paths: list[str], step: int | None) -> tuple[list[str], int 
         return (int(m[1]), int(m[2]), f) if m else (-1, -1, f)
 
     files = sorted(dict.fromkeys(files), key=order)
+    sources = sorted({(os.path.dirname(os.path.realpath(f)), order(f)[0]) for f in files})
+    if len(sources) > 1 and not pool:
+        shown = ", ".join(f"{d} step {s}" if s >= 0 else d for d, s in sources[:4])
+        shown += ", ..." if len(sources) > 4 else ""
+        raise UserError(
+            f"--preds holds predictions of {len(sources)} evaluations ({shown}); votes come from one checkpoint "
+            "step: choose one (--step N, or its files), or pass --pool to vote over all of them"
+        )
     steps = {order(f)[0] for f in files} - {-1}
-    return files, (steps.pop() if len(steps) == 1 else None)
+    return files, (steps.pop() if len(steps) == 1 and len(sources) == 1 else None)
 
 
 def load_preds(path: str) -> dict:
@@ -116,6 +138,7 @@ class Truth:
 
     tests: dict[str, dict[bytes, list[bytes]]] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
+    order: dict[str, list[bytes]] = field(default_factory=dict)  # task -> its test input keys, file order, repeats kept
 
     @property
     def inputs(self) -> int:
@@ -145,8 +168,10 @@ def load_truth(data_dir: str) -> Truth:
         for p in np.flatnonzero([arc.parse_aug_name(names[int(i)])[2] is None for i in pids]):
             start, end = int(pidx[p]), int(pidx[p + 1])
             task = truth.tests.setdefault(names[int(pids[p])], {})
+            order = truth.order.setdefault(names[int(pids[p])], [])
             for inp, lab in zip(cropped(inputs[start:end]), cropped(labels[start:end])):
                 task.setdefault(grid_key(inp), []).append(grid_key(lab))
+                order.append(grid_key(inp))
     if not truth.tests:
         raise UserError(f"--data {data_dir}: the test split holds no un-augmented ARC puzzles")
     return truth
@@ -200,22 +225,50 @@ def collect_votes(
     return votes, used, unmatched
 
 
+def ranked(answers: dict[bytes, list[float]]) -> list[bytes]:
+    """Answer keys best first: by vote count, then mean q_halt; sorted() is stable, so ties keep their
+    first-appearance order."""
+    return [a for a, _ in sorted(answers.items(), key=lambda kv: (kv[1][0], kv[1][1] / kv[1][0]), reverse=True)]
+
+
+def key_grid(key: bytes) -> list[list[int]]:
+    """The inverse of `grid_key`, as JSON rows."""
+    h, w = key[0], key[1]
+    return np.frombuffer(key[2:], dtype=np.uint8).reshape(h, w).tolist()
+
+
 def score(truth: Truth, votes: dict, ks: list[int]) -> dict[str, dict[int, bool]]:
     """task -> k -> solved (every test input's true output among the k best-ranked answers)."""
     out = {}
     for task, tests in truth.tests.items():
         solved = {k: True for k in ks}
         for in_key, outputs in tests.items():
-            answers = votes.get(task, {}).get(in_key, {})
-            # by count, then mean q_halt; sorted() is stable, so ties keep their first-appearance order
-            ranked = [
-                a for a, _ in sorted(answers.items(), key=lambda kv: (kv[1][0], kv[1][1] / kv[1][0]), reverse=True)
-            ]
+            ranked_keys = ranked(votes.get(task, {}).get(in_key, {}))
             for k in ks:
-                top = set(ranked[:k])
+                top = set(ranked_keys[:k])
                 solved[k] &= all(o in top for o in outputs)
         out[task] = solved
     return out
+
+
+FILLER = [[0]]  # an attempt where the votes offer no grid (the ARC Prize format needs two per test input)
+
+
+def submission(truth: Truth, votes: dict) -> tuple[dict[str, list[dict[str, list[list[int]]]]], int]:
+    """ARC Prize submission: task -> [{"attempt_1": grid, "attempt_2": grid}] per test input (file order), from
+    the two best-ranked answers with a grid. Also returns the number of attempts filled with FILLER."""
+    out: dict[str, list[dict[str, list[list[int]]]]] = {}
+    filled = 0
+    for task, in_keys in truth.order.items():
+        entries = []
+        for in_key in in_keys:
+            # an empty crop (h or w 0) is no grid to submit, whatever its votes
+            grids = [key_grid(a) for a in ranked(votes.get(task, {}).get(in_key, {})) if a[0] and a[1]][:2]
+            filled += 2 - len(grids)
+            grids += [FILLER] * (2 - len(grids))
+            entries.append({"attempt_1": grids[0], "attempt_2": grids[1]})
+        out[task] = entries
+    return out, filled
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,6 +285,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--k", nargs="+", type=int, default=[1, 2, 10, 100, 1000], help="the k of pass@k")
     p.add_argument("--step", type=int, default=None, help="which step's predictions, when a folder holds several")
     p.add_argument("--out", default=None, help="JSON report [beside the predictions: step_<N>_arc_scores.json]")
+    p.add_argument(
+        "--submission",
+        default=None,
+        metavar="PATH",
+        help="ARC Prize submission JSON (two attempts per test input) [beside the predictions: step_<N>_submission.json]",
+    )
+    p.add_argument(
+        "--pool", action="store_true", help="let files of several evaluations (checkpoints or steps) vote together"
+    )
     return p.parse_args(argv)
 
 
@@ -242,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(k < 1 for k in args.k):
             raise UserError("--k values must be >= 1")
         ks = sorted(set(args.k))
-        files, step = find_pred_files(args.preds, args.step)
+        files, step = find_pred_files(args.preds, args.step, args.pool)
         truth = load_truth(args.data)
         votes, used, unmatched = collect_votes(files, truth)
         if used == 0:
@@ -250,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"no prediction row matched a test puzzle of {args.data}: were the predictions made on this dataset?"
             )
         solved = score(truth, votes, ks)
-        out = args.out or os.path.join(
-            os.path.dirname(os.path.abspath(files[0])),
-            f"step_{step}_arc_scores.json" if step is not None else "arc_scores.json",
-        )
+        prefix = f"step_{step}_" if step is not None else ""
+        where = os.path.dirname(os.path.abspath(files[0]))
+        out = args.out or os.path.join(where, f"{prefix}arc_scores.json")
+        sub_path = args.submission or os.path.join(where, f"{prefix}submission.json")
     except UserError as e:
         exit_with(e)
     tasks = len(truth.tests)
@@ -283,10 +345,19 @@ def main(argv: list[str] | None = None) -> int:
         "pass_at_k": {str(k): correct[k] / tasks for k in ks},
         "solved": {str(k): correct[k] for k in ks},
         "per_task": {t: {str(k): s[k] for k in ks} for t, s in solved.items()},
+        "submission": sub_path,
     }
-    with open(out, "w") as f:
-        json.dump(report, f, indent=1)
+    sub, filled = submission(truth, votes)
+    try:
+        with open(out, "w") as f:
+            json.dump(report, f, indent=1)
+        with open(sub_path, "w") as f:
+            json.dump(sub, f, separators=(",", ":"))  # compact: grids are most of it
+    except OSError as e:
+        exit_with(UserError(f"cannot write {e.filename}: {e.strerror}"))
     print(f"wrote {out} ({time.perf_counter() - start:.1f} s)")
+    note = f"; {filled} of {2 * truth.inputs} attempts had no answer and are [[0]]" if filled else ""
+    print(f"wrote {sub_path} (ARC Prize format: {len(sub)} tasks, 2 attempts per test input{note})")
     return 0
 
 
