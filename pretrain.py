@@ -548,6 +548,12 @@ def evaluate(
             carry, _, metrics, preds, _ = model(carry=carry, batch=batch, return_keys=config.eval_save_outputs)
         return metrics, preds
 
+    bar = None
+    dataset = getattr(eval_loader, "dataset", None)
+    if d.is_main and isinstance(dataset, PuzzleDataset):
+        per_set = [-(len(a["inputs"]) // -config.global_batch_size) for a in dataset._lazy_load().values()]
+        total = sum(min(n, config.eval_batches or n) for n in per_set)
+        bar = progress_bar(total, 0, config.global_batch_size, desc="eval")
     with torch.inference_mode():
         seen: dict[str, int] = {}
         for set_name, batch, gbs in eval_loader:
@@ -556,6 +562,8 @@ def evaluate(
                 continue  # bounded eval: the first N batches of each set
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             metrics, preds = state.model.run("eval", lambda m, b=batch: run_batch(m, b))
+            if bar is not None:
+                bar.update(1)
             # this rank's real (unpadded) rows; the original also saved the padding of the last batch
             local = len(batch["inputs"])
             real = min(local, max(0, gbs - d.rank * local))
@@ -568,6 +576,8 @@ def evaluate(
                 totals = torch.zeros(len(set_ids), len(keys), dtype=torch.float64, device=device)
             totals[set_ids[set_name]] += torch.stack([metrics[k].to(torch.float64) for k in keys])
 
+    if bar is not None:
+        bar.close()
     if saved and config.checkpoint_path is not None:
         os.makedirs(config.checkpoint_path, exist_ok=True)
         path = os.path.join(config.checkpoint_path, f"step_{state.step}_all_preds.{d.rank}")

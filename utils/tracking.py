@@ -125,10 +125,12 @@ class LineProgress:
     """Progress for logs (stdout not a terminal): one plain line every `interval` s, no carriage returns.
     Implements the part of tqdm's interface the trainer uses."""
 
-    def __init__(self, total: int, initial: int = 0, interval: float = 60.0, batch: int = 0, file=None):
+    def __init__(
+        self, total: int, initial: int = 0, interval: float = 60.0, batch: int = 0, file=None, desc: str = "step"
+    ):
         import sys
 
-        self.total, self.n, self.interval, self.batch = total, initial, interval, batch
+        self.total, self.n, self.interval, self.batch, self.desc = total, initial, interval, batch, desc
         self.file = file or sys.stdout
         self.start_n, self.t0 = initial, time.time()
         self.last = self.t0
@@ -145,7 +147,8 @@ class LineProgress:
     def line(self, now: float) -> str:
         rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
         eta = (self.total - self.n) / rate if rate > 0 else float("inf")
-        parts = [f"step {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.1f}%)", f"{rate:.2f} steps/s"]
+        label, unit = ("step", "steps") if self.desc == "train" else (self.desc, "batches")
+        parts = [f"{label} {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.1f}%)", f"{rate:.2f} {unit}/s"]
         if self.batch:
             parts[-1] += f", {rate * self.batch:,.0f} examples/s"
         parts.append(f"ETA {fmt_duration(eta) if math.isfinite(eta) else '?'}")
@@ -168,4 +171,6 @@ def progress_bar(total: int, initial: int, batch: int, desc: str = "train"):
         import tqdm
 
         return tqdm.tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, unit="step")
-    return LineProgress(total, initial, interval=float(os.environ.get("HRM_PROGRESS_SECONDS", 60)), batch=batch)
+    return LineProgress(
+        total, initial, interval=float(os.environ.get("HRM_PROGRESS_SECONDS", 60)), batch=batch, desc=desc
+    )
