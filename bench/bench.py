@@ -104,13 +104,13 @@ def metadata_dict(seq: int, vocab: int, ids: int, groups: int) -> dict:
     )
 
 
-def setup_ours(root: Path, cfg: dict, meta: dict, compile_: bool):
+def setup_ours(root: Path, cfg: dict, meta: dict, compile_: bool, micro: int | None = None):
     sys.path.insert(0, str(root))
     import pretrain
     from dataset.common import PuzzleDatasetMetadata
     from utils.runtime import Dist
 
-    config = pretrain.PretrainConfig(**cfg, compile=compile_, attn_backend="auto")
+    config = pretrain.PretrainConfig(**cfg, compile=compile_, attn_backend="auto", micro_batch_size=micro)
     d = Dist()
     rt = pretrain.setup_runtime(config, d)
     m = PuzzleDatasetMetadata(**meta)
@@ -193,6 +193,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--eval-batches", type=int, default=4, help="0 skips the eval timing")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: measured 8k matmul)")
+    p.add_argument("--micro", type=int, default=None, help="micro_batch_size (this fork only)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument(
         "--sdpa", default=None, choices=["flash", "cudnn", "efficient", "math"], help="force one SDPA kernel"
@@ -226,7 +227,8 @@ def main() -> None:
         }
         sdpa_kernel([getattr(SDPBackend, names[args.sdpa])]).__enter__()
     torch.manual_seed(0)
-    train, evaluate, model, report = setup(args.root.resolve(), cfg, meta, not args.no_compile)
+    extra = {"micro": args.micro} if args.micro else {}
+    train, evaluate, model, report = setup(args.root.resolve(), cfg, meta, not args.no_compile, **extra)
 
     batches = make_batches(8, seq, vocab, batch, ids)
     t0 = time.perf_counter()
@@ -268,6 +270,7 @@ def main() -> None:
                 peak_tflops=round(peak / 1e12, 1),
                 attention=report.get("attention", ""),
                 compile_mode=args.compile_mode,
+                micro_batch_size=args.micro,
                 sdpa=args.sdpa,
                 params=sum(p.numel() for p in model.parameters()),
             )
