@@ -25,7 +25,6 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from dataset import maze  # noqa: E402
-from dataset.build_sudoku_dataset import download  # noqa: E402  (same HF layout and offline message)
 from dataset.common import (  # noqa: E402
     PuzzleDatasetMetadata,
     dihedral_transform,
@@ -34,6 +33,7 @@ from dataset.common import (  # noqa: E402
     split_counts,
     write_identifiers,
 )
+from dataset.hub import download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SPLITS = ("train", "test")
@@ -85,7 +85,11 @@ def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator, s
         with tqdm(total=n, desc=f"generate {split}", unit="maze", file=sys.stderr) as bar:
             inputs, labels = maze.generate(n, rng, progress=bar.update)
         return maze.MazeSet(inputs, labels, maze.SIZE)
-    path = os.path.join(args.source_dir, f"{split}.csv") if args.source_dir else download(args.source_repo, split)
+    path = (
+        os.path.join(args.source_dir, f"{split}.csv")
+        if args.source_dir
+        else download(args.source_repo, split, offline_hint="--generate N (mazes made here, no network)")
+    )
     with tqdm(desc=f"read {split}.csv", unit="row", file=sys.stderr) as bar:
         data = maze.read_hf_csv(path, args.on_bad_row, side=side, progress=bar.update)
     if data.skipped:

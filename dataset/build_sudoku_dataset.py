@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
-from urllib.parse import urlparse
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -24,6 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 from dataset import sudoku  # noqa: E402
 from dataset.common import PuzzleDatasetMetadata, run_build, save_split, split_counts, write_identifiers  # noqa: E402
+from dataset.hub import download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SPLITS = ("train", "test")
@@ -81,50 +80,17 @@ def check_args(args: argparse.Namespace) -> None:
             )
 
 
-def _hub_unreachable() -> str | None:
-    """A reason when the Hub's host cannot even be resolved/connected: fails in seconds where the client would
-    retry for ~25 s. Skipped (None) behind a proxy, where a direct connection says nothing."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE")):
-        return None
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=10).close()
-    except OSError as e:
-        return f"cannot reach {host}: {e.strerror or e}"
-    return None
-
-
-def download(repo: str, split: str) -> str:
-    """Local path of `<split>.csv` of the HF dataset (cached copy first); UserError naming the offline options."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # its retry warnings would bury our one-line message
-    try:
-        return hf_hub_download(repo, f"{split}.csv", repo_type="dataset", local_files_only=True)
-    except Exception:
-        pass
-    reason = _hub_unreachable()
-    if reason is None:
-        try:
-            return hf_hub_download(repo, f"{split}.csv", repo_type="dataset")
-        except Exception as e:  # the client raises many types (HTTP, offline mode, missing repo or file)
-            first_line = (str(e).strip().splitlines() or [""])[0][:200]
-            reason = f"{type(e).__name__}: {first_line}"
-    raise UserError(
-        f"could not download {split}.csv of the Hugging Face dataset {repo} ({reason}). "
-        "Offline, use --source-dir DIR (a folder holding train.csv and test.csv in that layout) "
-        "or --generate N (puzzles made here, no network)"
-    )
-
-
 def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator) -> sudoku.SudokuSet:
     if args.generate is not None:
         n = args.generate if split == "train" else args.test_size
         with tqdm(total=n, desc=f"generate {split}", unit="puzzle", file=sys.stderr) as bar:
             inputs, labels, ratings = sudoku.generate(n, rng, min_guesses=args.min_guesses, progress=bar.update)
         return sudoku.SudokuSet(inputs, labels, ratings)
-    path = os.path.join(args.source_dir, f"{split}.csv") if args.source_dir else download(args.source_repo, split)
+    path = (
+        os.path.join(args.source_dir, f"{split}.csv")
+        if args.source_dir
+        else download(args.source_repo, split, offline_hint="--generate N (puzzles made here, no network)")
+    )
     with tqdm(desc=f"read {split}.csv", unit="row", file=sys.stderr) as bar:
         data = sudoku.read_hf_csv(path, args.min_difficulty, args.on_bad_row, progress=bar.update)
     if data.skipped:
