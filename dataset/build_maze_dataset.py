@@ -25,14 +25,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from dataset import maze  # noqa: E402
-from dataset.common import (  # noqa: E402
-    PuzzleDatasetMetadata,
-    dihedral_transform,
-    run_build,
-    save_split,
-    split_counts,
-    write_identifiers,
-)
+from dataset.common import dihedral_transform, run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
 from dataset.hub import download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -130,20 +123,9 @@ def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]
             keep = rngs["subsample"].choice(len(data.inputs), size=args.subsample_size, replace=False)
             data = maze.MazeSet(data.inputs[keep], data.labels[keep], data.side)
         arrays = build_arrays(data, 8 if (split == "train" and args.aug) else 1)
-        groups = len(arrays["group_indices"]) - 1
-        metadata = PuzzleDatasetMetadata(
-            seq_len=side * side,
-            vocab_size=maze.VOCAB_SIZE,  # pad + `# SGo`
-            pad_id=0,
-            ignore_label_id=0,
-            blank_identifier_id=0,
-            num_puzzle_identifiers=1,
-            total_groups=groups,
-            mean_puzzle_examples=1,
-            sets=["all"],
-        )
-        save_split(root, split, metadata, {"all": arrays})
-        counts[split] = (groups, len(arrays["puzzle_identifiers"]), len(arrays["inputs"]))
+        counts[split] = save_grid_split(
+            root, split, arrays, seq_len=side * side, vocab_size=maze.VOCAB_SIZE
+        )  # pad + `# SGo`
     write_identifiers(root, ["<blank>"])
     return counts
 

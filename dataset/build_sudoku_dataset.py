@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from dataset import sudoku  # noqa: E402
-from dataset.common import PuzzleDatasetMetadata, run_build, save_split, split_counts, write_identifiers  # noqa: E402
+from dataset.common import run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
 from dataset.hub import download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -136,20 +136,7 @@ def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]
             keep = rngs["subsample"].choice(len(inputs), size=args.subsample_size, replace=False)
             inputs, labels = inputs[keep], labels[keep]
         arrays = build_arrays(inputs, labels, args.num_aug if split == "train" else 0, rngs["augment"], split)
-        groups = len(arrays["group_indices"]) - 1
-        metadata = PuzzleDatasetMetadata(
-            seq_len=81,
-            vocab_size=10 + 1,  # pad + digits 0-9
-            pad_id=0,
-            ignore_label_id=0,
-            blank_identifier_id=0,
-            num_puzzle_identifiers=1,
-            total_groups=groups,
-            mean_puzzle_examples=1,
-            sets=["all"],
-        )
-        save_split(root, split, metadata, {"all": arrays})
-        counts[split] = (groups, len(arrays["puzzle_identifiers"]), len(arrays["inputs"]))
+        counts[split] = save_grid_split(root, split, arrays, seq_len=81, vocab_size=10 + 1)  # pad + digits 0-9
     write_identifiers(root, ["<blank>"])
     return counts
 

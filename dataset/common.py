@@ -88,6 +88,27 @@ def save_split(root: str, split: str, metadata: PuzzleDatasetMetadata, sets: dic
         json.dump(metadata.model_dump(), f)
 
 
+def save_grid_split(
+    root: str, split: str, arrays: dict[str, np.ndarray], seq_len: int, vocab_size: int
+) -> tuple[int, int, int]:
+    """Save one split of a Sudoku/Maze-style dataset (set "all", one example per puzzle, no identifiers;
+    pad 0 and ignored label 0 as the original builders). Returns (groups, puzzles, examples)."""
+    groups = len(arrays["group_indices"]) - 1
+    metadata = PuzzleDatasetMetadata(
+        seq_len=seq_len,
+        vocab_size=vocab_size,
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        num_puzzle_identifiers=1,
+        total_groups=groups,
+        mean_puzzle_examples=1,
+        sets=["all"],
+    )
+    save_split(root, split, metadata, {"all": arrays})
+    return groups, len(arrays["puzzle_identifiers"]), len(arrays["inputs"])
+
+
 def prepare_output(output_dir: str, overwrite: bool) -> str:
     """Refuse to clobber an existing dataset unless asked; return a fresh temporary folder beside it.
 
