@@ -23,6 +23,14 @@ PLAN = {
     "eee": [[("ok", -3.0)] * 2 + [("bad", 3.0)] * 2],  # 2:2, q_halt favours the wrong one -> only from k=2
 }
 EXPECTED = {1: ["aaa", "ddd"], 2: ["aaa", "bbb", "ddd", "eee"], 10: ["aaa", "bbb", "ddd", "eee"]}
+# The submission's two attempts per test input, from the same ranking: "none" = no second answer, [[0]].
+EXPECTED_ATTEMPTS = {
+    "aaa": [("ok", "none")],
+    "bbb": [("bad", "ok")],
+    "ccc": [("ok", "none"), ("bad", "none")],
+    "ddd": [("ok", "bad")],
+    "eee": [("bad", "ok")],
+}
 
 
 def canvas(grid: np.ndarray) -> np.ndarray:
@@ -123,6 +131,58 @@ def test_pass_at_k_votes_over_augmentations(
     files = [str(p) for p in sorted(run.glob("step_3_all_preds.*"))]
     assert score_arc.main(["--preds", *files, "--data", str(data), "--out", str(tmp_path / "s3.json")]) == 0
     assert all(v == 0 for v in json.loads((tmp_path / "s3.json").read_text())["solved"].values())
+    assert (run / "step_3_submission.json").is_file()
+
+
+def test_submission_holds_the_top_two_answers(
+    tiny_arc: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    raw, data = tiny_arc
+    run = tmp_path / "run"
+    fabricate(raw, data, run, step=7)
+    assert score_arc.main(["--preds", str(run), "--data", str(data), "--k", "2"]) == 0
+    assert "wrote " + str(run / "step_7_submission.json") in capsys.readouterr().out
+    sub = json.loads((run / "step_7_submission.json").read_text())
+    assert json.loads((run / "step_7_arc_scores.json").read_text())["submission"] == str(run / "step_7_submission.json")
+    assert sorted(sub) == sorted(PLAN)  # every task of the test split, under its task id
+    for name, attempts in EXPECTED_ATTEMPTS.items():
+        task = json.loads((raw / "evaluation" / f"{name}.json").read_text())
+        assert len(sub[name]) == len(task["test"]) == len(attempts)
+        for entry, pair, want in zip(sub[name], task["test"], attempts):
+            assert sorted(entry) == ["attempt_1", "attempt_2"]
+            grids = {"ok": pair["output"], "bad": ((np.array(pair["output"]) + 1) % 10).tolist(), "none": [[0]]}
+            assert [entry["attempt_1"], entry["attempt_2"]] == [grids[w] for w in want], name
+
+    # --submission names the file; with explicit files of two steps, votes need --pool
+    out = tmp_path / "elsewhere" / "sub.json"
+    out.parent.mkdir()
+    fabricate(raw, data, run, step=3, all_wrong=True)
+    files = [str(p) for p in sorted(run.glob("step_*_all_preds.*"))]
+    with pytest.raises(SystemExit) as stop:
+        score_arc.main(["--preds", *files, "--data", str(data), "--submission", str(out)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "2 evaluations" in err and "--pool" in err and not out.exists()
+    assert score_arc.main(["--preds", *files, "--pool", "--data", str(data), "--submission", str(out)]) == 0
+    assert (run / "arc_scores.json").is_file()  # pooled steps: no single step in the report's name
+    pooled = json.loads(out.read_text())
+    # step 7 alone answered aaa right 4 times (second attempt [[0]]); with step 3's 4 wrong votes both answers appear
+    ok = json.loads((raw / "evaluation" / "aaa.json").read_text())["test"][0]["output"]
+    bad = ((np.array(ok) + 1) % 10).tolist()
+    assert sorted([pooled["aaa"][0]["attempt_1"], pooled["aaa"][0]["attempt_2"]]) == sorted([ok, bad])
+
+
+def test_submission_passes_over_answers_without_a_grid() -> None:
+    grid_in, grid_out = np.array([[1, 2]], dtype=np.uint8), np.array([[3], [4]], dtype=np.uint8)
+    k_in, k_out = score_arc.grid_key(grid_in), score_arc.grid_key(grid_out)
+    truth = score_arc.Truth(tests={"t": {k_in: [k_out]}, "u": {k_in: [k_out]}}, order={"t": [k_in], "u": [k_in]})
+    # the most voted answer of t is an empty crop (a malformed canvas): no grid to submit; u has no votes at all
+    votes = {"t": {k_in: {score_arc.grid_key(np.zeros((0, 0), np.uint8)): [5, 4.0], k_out: [1, 0.5]}}}
+    sub, filled = score_arc.submission(truth, votes)
+    assert sub == {
+        "t": [{"attempt_1": [[3], [4]], "attempt_2": [[0]]}],
+        "u": [{"attempt_1": [[0]], "attempt_2": [[0]]}],
+    }
+    assert filled == 3
 
 
 def test_missing_predictions_and_bad_inputs(
