@@ -22,7 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 from dataset import sudoku  # noqa: E402
 from dataset.common import run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
-from dataset.hub import download  # noqa: E402
+from dataset.hub import check_source_dir, download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SPLITS = ("train", "test")
@@ -71,13 +71,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.subsample_size is not None and args.subsample_size < 1:
         raise UserError("--subsample-size must be >= 1")
     if args.source_dir is not None:
-        if not os.path.isdir(args.source_dir):
-            raise UserError(f"--source-dir {args.source_dir} is not a folder")
-        missing = [f"{s}.csv" for s in SPLITS if not os.path.isfile(os.path.join(args.source_dir, f"{s}.csv"))]
-        if missing:
-            raise UserError(
-                f"--source-dir {args.source_dir} lacks {' and '.join(missing)} (HF layout: source,question,answer,rating)"
-            )
+        check_source_dir(args.source_dir, SPLITS)
 
 
 def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator) -> sudoku.SudokuSet:

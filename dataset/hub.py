@@ -44,3 +44,14 @@ def download(repo: str, split: str, offline_hint: str) -> str:
         "Offline, use --source-dir DIR (a folder holding train.csv and test.csv in that layout) "
         f"or {offline_hint}"
     )
+
+
+def check_source_dir(source_dir: str, splits: tuple[str, ...]) -> None:
+    """`--source-dir` must be a folder holding `<split>.csv` for every split, in the HF layout."""
+    if not os.path.isdir(source_dir):
+        raise UserError(f"--source-dir {source_dir} is not a folder")
+    missing = [f"{s}.csv" for s in splits if not os.path.isfile(os.path.join(source_dir, f"{s}.csv"))]
+    if missing:
+        raise UserError(
+            f"--source-dir {source_dir} lacks {' and '.join(missing)} (HF layout: source,question,answer,rating)"
+        )

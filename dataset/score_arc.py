@@ -68,7 +68,13 @@ def cropped(tokens: np.ndarray) -> Iterator[np.ndarray]:
 # Inputs
 
 
-def find_pred_files(paths: list[str], step: int | None, pool: bool = False) -> tuple[list[str], int | None]:
+def find_pred_files(
+    paths: list[str],
+    step: int | None,
+    pool: bool = False,
+    refusal: str = "votes come from one checkpoint step: choose one (--step N, or its files), or pass --pool to vote over all of them",
+    using: str = "scoring step {step} (choose with --step)",
+) -> tuple[list[str], int | None]:
     """Expand folders to their `step_<N>_all_preds.<rank>` files (the latest step unless `step`), ranks in order.
 
     Files of more than one evaluation (folder and step) are refused unless `pool`: voting across checkpoints is an
@@ -86,7 +92,7 @@ def find_pred_files(paths: list[str], step: int | None, pool: bool = False) -> t
             if want not in steps:
                 raise UserError(f"--preds {p}: no predictions of step {want} (found steps {steps})")
             if step is None and len(steps) > 1:
-                print(f"note: {p} holds predictions of steps {steps}; scoring step {want} (choose with --step)")
+                print(f"note: {p} holds predictions of steps {steps}; {using.format(step=want)}")
             files += [f for f in found if int(PREDS_FILE.match(os.path.basename(f))[1]) == want]  # type: ignore[index]
         elif os.path.isfile(p):
             files.append(p)
@@ -102,10 +108,7 @@ def find_pred_files(paths: list[str], step: int | None, pool: bool = False) -> t
     if len(sources) > 1 and not pool:
         shown = ", ".join(f"{d} step {s}" if s >= 0 else d for d, s in sources[:4])
         shown += ", ..." if len(sources) > 4 else ""
-        raise UserError(
-            f"--preds holds predictions of {len(sources)} evaluations ({shown}); votes come from one checkpoint "
-            "step: choose one (--step N, or its files), or pass --pool to vote over all of them"
-        )
+        raise UserError(f"--preds holds predictions of {len(sources)} evaluations ({shown}); {refusal}")
     steps = {order(f)[0] for f in files} - {-1}
     return files, (steps.pop() if len(steps) == 1 and len(sources) == 1 else None)
 

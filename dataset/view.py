@@ -199,31 +199,10 @@ class Preds:
 
 def pred_files(paths: list[str]) -> list[str]:
     """Files as given; a folder gives the files of its latest step. All must come from one evaluation."""
-    files: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            found = [
-                f for f in glob.glob(os.path.join(p, "step_*_all_preds.*")) if PREDS_FILE.match(os.path.basename(f))
-            ]
-            if not found:
-                raise UserError(f"--preds {p}: no step_<N>_all_preds.<rank> files (written by evaluate.py)")
-            steps = sorted({int(PREDS_FILE.match(os.path.basename(f))[1]) for f in found})  # type: ignore[index]
-            if len(steps) > 1:
-                print(f"note: {p} holds predictions of steps {steps}; showing step {steps[-1]} (or name the files)")
-            files += sorted(f for f in found if PREDS_FILE.match(os.path.basename(f))[1] == str(steps[-1]))  # type: ignore[index]
-        elif os.path.isfile(p):
-            files.append(p)
-        else:
-            raise UserError(f"--preds {p}: no such file or folder")
-    files = list(dict.fromkeys(files))
+    from dataset.score_arc import find_pred_files
 
-    def source(f: str) -> tuple[str, str]:
-        m = PREDS_FILE.match(os.path.basename(f))
-        return os.path.dirname(os.path.realpath(f)), (m[1] if m else "")
-
-    if len({source(f) for f in files}) > 1:
-        raise UserError("--preds names files of several evaluations (folders or steps); pass the files of one")
-    return files
+    refusal = "several evaluations cannot be shown together: pass the files of one"
+    return find_pred_files(paths, step=None, refusal=refusal, using="showing step {step} (or name the files)")[0]
 
 
 def load_pred_file(path: str) -> dict[str, Any]:
