@@ -23,6 +23,22 @@ TINY_ARCH = [
 ]
 
 
+# A short schedule for the long-run tests: 16 steps of 32 on the tiny Sudoku set, evals at steps 8 and 16.
+SHORT_RUN = [
+    "epochs=8",
+    "eval_interval=4",
+    "global_batch_size=32",
+    "lr=1e-3",
+    "lr_warmup_steps=3",
+    "checkpoint_minutes=null",
+    *TINY_ARCH,
+]
+
+
+def pretrain_args(data: Path, run_dir: Path, base: list[str], *extra: str) -> list[str]:
+    return ["pretrain.py", f"data_path={data}", f"checkpoint_path={run_dir}", *base, *extra]
+
+
 def run_py(
     args: list[str], cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:

@@ -13,31 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_ARCH, read_metrics, run_py
+from tests.conftest import REPO, SHORT_RUN, pretrain_args, read_metrics, run_py
+from tests.test_resume import final_weights
 
-BASE = [
-    "epochs=8",
-    "eval_interval=4",
-    "global_batch_size=32",
-    "lr=1e-3",
-    "lr_warmup_steps=3",
-    "checkpoint_minutes=null",
-    "seed=2",
-]
-BASE += ["arch.halt_exploration_prob=0", *TINY_ARCH]  # exploration draws are per rank: off to compare runs
+# exploration draws are per rank: off to compare runs
+BASE = [*SHORT_RUN, "seed=2", "arch.halt_exploration_prob=0"]
 
 
 def train_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["pretrain.py", f"data_path={data}", f"checkpoint_path={run_dir}", *BASE, *extra]
+    return pretrain_args(data, run_dir, BASE, *extra)
 
 
 def env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    steps = sorted(int(p.name[5:]) for p in run_dir.glob("step_*") if p.name[5:].isdigit())
-    return torch.load(run_dir / f"step_{steps[-1]}", weights_only=True)
 
 
 def test_two_node_launch_on_one_machine_equals_one_process(tiny_sudoku: Path, tmp_path: Path) -> None:
@@ -79,7 +67,7 @@ def test_two_node_launch_on_one_machine_equals_one_process(tiny_sudoku: Path, tm
         for k, v in a.items():
             if k != "time" and isinstance(v, float):
                 assert b[k] == pytest.approx(v, rel=1e-4, abs=1e-5), (a["step"], k)
-    w1, w2 = last_weights(tmp_path / "one"), last_weights(tmp_path / "two")
+    w1, w2 = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-5)
 

@@ -8,26 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY_ARCH, read_metrics, run_py
+from tests.conftest import SHORT_RUN, pretrain_args, read_metrics, run_py
 from tests.test_resume import final_weights, start, wait_for_step
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-BASE = [
-    "epochs=8",
-    "eval_interval=4",
-    "global_batch_size=32",
-    "lr=1e-3",
-    "lr_warmup_steps=3",
-    "checkpoint_minutes=null",
-    "seed=1",
-    "compile=false",
-    *TINY_ARCH,
-]
+BASE = [*SHORT_RUN, "seed=1", "compile=false"]
 
 
 def args(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["pretrain.py", f"data_path={data}", f"checkpoint_path={run_dir}", *BASE, *extra]
+    return pretrain_args(data, run_dir, BASE, *extra)
 
 
 def test_gpu_report_and_bf16(tiny_sudoku: Path, tmp_path: Path) -> None:

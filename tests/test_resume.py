@@ -14,22 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_ARCH, read_metrics, run_py
+from tests.conftest import REPO, SHORT_RUN, pretrain_args, read_metrics, run_py
 
-BASE = [
-    "epochs=8",
-    "eval_interval=4",
-    "global_batch_size=32",
-    "lr=1e-3",
-    "lr_warmup_steps=3",
-    "checkpoint_minutes=null",
-    "seed=1",
-    *TINY_ARCH,
-]
+BASE = [*SHORT_RUN, "seed=1"]
 
 
 def args(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["pretrain.py", f"data_path={data}", f"checkpoint_path={run_dir}", *BASE, *extra]
+    return pretrain_args(data, run_dir, BASE, *extra)
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
