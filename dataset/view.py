@@ -206,16 +206,10 @@ def pred_files(paths: list[str]) -> list[str]:
 
 
 def load_pred_file(path: str) -> dict[str, Any]:
-    import torch  # only predictions need torch; memory-mapped so that a large file need not fit in RAM
+    from dataset.score_arc import load_preds
 
-    try:
-        try:
-            preds = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # files in torch's legacy format cannot be memory-mapped
-            preds = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot load predictions {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-    if not isinstance(preds, dict) or "logits" not in preds:
+    preds = load_preds(path)
+    if "logits" not in preds:
         raise UserError(f"{path}: expected a dict with 'logits', as evaluate.py writes (step_<N>_all_preds.<rank>)")
     return preds
 
