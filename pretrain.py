@@ -274,8 +274,8 @@ def resolve_resume(config: PretrainConfig) -> None:
         return
     step, _, full, folder = found
     saved_cfg = dict(full["config"])
-    for key in ("arch", "data_path", "global_batch_size", "epochs", "eval_interval"):
-        if saved_cfg.get(key) != getattr(config, key) and key != "arch":
+    for key in ("data_path", "global_batch_size", "epochs", "eval_interval"):
+        if saved_cfg.get(key) != getattr(config, key):
             raise UserError(
                 f"resume: {key}={getattr(config, key)!r} differs from the checkpoint's {saved_cfg.get(key)!r}; use the original value"
             )
