@@ -173,6 +173,31 @@ def timed(fn, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
+def gpu_busy(step, n: int = 5) -> tuple[float, dict[str, float]]:
+    """Share of wall time the GPU runs kernels during n training steps, and the 8 costliest kernels (ms/step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t = time.perf_counter()
+        for i in range(n):
+            step(i)
+        sync()
+        wall = time.perf_counter() - t
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    spans = sorted((e.time_range.start, e.time_range.end) for e in kernels)
+    busy, end = 0.0, float("-inf")
+    for a, b in spans:  # union of kernel intervals (us)
+        if b > end:
+            busy += b - max(a, end)
+            end = b
+    per_name: dict[str, float] = {}
+    for e in kernels:
+        per_name[e.name[:80]] = per_name.get(e.name[:80], 0.0) + (e.time_range.end - e.time_range.start) / 1e3 / n
+    top = dict(sorted(per_name.items(), key=lambda kv: -kv[1])[:8])
+    return round(busy / 1e6 / wall, 3), {k: round(v, 2) for k, v in top.items()}
+
+
 def matmul_peak() -> float:
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -197,6 +222,19 @@ def main() -> None:
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument(
         "--sdpa", default=None, choices=["flash", "cudnn", "efficient", "math"], help="force one SDPA kernel"
+    )
+    p.add_argument(
+        "--eval-batch", type=int, nargs="+", default=None, help="eval batch sizes to time (default: the training batch)"
+    )
+    p.add_argument(
+        "--inductor",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="torch._inductor.config settings, e.g. coordinate_descent_tuning=1",
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="also report GPU-busy share of a training step and top kernels"
     )
     p.add_argument(
         "--arch", nargs="*", default=[], metavar="KEY=VALUE", help="override arch settings, e.g. hidden_size=64"
@@ -226,6 +264,11 @@ def main() -> None:
             "math": "MATH",
         }
         sdpa_kernel([getattr(SDPBackend, names[args.sdpa])]).__enter__()
+    for kv in args.inductor:
+        import torch._inductor.config as inductor_config
+
+        k, v = kv.split("=", 1)
+        setattr(inductor_config, k, type(getattr(inductor_config, k))(int(v) if v.isdigit() else v))
     torch.manual_seed(0)
     extra = {"micro": args.micro} if args.micro else {}
     train, evaluate, model, report = setup(args.root.resolve(), cfg, meta, not args.no_compile, **extra)
@@ -241,11 +284,16 @@ def main() -> None:
     step_s = timed(lambda i: train(batches[i % len(batches)], batch), args.steps)
     peak_gb = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
 
-    puzzles_s = float("nan")
+    busy, top = gpu_busy(lambda i: train(batches[i % len(batches)], batch)) if args.profile and cuda else (None, None)
+
+    puzzles_s, by_eval_batch = float("nan"), {}
     if args.eval_batches > 0:
-        evaluate(batches[:1])  # compile / warm up eval
-        eval_s = timed(lambda _: evaluate(batches[: args.eval_batches]), 2)
-        puzzles_s = args.eval_batches * batch / eval_s
+        for eval_batch in args.eval_batch or [batch]:
+            eval_batches = make_batches(args.eval_batches, seq, vocab, eval_batch, ids, seed=1)
+            evaluate(eval_batches[:1])  # compile / warm up eval at this shape
+            eval_s = timed(lambda _, b=eval_batches: evaluate(b), 2)
+            by_eval_batch[eval_batch] = round(args.eval_batches * eval_batch / eval_s, 1)
+        puzzles_s = next(iter(by_eval_batch.values()))
 
     emb_len = -(ARCH["puzzle_emb_ndim"] // -ARCH["hidden_size"])
     f_train, f_puzzle = flops_per_step(seq, batch, ARCH, emb_len)
@@ -271,6 +319,10 @@ def main() -> None:
                 attention=report.get("attention", ""),
                 compile_mode=args.compile_mode,
                 micro_batch_size=args.micro,
+                eval_puzzles_per_s_by_batch=by_eval_batch or None,
+                inductor=args.inductor or None,
+                gpu_busy=busy,
+                top_kernels=top,
                 sdpa=args.sdpa,
                 params=sum(p.numel() for p in model.parameters()),
             )

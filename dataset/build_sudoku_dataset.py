@@ -1,16 +1,20 @@
 """Build the Sudoku dataset (train and test splits) in the format of the original HRM builder.
 
 Sources: the Hugging Face dataset `sapientinc/sudoku-extreme` (default, needs network), a local folder holding its
-`train.csv` and `test.csv` (`--source-dir`), or puzzles generated offline (`--generate N`).
+`train.csv` and `test.csv` (`--source-dir`), puzzles generated offline (`--generate N`), or a Sudoku-Extreme-like
+mix of the raw tdoku/Kaggle lists (`--mix DIR`, see dataset/sudoku_mix.py).
 
     python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme-1k-aug-1000 --subsample-size 1000 --num-aug 1000
     python dataset/build_sudoku_dataset.py --source-dir ~/sudoku-extreme --output-dir data/sudoku-extreme-full
     python dataset/build_sudoku_dataset.py --generate 1000 --num-aug 1000 --output-dir data/sudoku-gen-1k-aug-1000
+    python dataset/build_sudoku_dataset.py --mix ../shared/data/sudoku --subsample-size 1000 --num-aug 1000 \
+        --output-dir data/sudoku-mix-1k-aug-1000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -20,7 +24,7 @@ sys.path.insert(0, REPO_ROOT)
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from dataset import sudoku  # noqa: E402
+from dataset import sudoku, sudoku_mix  # noqa: E402
 from dataset.common import run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
 from dataset.hub import check_source_dir, download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -41,7 +45,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--source-dir", default=None, help="folder with train.csv and test.csv (HF layout); no download")
     src.add_argument("--generate", type=int, default=None, metavar="N", help="generate N train puzzles offline")
-    p.add_argument("--test-size", type=int, default=None, help="with --generate: test puzzles to generate [1000]")
+    src.add_argument(
+        "--mix",
+        default=None,
+        metavar="DIR",
+        help="Sudoku-Extreme-like set from the raw tdoku/Kaggle lists in DIR (e.g. ../shared/data/sudoku); "
+        "--subsample-size train puzzles [1000], the rest of the hard ones (+26%% easy) to test",
+    )
+    p.add_argument(
+        "--test-size", type=int, default=None, help="with --generate: test puzzles [1000]; with --mix: at most"
+    )
     p.add_argument("--min-guesses", type=int, default=None, help="with --generate: keep puzzles rated >= this [0]")
     p.add_argument("--seed", type=int, default=0, help="seeds subsampling, augmentation and generation")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
@@ -51,7 +64,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Catch contradictory or out-of-range options before any work is done."""
-    if args.generate is None:
+    if args.mix is not None:
+        if args.min_difficulty is not None or args.min_guesses is not None:
+            raise UserError("--min-difficulty / --min-guesses do not apply to --mix (it keeps the lists' own mix)")
+        if not os.path.isdir(args.mix):
+            raise UserError(f"--mix folder {args.mix} not found (expected the layout of ../shared/data/sudoku)")
+        args.subsample_size = 1000 if args.subsample_size is None else args.subsample_size
+        if args.test_size is not None and args.test_size < 1:
+            raise UserError("--test-size must be >= 1")
+    elif args.generate is None:
         for flag, value in (("--test-size", args.test_size), ("--min-guesses", args.min_guesses)):
             if value is not None:
                 raise UserError(f"{flag} only applies with --generate")
@@ -123,7 +144,28 @@ def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]
     streams = np.random.SeedSequence(args.seed).spawn(4)  # independent: changing one option keeps the others' draws
     rngs = dict(zip(["train", "test", "subsample", "augment"], (np.random.default_rng(s) for s in streams)))
     counts = {}
+    mix = None
+    if args.mix is not None:
+        print(f"solving the lists in {args.mix} ...", file=sys.stderr, flush=True)
+        mix = sudoku_mix.assemble(args.mix, args.subsample_size, rngs["subsample"], args.test_size)
+        info = {
+            "recipe": "dataset/sudoku_mix.py (docstring); guesses = our solver's search-tree size with uniqueness proof",
+            "seed": args.seed,
+            "duplicates_dropped": mix.duplicates,
+            "test_dropped_as_possibly_equivalent_to_train": mix.dropped_equivalent,
+            **{split: sudoku_mix.describe(getattr(mix, split)) for split in SPLITS},
+            "test_sources": mix.test.source.tolist(),
+            "test_guesses": mix.test.guesses.tolist(),
+        }
+        with open(os.path.join(root, "mix.json"), "w") as f:
+            json.dump(info, f, indent=1)
     for split in SPLITS:
+        if mix is not None:
+            part = getattr(mix, split)
+            inputs, labels = part.inputs, part.labels
+            arrays = build_arrays(inputs, labels, args.num_aug if split == "train" else 0, rngs["augment"], split)
+            counts[split] = save_grid_split(root, split, arrays, seq_len=81, vocab_size=10 + 1)
+            continue
         data = load_split(args, split, rngs[split])
         inputs, labels = data.inputs, data.labels
         if split == "train" and args.subsample_size is not None and args.subsample_size < len(inputs):
