@@ -321,6 +321,15 @@ class TrainState:
     total_steps: int
 
 
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """In loader workers: Ctrl-C, `timeout` and a closed tmux pane signal the whole process group; a worker
+    killed by them makes PyTorch raise in the main process mid-step, before it can save. The main process
+    handles the stop (StopSignals) and ends its workers itself."""
+    for name in StopSignals.SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def create_dataloader(
     config: PretrainConfig, split: str, d: Dist, device: torch.device, **kwargs: Any
 ) -> tuple[DataLoader, PuzzleDatasetMetadata]:
@@ -336,6 +345,7 @@ def create_dataloader(
         dataset,
         batch_size=None,
         num_workers=workers,
+        worker_init_fn=ignore_stop_signals if workers else None,
         prefetch_factor=8 if workers else None,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
@@ -741,14 +751,21 @@ def launch(hydra_config: Any) -> None:
 
 class StopSignals:
     """SIGINT/SIGTERM/SIGHUP (a closed tmux pane) ask the loop to stop after the current step and save;
-    a second signal exits at once."""
+    a second signal exits at once.
+
+    The same signal again within GRACE_S counts as the first: `timeout` sends SIGTERM to the process and then
+    to its whole process group, so one timeout delivers it twice (measured on the GPU machine: the run exited
+    without saving before this grace existed).
+    """
 
     SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+    GRACE_S = 2.0
 
     def __init__(self, log) -> None:
         self.requested: str | None = None
         self.log = log
         self._old: dict[int, Any] = {}
+        self._first_at = 0.0
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -760,10 +777,12 @@ class StopSignals:
 
     def _handle(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
+        if self.requested == name and time.monotonic() - self._first_at < self.GRACE_S:
+            return  # the same request delivered twice (process, then process group)
         if self.requested is not None:
             print(f"\n{name} again: exiting now without saving", file=sys.stderr, flush=True)
             os._exit(128 + signum)
-        self.requested = name
+        self.requested, self._first_at = name, time.monotonic()
         self.log(f"\n{name}: finishing this step, then saving a checkpoint (send it again to exit at once)")
 
     def __exit__(self, *exc: Any) -> None:

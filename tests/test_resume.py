@@ -82,6 +82,51 @@ def test_sigterm_saves_and_resume_is_bit_identical(tiny_sudoku: Path, reference:
     assert got == want
 
 
+def test_timeout_signalling_twice_still_saves(tiny_sudoku: Path, tmp_path: Path) -> None:
+    """`timeout` sends SIGTERM to the process and then to its process group: that is one request, not two."""
+    run_dir = tmp_path / "run"
+    proc = start(args(tiny_sudoku, run_dir))
+    wait_for_step(proc, run_dir, 4)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # the handler has run once; back-to-back signals would merge into one delivery
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "exiting now without saving" not in out and "Traceback" not in out
+    stopped = max(r["step"] for r in read_metrics(run_dir))
+    assert (run_dir / f"step_{stopped}.state").is_file()
+
+
+def test_loader_workers_ignore_group_signals(tiny_sudoku: Path) -> None:
+    """Ctrl-C / timeout / a closed tmux pane signal the whole group; a killed worker would break the step."""
+    import pretrain
+    from utils.runtime import Dist
+
+    config = pretrain.PretrainConfig(
+        arch={"name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", "loss": {"name": "losses@ACTLossHead"}},
+        data_path=str(tiny_sudoku),
+        global_batch_size=8,
+        epochs=4,
+        eval_interval=2,
+        **dict.fromkeys(
+            ["lr", "lr_min_ratio", "weight_decay", "beta1", "beta2", "puzzle_emb_lr", "puzzle_emb_weight_decay"], 0.5
+        ),
+        lr_warmup_steps=1,
+    )
+    loader, _ = pretrain.create_dataloader(
+        config, "train", Dist(), torch.device("cuda"), test_set_mode=False, epochs_per_iter=2, global_batch_size=8
+    )
+    it = iter(loader)
+    next(it)
+    worker = it._workers[0]  # type: ignore[attr-defined]
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        os.kill(worker.pid, sig)
+    time.sleep(0.5)
+    assert worker.is_alive()
+    assert next(it)[1]["inputs"].shape[0] == 8
+    del it, loader
+
+
 def test_kill_9_at_random_moments_then_resume(tiny_sudoku: Path, reference: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     rng = random.Random(0)
