@@ -147,6 +147,7 @@ def assemble(source_dir: str, train_size: int, rng: np.random.Generator, test_si
     for part in (train, test):  # "randomly permuted by row, column, box, and digit", as in Sudoku-Extreme
         for i in range(len(part.inputs)):
             part.inputs[i], part.labels[i] = (a[0] for a in sudoku.augment(part.inputs[i], part.labels[i], rng, 1))
+        part.guesses = sudoku.solve_many(part.inputs, limit=2)[2]  # rate the puzzle as stored (ties break by position)
     return Mix(train, test, dropped, duplicates)
 
 
