@@ -1,9 +1,10 @@
 """Draw training curves of one or more runs from their metrics.jsonl into one PNG.
 
-    python plot.py RUN_DIR [RUN_DIR ...] [-o curves.png] [--keys KEY ...]
+    python plot.py RUN_DIR [RUN_DIR ...] [-o curves.png] [--keys KEY ...] [--smooth N] [--max-step S]
 
 RUN_DIR is a run folder (`checkpoints/<project>/<run>`, the one holding metrics.jsonl) or the metrics.jsonl
-itself. Default panels: train lm_loss; token accuracy, exact accuracy and average ACT steps (train and every
+itself (also gzipped); `LABEL=RUN_DIR` names its line. `--smooth N` draws train curves as means over N logged
+steps (per-step values are noisy); `--max-step` cuts every run there (to compare runs of different lengths). Default panels: train lm_loss; token accuracy, exact accuracy and average ACT steps (train and every
 eval set); learning rate. `--keys` replaces them: one panel per argument; a full key (`train/lm_loss`,
 `all/exact_accuracy`), a bare metric (`accuracy`: train and every eval set), or several joined by commas
 (`train/lm_loss,all/lm_loss`) to share a panel. Runs are told apart by colour, train/eval sets by line style.
@@ -75,11 +76,17 @@ def metrics_file(path: str) -> str:
     raise UserError(f"{path!r} has no metrics.jsonl (is it a run folder?){hint}")
 
 
-def read_run(path: str, label: str) -> Run:
+def read_run(path: str, label: str, max_step: int | None = None) -> Run:
     fname = metrics_file(path)
     run = Run(label=label, path=fname)
-    with open(fname) as f:
-        lines = f.readlines()
+    if fname.endswith(".gz"):
+        import gzip
+
+        with gzip.open(fname, "rt") as f:
+            lines = f.readlines()
+    else:
+        with open(fname) as f:
+            lines = f.readlines()
     if lines and not lines[-1].endswith("\n"):
         lines.pop()  # the half-written last line of a run still going: not worth a warning
     for line in filter(None, (ln.strip() for ln in lines)):
@@ -88,6 +95,8 @@ def read_run(path: str, label: str) -> Run:
             step = int(row["step"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # TypeError: a line that is not an object
             run.bad_lines += 1
+            continue
+        if max_step is not None and step > max_step:
             continue
         halted = _float(row.get("train/count"))
         for key, raw in row.items():
@@ -101,6 +110,18 @@ def read_run(path: str, label: str) -> Run:
             steps.append(step)
             values.append(value)
     return run
+
+
+def smooth(run: Run, n: int) -> None:
+    """Train series -> means over consecutive windows of n logged points (eval series stay as they are)."""
+    for key, (steps, values) in run.series.items():
+        if key.startswith("train/") and n > 1 and len(values) >= n:
+            k = len(values) // n * n
+            windows = [[v for v in values[i : i + n] if math.isfinite(v)] for i in range(0, k, n)]
+            run.series[key] = (
+                [sum(steps[i : i + n]) / n for i in range(0, k, n)],
+                [sum(w) / len(w) if w else math.nan for w in windows],  # a NaN step does not blank its window
+            )
 
 
 def run_labels(paths: list[str]) -> list[str]:
@@ -228,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         help="panels to draw instead of the defaults: train/lm_loss, all/exact_accuracy, accuracy (every set), "
         "or a,b to share a panel",
     )
+    parser.add_argument("--smooth", type=int, default=1, metavar="N", help="train curves as means over N steps")
+    parser.add_argument("--max-step", type=int, default=None, metavar="S", help="leave out steps after S")
     args = parser.parse_args(argv)
     try:
         import matplotlib  # noqa: F401
@@ -235,7 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {INSTALL_HINT}", file=sys.stderr)
         return 2
     try:
-        runs = [read_run(p, label) for p, label in zip(args.runs, run_labels(args.runs))]
+        if args.smooth < 1:
+            raise UserError(f"--smooth must be >= 1, got {args.smooth}")
+        named = [
+            spec.partition("=") if "=" in spec and not os.path.exists(spec) else ("", "", spec) for spec in args.runs
+        ]
+        paths = [p for _, _, p in named]
+        labels = [n or auto for (n, _, _), auto in zip(named, run_labels(paths))]
+        runs = [read_run(p, label, args.max_step) for p, label in zip(paths, labels)]
+        for r in runs:
+            smooth(r, args.smooth)
         for r in runs:
             if r.bad_lines:
                 print(f"warning: skipped {r.bad_lines} unreadable lines of {r.path}", file=sys.stderr)

@@ -136,3 +136,26 @@ def test_missing_matplotlib_prints_install_hint(two_runs: tuple[Path, Path]) -> 
     r = run_py(["-c", code])
     assert r.returncode == 2
     assert r.stderr.strip() == "error: plot.py needs matplotlib: pip install matplotlib"
+
+
+def test_smooth_cut_gzip_and_labels(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    import gzip
+
+    src = two_runs[0] / "metrics.jsonl"
+    gz = tmp_path / "a.metrics.jsonl.gz"
+    with open(src, "rb") as f, gzip.open(gz, "wb") as g:
+        g.write(f.read())
+    raw = plot.read_run(str(src), "a", max_step=30)
+    assert max(raw.series["train/lm_loss"][0]) == 30 and max(raw.series["all/accuracy"][0]) == 20
+    assert repr(plot.read_run(str(gz), "a", max_step=30).series) == repr(raw.series)  # gzip reads the same
+    loss = raw.series["train/lm_loss"][1]
+    plot.smooth(raw, 10)
+    steps, values = raw.series["train/lm_loss"]
+    finite = [v for v in loss[:10] if math.isfinite(v)]  # step 5 logged NaN: left out of its window's mean
+    assert len(values) == len(loss) // 10 and values[0] == pytest.approx(sum(finite) / len(finite))
+    assert raw.series["all/accuracy"][1] == [pytest.approx(0.2 + 0.6 * 20 / 60)]  # eval points are kept as they are
+    out = tmp_path / "c.png"
+    r = run_py(["plot.py", f"mine={gz}", str(two_runs[1]), "--smooth", "5", "--max-step", "40", "-o", str(out)])
+    assert r.returncode == 0 and out.stat().st_size > 10_000, r.stderr
+    r = run_py(["plot.py", str(src), "--smooth", "0"])
+    assert r.returncode == 2 and "--smooth" in r.stderr and "Traceback" not in r.stderr
