@@ -24,6 +24,7 @@ from pretrain import (
     _config_error,
     create_dataloader,
     create_model,
+    eval_batch,
     evaluate,
     setup_runtime,
     validate_config,
@@ -142,7 +143,7 @@ def launch(cli: dict[str, Any]) -> None:
             rt.device,
             test_set_mode=True,
             epochs_per_iter=1,
-            global_batch_size=config.global_batch_size,
+            global_batch_size=eval_batch(config),
         )
         model, optimizers, lrs = create_model(config, train_meta, d, rt.device, rt.forward_dtype, rt.use_compile)
         load_checkpoint(ckpt, model.eager, config.data_path)

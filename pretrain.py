@@ -106,6 +106,7 @@ class PretrainConfig(pydantic.BaseModel):
     early_stop_exact_accuracy: float | None = None  # stop when train exact accuracy stays above this...
     early_stop_patience: int = 1000  # ...for this many steps
     eval_batches: int | None = None  # evaluate on at most N batches of each test set
+    eval_batch_size: int | None = None  # global batch for evaluation (None: global_batch_size, as the original)
     micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
 
 
@@ -162,6 +163,11 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
 _YAML_KEYS = set(PretrainConfig.model_fields) - {"arch"}
 
 
+def eval_batch(config: PretrainConfig) -> int:
+    """Global batch of the test loader: eval rows are independent, so any size gives the same metrics."""
+    return config.eval_batch_size or config.global_batch_size
+
+
 def validate_config(config: PretrainConfig) -> None:
     """Everything checkable before touching data or GPU, with the fix in the message."""
     extras = dict(config.arch.__pydantic_extra__ or {})
@@ -169,8 +175,8 @@ def validate_config(config: PretrainConfig) -> None:
     for k in extras:
         if k not in allowed:
             raise UserError(f"unknown config key 'arch.{k}'{close_matches(k, allowed)}")
-    for name in ("global_batch_size", "epochs"):
-        if getattr(config, name) <= 0:
+    for name in ("global_batch_size", "epochs", "eval_batch_size"):
+        if getattr(config, name) is not None and getattr(config, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(config, name)}")
     if config.eval_interval is not None:
         if config.eval_interval <= 0:
@@ -561,9 +567,9 @@ def evaluate(
     bar = None
     dataset = getattr(eval_loader, "dataset", None)
     if d.is_main and isinstance(dataset, PuzzleDataset):
-        per_set = [-(len(a["inputs"]) // -config.global_batch_size) for a in dataset._lazy_load().values()]
+        per_set = [-(len(a["inputs"]) // -eval_batch(config)) for a in dataset._lazy_load().values()]
         total = sum(min(n, config.eval_batches or n) for n in per_set)
-        bar = progress_bar(total, 0, config.global_batch_size, desc="eval")
+        bar = progress_bar(total, 0, eval_batch(config), desc="eval")
     with torch.inference_mode():
         seen: dict[str, int] = {}
         for set_name, batch, gbs in eval_loader:
@@ -881,6 +887,10 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
     epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
     total_iters = config.epochs // epochs_per_iter
 
+    if config.eval_batch_size is not None and config.eval_batch_size % d.world_size != 0:
+        raise UserError(
+            f"eval_batch_size {config.eval_batch_size} must be divisible by the number of processes {d.world_size}"
+        )
     train_loader, train_meta = create_dataloader(
         config,
         "train",
@@ -891,7 +901,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         global_batch_size=config.global_batch_size,
     )
     eval_loader, eval_meta = create_dataloader(
-        config, "test", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=config.global_batch_size
+        config, "test", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch(config)
     )
 
     total_steps = int(
@@ -951,7 +961,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         emb_params = sum(b.numel() for n, b in model.eager.named_buffers() if n.endswith("puzzle_emb.weights"))
         eval_plan = f"{total_iters} evals of {test_examples:,} test examples, {state.model.eager.model.config.halt_max_steps} ACT steps each"  # type: ignore[union-attr]
         if config.eval_batches is not None:
-            eval_plan += f" (at most {config.eval_batches} batches of {config.global_batch_size} per set)"
+            eval_plan += f" (at most {config.eval_batches} batches of {eval_batch(config)} per set)"
         rows = rt.report + [
             (
                 "optimizer",

@@ -69,6 +69,18 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     acc = float(r.stdout.split("accuracy=")[1].split(",")[0])
     assert abs(acc - evals[-1]["all/accuracy"]) < 1e-4
 
+    # eval_batch_size: rows are independent, so another eval batch (with a padded last batch) gives the same
+    # metrics and the same predictions for the real rows
+    for size in (5, 64):
+        r = run_py(["evaluate.py", f"checkpoint={ckpt}", f"eval_batch_size={size}"])
+        assert r.returncode == 0, r.stderr
+        assert abs(float(r.stdout.split("accuracy=")[1].split(",")[0]) - acc) < 1e-6
+        other = torch.load(tmp_path / "run" / f"step_{last['step']}_all_preds.0", weights_only=True)
+        assert other["logits"].shape == (32, 81, 11)
+        torch.testing.assert_close(other["logits"], preds["logits"], rtol=1e-5, atol=1e-5)
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}", "eval_batch_size=0"])
+    assert r.returncode == 2 and "eval_batch_size must be positive" in r.stderr
+
 
 def test_torchrun_two_gloo_processes_equal_one(tiny_sudoku: Path, tmp_path: Path) -> None:
     # Exploration draws are per rank, so turn them off to compare step by step.
