@@ -33,10 +33,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from dataset import arc  # noqa: E402
-from dataset.common import PuzzleDatasetMetadata, run_build, save_split, split_counts, write_identifiers  # noqa: E402
+from dataset.common import PuzzleDatasetMetadata, progress, run_build, save_split, split_counts, write_identifiers  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 DEFAULT_DIRS = ["dataset/raw-data/ARC-AGI/data", "dataset/raw-data/ConceptARC/corpus"]
@@ -96,7 +95,7 @@ def load_and_augment(
     tasks: list[arc.Task] = []
     plans: list[list[tuple[int, np.ndarray]]] = []
     total = sum(len(files) for _, _, files in folders)
-    with tqdm(total=total, desc="read and augment", unit="task", file=sys.stderr) as bar:
+    with progress(total=total, desc="read and augment", unit="task") as bar:
         for _, sub, files in folders:
             found = arc.read_folder(files, sub == arc.TEST_FOLDER, args.on_bad_row, report)
             bar.update(len(files) - len(found))
@@ -147,7 +146,7 @@ def build(args: argparse.Namespace, root: str) -> dict:
         row = 0
         # every train task draws its offsets, even one left out by --strict-split, so the others keep theirs
         order = [i for i, c in enumerate(canvases) if c is not None] if split == "train" else groups
-        for i in tqdm(order, desc=f"place {split}", unit="task", file=sys.stderr):
+        for i in progress(order, desc=f"place {split}", unit="task"):
             canvas = canvases[i]
             assert canvas is not None
             offsets = canvas.draw_offsets(plans[i], rs) if split == "train" else None
@@ -176,7 +175,7 @@ def build(args: argparse.Namespace, root: str) -> dict:
             mean_puzzle_examples=examples / len(puzzle_ids),
             sets=["all"],
         )
-        with tqdm(total=1, desc=f"write {split}", unit="split", file=sys.stderr) as bar:
+        with progress(total=1, desc=f"write {split}", unit="split") as bar:
             save_split(root, split, metadata, {"all": arrays})
             bar.update(1)
         counts[split] = (len(group_sizes), len(puzzle_ids), examples)

@@ -22,10 +22,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from dataset import maze  # noqa: E402
-from dataset.common import dihedral_transform, run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
+from dataset.common import dihedral_transform, progress, run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
 from dataset.hub import check_source_dir, download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -69,7 +68,7 @@ def check_args(args: argparse.Namespace) -> None:
 def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator, side: int | None) -> maze.MazeSet:
     if args.generate is not None:
         n = args.generate if split == "train" else args.test_size
-        with tqdm(total=n, desc=f"generate {split}", unit="maze", file=sys.stderr) as bar:
+        with progress(total=n, desc=f"generate {split}", unit="maze") as bar:
             inputs, labels = maze.generate(n, rng, progress=bar.update)
         return maze.MazeSet(inputs, labels, maze.SIZE)
     path = (
@@ -77,7 +76,7 @@ def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator, s
         if args.source_dir
         else download(args.source_repo, split, offline_hint="--generate N (mazes made here, no network)")
     )
-    with tqdm(desc=f"read {split}.csv", unit="row", file=sys.stderr) as bar:
+    with progress(desc=f"read {split}.csv", unit="row") as bar:
         data = maze.read_hf_csv(path, args.on_bad_row, side=side, progress=bar.update)
     if data.skipped:
         first = "; ".join(data.problems[:3])

@@ -22,10 +22,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from dataset import sudoku, sudoku_mix  # noqa: E402
-from dataset.common import run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
+from dataset.common import progress, run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
 from dataset.hub import check_source_dir, download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -98,7 +97,7 @@ def check_args(args: argparse.Namespace) -> None:
 def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator) -> sudoku.SudokuSet:
     if args.generate is not None:
         n = args.generate if split == "train" else args.test_size
-        with tqdm(total=n, desc=f"generate {split}", unit="puzzle", file=sys.stderr) as bar:
+        with progress(total=n, desc=f"generate {split}", unit="puzzle") as bar:
             inputs, labels, ratings = sudoku.generate(n, rng, min_guesses=args.min_guesses, progress=bar.update)
         return sudoku.SudokuSet(inputs, labels, ratings)
     path = (
@@ -106,7 +105,7 @@ def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator) -
         if args.source_dir
         else download(args.source_repo, split, offline_hint="--generate N (puzzles made here, no network)")
     )
-    with tqdm(desc=f"read {split}.csv", unit="row", file=sys.stderr) as bar:
+    with progress(desc=f"read {split}.csv", unit="row") as bar:
         data = sudoku.read_hf_csv(path, args.min_difficulty, args.on_bad_row, progress=bar.update)
     if data.skipped:
         first = "; ".join(data.problems[:3])
@@ -124,7 +123,7 @@ def build_arrays(inputs: np.ndarray, labels: np.ndarray, num_aug: int, rng: np.r
     out_labels = np.empty((puzzles, 81), dtype=np.uint8)
     out_inputs[::per], out_labels[::per] = inputs, labels
     if num_aug:
-        for i in tqdm(range(groups), desc=f"augment {split}", unit="puzzle", file=sys.stderr):
+        for i in progress(range(groups), desc=f"augment {split}", unit="puzzle"):
             aug_in, aug_lab = sudoku.augment(inputs[i], labels[i], rng, num_aug)
             out_inputs[i * per + 1 : (i + 1) * per] = aug_in
             out_labels[i * per + 1 : (i + 1) * per] = aug_lab

@@ -181,3 +181,11 @@ def run_build(
         flush=True,
     )
     return 0
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm bar on a terminal; nothing when stderr is a file or pipe (logs, CI), where tqdm's carriage-return
+    redraws pile up into one long line: the builder's summary line says what was done and how long it took."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, file=sys.stderr, disable=not sys.stderr.isatty(), **kwargs)
