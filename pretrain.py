@@ -12,9 +12,7 @@ import math
 import os
 import shlex
 import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +41,8 @@ from utils.runtime import (
     resolve_device,
     resolve_forward_dtype,
 )
-from utils.tracking import Tracker, fmt_duration, progress_bar
+from utils.signals import StopSignals, ignore_stop_signals
+from utils.tracking import Estimate, Tracker, progress_bar
 
 # ----------------------------------------------------------------------------------------------------------
 # Config
@@ -325,15 +324,6 @@ class TrainState:
     carry: Any
     step: int
     total_steps: int
-
-
-def ignore_stop_signals(_worker_id: int = 0) -> None:
-    """In loader workers: Ctrl-C, `timeout` and a closed tmux pane signal the whole process group; a worker
-    killed by them makes PyTorch raise in the main process mid-step, before it can save. The main process
-    handles the stop (StopSignals) and ends its workers itself."""
-    for name in StopSignals.SIGNALS:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def create_dataloader(
@@ -753,67 +743,6 @@ def launch(hydra_config: Any) -> None:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-class StopSignals:
-    """SIGINT/SIGTERM/SIGHUP (a closed tmux pane) ask the loop to stop after the current step and save;
-    a second signal exits at once.
-
-    The same signal again within GRACE_S counts as the first: `timeout` sends SIGTERM to the process and then
-    to its whole process group, so one timeout delivers it twice (measured on the GPU machine: the run exited
-    without saving before this grace existed).
-    """
-
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-    GRACE_S = 2.0
-
-    def __init__(self, log) -> None:
-        self.requested: str | None = None
-        self.log = log
-        self._old: dict[int, Any] = {}
-        self._first_at = 0.0
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                if hasattr(signal, name):
-                    sig = getattr(signal, name)
-                    self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self.requested == name and time.monotonic() - self._first_at < self.GRACE_S:
-            return  # the same request delivered twice (process, then process group)
-        if self.requested is not None:
-            print(f"\n{name} again: exiting now without saving", file=sys.stderr, flush=True)
-            os._exit(128 + signum)
-        self.requested, self._first_at = name, time.monotonic()
-        self.log(f"\n{name}: finishing this step, then saving a checkpoint (send it again to exit at once)")
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-class Estimate:
-    """Prints, once, how long the run will take, timed over steps after the first (compile) ones."""
-
-    def __init__(self, start_step: int, total: int, evals: int, log) -> None:
-        self.start, self.total, self.evals, self.log = start_step, total, evals, log
-        left = total - start_step
-        self.warmup, self.span = min(5, left // 4), min(20, left // 2)  # short runs still get an estimate
-        self.t: float | None = None
-
-    def tick(self, step: int) -> None:
-        if step == self.start + self.warmup:
-            self.t = time.monotonic()
-        elif step == self.start + self.warmup + self.span and self.t is not None and self.span > 0:
-            rate = self.span / (time.monotonic() - self.t)
-            left = (self.total - step) / rate
-            self.log(
-                f"estimate: {fmt_duration(left)} for the remaining {self.total - step:,} steps at {rate:.2f} steps/s, plus {self.evals} evaluation(s)"
-            )
 
 
 def oom_message(e: BaseException, config: PretrainConfig, d: Dist, device: torch.device) -> str:

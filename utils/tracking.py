@@ -174,3 +174,23 @@ def progress_bar(total: int, initial: int, batch: int, desc: str = "train"):
     return LineProgress(
         total, initial, interval=float(os.environ.get("HRM_PROGRESS_SECONDS", 60)), batch=batch, desc=desc
     )
+
+
+class Estimate:
+    """Prints, once, how long the run will take, timed over steps after the first (compile) ones."""
+
+    def __init__(self, start_step: int, total: int, evals: int, log) -> None:
+        self.start, self.total, self.evals, self.log = start_step, total, evals, log
+        left = total - start_step
+        self.warmup, self.span = min(5, left // 4), min(20, left // 2)  # short runs still get an estimate
+        self.t: float | None = None
+
+    def tick(self, step: int) -> None:
+        if step == self.start + self.warmup:
+            self.t = time.monotonic()
+        elif step == self.start + self.warmup + self.span and self.t is not None and self.span > 0:
+            rate = self.span / (time.monotonic() - self.t)
+            left = (self.total - step) / rate
+            self.log(
+                f"estimate: {fmt_duration(left)} for the remaining {self.total - step:,} steps at {rate:.2f} steps/s, plus {self.evals} evaluation(s)"
+            )

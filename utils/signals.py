@@ -1,0 +1,60 @@
+"""Stopping a run cleanly: Ctrl-C, SIGTERM (`timeout`, job schedulers) and SIGHUP (a closed tmux pane)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+
+class StopSignals:
+    """SIGINT/SIGTERM/SIGHUP (a closed tmux pane) ask the loop to stop after the current step and save;
+    a second signal exits at once.
+
+    The same signal again within GRACE_S counts as the first: `timeout` sends SIGTERM to the process and then
+    to its whole process group, so one timeout delivers it twice (measured on the GPU machine: the run exited
+    without saving before this grace existed).
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+    GRACE_S = 2.0
+
+    def __init__(self, log) -> None:
+        self.requested: str | None = None
+        self.log = log
+        self._old: dict[int, Any] = {}
+        self._first_at = 0.0
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    sig = getattr(signal, name)
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.requested == name and time.monotonic() - self._first_at < self.GRACE_S:
+            return  # the same request delivered twice (process, then process group)
+        if self.requested is not None:
+            print(f"\n{name} again: exiting now without saving", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.requested, self._first_at = name, time.monotonic()
+        self.log(f"\n{name}: finishing this step, then saving a checkpoint (send it again to exit at once)")
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """In loader workers: Ctrl-C, `timeout` and a closed tmux pane signal the whole process group; a worker
+    killed by them makes PyTorch raise in the main process mid-step, before it can save. The main process
+    handles the stop (StopSignals) and ends its workers itself."""
+    for name in StopSignals.SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
