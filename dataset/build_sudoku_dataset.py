@@ -159,17 +159,14 @@ def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]
         with open(os.path.join(root, "mix.json"), "w") as f:
             json.dump(info, f, indent=1)
     for split in SPLITS:
-        if mix is not None:
-            part = getattr(mix, split)
-            inputs, labels = part.inputs, part.labels
-            arrays = build_arrays(inputs, labels, args.num_aug if split == "train" else 0, rngs["augment"], split)
-            counts[split] = save_grid_split(root, split, arrays, seq_len=81, vocab_size=10 + 1)
-            continue
-        data = load_split(args, split, rngs[split])
-        inputs, labels = data.inputs, data.labels
-        if split == "train" and args.subsample_size is not None and args.subsample_size < len(inputs):
-            keep = rngs["subsample"].choice(len(inputs), size=args.subsample_size, replace=False)
-            inputs, labels = inputs[keep], labels[keep]
+        if mix is not None:  # already drawn and sized by the mix
+            inputs, labels = getattr(mix, split).inputs, getattr(mix, split).labels
+        else:
+            data = load_split(args, split, rngs[split])
+            inputs, labels = data.inputs, data.labels
+            if split == "train" and args.subsample_size is not None and args.subsample_size < len(inputs):
+                keep = rngs["subsample"].choice(len(inputs), size=args.subsample_size, replace=False)
+                inputs, labels = inputs[keep], labels[keep]
         arrays = build_arrays(inputs, labels, args.num_aug if split == "train" else 0, rngs["augment"], split)
         counts[split] = save_grid_split(root, split, arrays, seq_len=81, vocab_size=10 + 1)  # pad + digits 0-9
     write_identifiers(root, ["<blank>"])

@@ -24,12 +24,12 @@ import numpy as np
 from dataset import sudoku
 from utils.errors import UserError
 
-# name -> (file under the source folder, group). Order fixes the draw for a given seed.
+# name -> (file under the source folder, group, file has solutions). Order fixes the draw for a given seed.
 SOURCES = {
-    "puzzles3_magictour_top1465": ("tdoku/puzzles3_magictour_top1465", "hard"),
-    "puzzles6_forum_hardest_1106": ("tdoku/puzzles6_forum_hardest_1106", "hard"),
-    "puzzles2_17_clue": ("tdoku/puzzles2_17_clue", "easy"),
-    "kaggle": ("kaggle-bryanpark/sudoku.csv", "easy"),
+    "puzzles3_magictour_top1465": ("tdoku/puzzles3_magictour_top1465", "hard", False),
+    "puzzles6_forum_hardest_1106": ("tdoku/puzzles6_forum_hardest_1106", "hard", False),
+    "puzzles2_17_clue": ("tdoku/puzzles2_17_clue", "easy", False),
+    "kaggle": ("kaggle-bryanpark/sudoku.csv", "easy", True),
 }
 EASY_SHARE = 1.1 / 4.2  # Sudoku-Extreme's card: 1.1M easy of 4.2M puzzles
 
@@ -38,7 +38,7 @@ EASY_SHARE = 1.1 / 4.2  # Sudoku-Extreme's card: 1.1M easy of 4.2M puzzles
 class Pool:
     inputs: np.ndarray  # (N, 81) uint8 digits, 0 blank
     labels: np.ndarray
-    guesses: np.ndarray  # our solver's guess count (0: singles alone solve it)
+    guesses: np.ndarray  # our solver's guess count (0: singles alone solve it); 0 for files with solutions
     source: np.ndarray  # (N,) source names
     group: np.ndarray  # (N,) "easy" / "hard"
 
@@ -87,18 +87,19 @@ def invariant(inputs: np.ndarray) -> list[bytes]:
 def read_pool(source_dir: str) -> tuple[Pool, int]:
     """Read and solve every list; returns the pool (exact duplicates removed) and the number removed."""
     parts = []
-    for name, (rel, group) in SOURCES.items():
+    for name, (rel, group, solved) in SOURCES.items():
         path = os.path.join(source_dir, rel)
         if not os.path.isfile(path):
             raise UserError(
                 f"{path} not found: --mix expects a folder laid out like ../shared/data/sudoku "
-                f"({', '.join(r for r, _ in SOURCES.values())})"
+                f"({', '.join(r for r, _, _ in SOURCES.values())})"
             )
-        data = sudoku.read_any(path)
-        _, counts, guesses = sudoku.solve_many(data.inputs, limit=2)
-        if (counts != 1).any():
-            raise UserError(f"{path}: {int((counts != 1).sum())} puzzles do not have exactly one solution")
-        parts.append((data.inputs, data.labels, guesses, name, group))
+        data = sudoku.read_any(path)  # puzzle lists are solved here, with uniqueness checked
+        if solved:  # a file's own solutions prove nothing about uniqueness: check it
+            counts = sudoku.solve_many(data.inputs, limit=2)[1]
+            if (counts != 1).any():
+                raise UserError(f"{path}: {int((counts != 1).sum())} puzzles do not have exactly one solution")
+        parts.append((data.inputs, data.labels, data.ratings, name, group))
     inputs = np.concatenate([p[0] for p in parts])
     pool = Pool(
         inputs,

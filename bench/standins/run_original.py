@@ -31,19 +31,14 @@ def _map(dev):
 
 
 def install_wandb_stub():
-    if os.environ.get("HRM_METRICS_JSONL"):
-        raise_import = True
-    else:
-        raise_import = False
-    try:
-        if raise_import:
-            raise ImportError
-        import wandb  # noqa: F401
+    if not os.environ.get("HRM_METRICS_JSONL"):  # metrics to a file need the stub, even with wandb installed
+        try:
+            import wandb  # noqa: F401
 
-        os.environ.setdefault("WANDB_MODE", "disabled")
-        return
-    except ImportError:
-        pass
+            os.environ.setdefault("WANDB_MODE", "disabled")
+            return
+        except ImportError:
+            pass
     w = types.ModuleType("wandb")
     w.run = None
 
