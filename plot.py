@@ -4,8 +4,9 @@
 
 RUN_DIR is a run folder (`checkpoints/<project>/<run>`, the one holding metrics.jsonl) or the metrics.jsonl
 itself (also gzipped); `LABEL=RUN_DIR` names its line. `--smooth N` draws train curves as means over N logged
-steps (per-step values are noisy); `--max-step` cuts every run there (to compare runs of different lengths). Default panels: train lm_loss; token accuracy, exact accuracy and average ACT steps (train and every
-eval set); learning rate. `--keys` replaces them: one panel per argument; a full key (`train/lm_loss`,
+steps (per-step values are noisy); `--max-step` cuts every run there (to compare runs of different lengths).
+Default panels: train lm_loss; token accuracy, exact accuracy and average ACT steps (train and every eval set);
+learning rate. `--keys` replaces them: one panel per argument; a full key (`train/lm_loss`,
 `all/exact_accuracy`), a bare metric (`accuracy`: train and every eval set), or several joined by commas
 (`train/lm_loss,all/lm_loss`) to share a panel. Runs are told apart by colour, train/eval sets by line style.
 

@@ -331,7 +331,12 @@ def create_dataloader(
 ) -> tuple[DataLoader, PuzzleDatasetMetadata]:
     dataset = PuzzleDataset(
         PuzzleDatasetConfig(
-            seed=config.seed, dataset_path=config.data_path, rank=d.rank, num_replicas=d.world_size, **kwargs
+            seed=config.seed,
+            dataset_path=config.data_path,
+            rank=d.rank,
+            num_replicas=d.world_size,
+            batch_key="eval_batch_size" if split == "test" and config.eval_batch_size else "global_batch_size",
+            **kwargs,
         ),
         split=split,
     )
@@ -816,10 +821,6 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
     epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
     total_iters = config.epochs // epochs_per_iter
 
-    if config.eval_batch_size is not None and config.eval_batch_size % d.world_size != 0:
-        raise UserError(
-            f"eval_batch_size {config.eval_batch_size} must be divisible by the number of processes {d.world_size}"
-        )
     train_loader, train_meta = create_dataloader(
         config,
         "train",

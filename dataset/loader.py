@@ -105,6 +105,7 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
     epochs_per_iter: int  # epochs per pass (= eval_interval): fewer, longer passes
     rank: int
     num_replicas: int
+    batch_key: str = "global_batch_size"  # the config key global_batch_size came from, for the error message
 
 
 def sample_batch(
@@ -143,7 +144,7 @@ class PuzzleDataset(IterableDataset):
         self.metadata = load_metadata(config.dataset_path, split)
         if config.global_batch_size % config.num_replicas != 0:
             raise UserError(
-                f"global_batch_size {config.global_batch_size} must be divisible by the number of processes {config.num_replicas}"
+                f"{config.batch_key} {config.global_batch_size} must be divisible by the number of processes {config.num_replicas}"
             )
         self.local_batch_size = config.global_batch_size // config.num_replicas
         self._data: dict[str, dict[str, np.ndarray]] | None = None
