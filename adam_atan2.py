@@ -9,6 +9,11 @@ HRM original uses it. Per parameter p with gradient g, at step t = 1, 2, ...:
     v   <- lerp(v, g*g, 1 - b2)                       second moment
     p   <- p - lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t))
 
+`step(skip=flag)` takes a 0-dim bool tensor on the parameters' device: where it is True the step leaves p, m
+and v exactly as they were, decided on the device, so the trainer needs no host sync to guard against NaN
+(it calls `uncount_step()` once it has read the flag). Where it is False the arithmetic is the same as
+without it, bit for bit.
+
 The multi-tensor path does this with a fixed handful of `torch._foreach_*` calls per (device, dtype) group
 instead of a Python loop per tensor. PyTorch has no `_foreach_atan2`; since the denominator d is never
 negative, atan2(m, d) == atan(m / max(d, tiny)) for d >= 0 (d == 0 gives +-pi/2 or 0, as atan2 does).
@@ -41,14 +46,16 @@ class AdamATan2(Optimizer):
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay: {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, foreach=foreach))
+        self._last_stepped: list[dict] = []  # states whose step count the last step() raised
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure=None, skip: torch.Tensor | None = None):  # type: ignore[override]
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
 
+        self._last_stepped = []
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
             for p in group["params"]:
@@ -62,6 +69,7 @@ class AdamATan2(Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
+                self._last_stepped.append(state)
                 params.append(p)
                 grads.append(p.grad)
                 exp_avgs.append(state["exp_avg"])
@@ -74,21 +82,39 @@ class AdamATan2(Optimizer):
             if foreach is None:
                 foreach = all(p.device.type != "cpu" for p in params)
             fn = _foreach_update if foreach else _single_update
-            fn(params, grads, exp_avgs, exp_avg_sqs, steps, group["lr"], group["betas"], group["weight_decay"])
+            fn(params, grads, exp_avgs, exp_avg_sqs, steps, group["lr"], group["betas"], group["weight_decay"], skip)
         return loss
 
+    def uncount_step(self) -> None:
+        """Take back the step count of the last `step(skip=...)`, whose flag turned out True (nothing was applied)."""
+        for state in self._last_stepped:
+            state["step"] -= 1
+        self._last_stepped = []
 
-def _single_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas, weight_decay) -> None:
+
+def _factors(lr, weight_decay, b1, t, skip):
+    """(decay, step size): the scalars of the update, or on-device tensors that become (1, 0) under `skip`."""
+    decay, step_size = 1 - lr * weight_decay, lr / (1 - b1**t)
+    if skip is None:
+        return decay, step_size
+    return torch.where(skip, 1.0, decay), torch.where(skip, 0.0, step_size)
+
+
+def _single_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas, weight_decay, skip=None) -> None:
     b1, b2 = betas
     for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        p.mul_(1 - lr * weight_decay)
+        decay, step_size = _factors(lr, weight_decay, b1, t, skip)
+        sq = g * g
+        if skip is not None:  # lerp(m, m, w) == m exactly, and g may hold the NaN that caused the skip
+            g, sq = torch.where(skip, m, g), torch.where(skip, v, sq)
+        p.mul_(decay)
         m.lerp_(g, 1 - b1)
-        v.lerp_(g * g, 1 - b2)
+        v.lerp_(sq, 1 - b2)
         denom = v.sqrt() / ((1 - b2**t) ** 0.5)
-        p.sub_(torch.atan2(m, denom) * (lr / (1 - b1**t)))
+        p.sub_(torch.atan2(m, denom) * step_size)
 
 
-def _foreach_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas, weight_decay) -> None:
+def _foreach_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas, weight_decay, skip=None) -> None:
     # Tensors that share device, dtype and step count share one set of foreach launches.
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, p in enumerate(params):
@@ -101,15 +127,20 @@ def _foreach_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas, weig
         ms = [exp_avgs[i] for i in idx]
         vs = [exp_avg_sqs[i] for i in idx]
 
+        decay, step_size = _factors(lr, weight_decay, b1, t, skip)
+        sq = torch._foreach_mul(gs, gs)
+        if skip is not None:  # lerp(m, m, w) == m exactly, and g may hold the NaN that caused the skip
+            gs = [torch.where(skip, m, g) for m, g in zip(ms, gs)]
+            sq = [torch.where(skip, v, g2) for v, g2 in zip(vs, sq)]
         if weight_decay != 0:
-            torch._foreach_mul_(ps, 1 - lr * weight_decay)
+            torch._foreach_mul_(ps, decay)
         torch._foreach_lerp_(ms, gs, 1 - b1)
-        torch._foreach_lerp_(vs, torch._foreach_mul(gs, gs), 1 - b2)
+        torch._foreach_lerp_(vs, sq, 1 - b2)
 
         denom = torch._foreach_sqrt(vs)
         torch._foreach_div_(denom, (1 - b2**t) ** 0.5)
         torch._foreach_clamp_min_(denom, torch.finfo(dtype).tiny)
         upd = torch._foreach_div(ms, denom)
         torch._foreach_atan_(upd)
-        torch._foreach_mul_(upd, -lr / (1 - b1**t))
+        torch._foreach_mul_(upd, -step_size)
         torch._foreach_add_(ps, upd)

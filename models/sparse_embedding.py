@@ -69,7 +69,8 @@ class CastedSparseEmbeddingSignSGD_Distributed(Optimizer):
         self.module = module  # for micro-batch gradients stashed on the module (not part of the state dict)
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure=None, skip: torch.Tensor | None = None):  # type: ignore[override]
+        """`skip`: a 0-dim bool tensor; where True the table is left exactly as it was (see AdamATan2)."""
         for group in self.param_groups:
             grad = ids = table = None
             for p in group["params"]:
@@ -87,8 +88,33 @@ class CastedSparseEmbeddingSignSGD_Distributed(Optimizer):
             if grad is None or ids is None or table is None:
                 continue  # no training forward since the last step
             sparse_signsgd_step(
-                grad, ids, table, lr=group["lr"], weight_decay=group["weight_decay"], world_size=group["world_size"]
+                grad,
+                ids,
+                table,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                world_size=group["world_size"],
+                skip=skip,
             )
+
+    def uncount_step(self) -> None:
+        pass  # stateless: nothing to take back
+
+
+def group_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`unique(return_inverse=True)` in fixed-size tensors, so the GPU never waits on the host for a size.
+
+    Returns (uniq, inverse, valid), each of len(ids): uniq[:n] are the n distinct ids in ascending order
+    (slots past n repeat uniq[0] and have valid False), and ids == uniq[inverse].
+    """
+    sorted_ids, order = torch.sort(ids)
+    starts = torch.ones_like(sorted_ids, dtype=torch.bool)
+    starts[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    group = torch.cumsum(starts, 0) - 1  # group of each sorted position
+    inverse = torch.empty_like(group).scatter_(0, order, group)
+    uniq = torch.empty_like(sorted_ids).scatter_(0, group, sorted_ids)  # duplicates write equal values
+    valid = torch.arange(len(ids), device=ids.device) <= group[-1]
+    return torch.where(valid, uniq, sorted_ids[0]), inverse, valid
 
 
 def sparse_signsgd_step(
@@ -98,6 +124,7 @@ def sparse_signsgd_step(
     lr: float,
     weight_decay: float,
     world_size: int,
+    skip: torch.Tensor | None = None,
 ) -> None:
     N, D = local_grad.shape
     all_grad, all_ids = local_grad, local_ids
@@ -107,10 +134,12 @@ def sparse_signsgd_step(
         dist.all_gather_into_tensor(all_grad, local_grad)
         dist.all_gather_into_tensor(all_ids, local_ids)
 
-    uniq, inv = all_ids.unique(return_inverse=True)
-    summed = torch.zeros(uniq.shape[0], D, dtype=all_grad.dtype, device=all_grad.device)
+    uniq, inv, valid = group_ids(all_ids)
+    summed = torch.zeros(len(uniq), D, dtype=all_grad.dtype, device=all_grad.device)
     summed.scatter_add_(0, inv.unsqueeze(-1).expand(-1, D), all_grad)
 
     rows = table[uniq]
-    rows.mul_(1.0 - lr * weight_decay).add_(torch.sign(summed), alpha=-lr)
-    table[uniq] = rows
+    new = rows * (1.0 - lr * weight_decay) - lr * torch.sign(summed)
+    if skip is not None:
+        new = torch.where(skip, rows, new)
+    table[uniq] = torch.where(valid.unsqueeze(-1), new, new[:1])  # padding slots rewrite slot 0's row, unchanged

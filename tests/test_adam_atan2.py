@@ -128,3 +128,37 @@ def test_bf16_params_follow_fp32_within_bf16_rounding() -> None:
     for a, b, p in zip(*outs, [p * 0.02 for p in p0]):
         # bf16 rounds each update (ulp ~ lr here), so compare the error to the distance travelled
         assert ((b - a).norm() / (a - p).norm()).item() < 0.05
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_device_side_skip_is_a_no_op_and_otherwise_bitwise_the_plain_step(foreach: bool) -> None:
+    """`step(skip=flag)`: flag False gives exactly `step()`; flag True (with NaN grads) changes nothing, and after
+    `uncount_step()` the run continues exactly as if the skipped step had never been called."""
+    p0, grads, lrs = make_problem(2, 12)
+    bad = 5  # this step's gradients hold NaN and inf
+
+    def run(mode: str) -> list[torch.Tensor]:
+        params = [torch.nn.Parameter(p.clone()) for p in p0]
+        opt = AdamATan2(params, lr=0, betas=(0.9, 0.95), weight_decay=0.1, foreach=foreach)
+        for k, (gs, lr) in enumerate(zip(grads, lrs)):
+            for p, g in zip(params, gs):
+                p.grad = g.clone()
+                if k == bad:
+                    p.grad.view(-1)[0] = float("nan")
+                    p.grad.view(-1)[-1] = float("inf")
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if mode == "host":  # the synchronous guard: a bad step is never handed to the optimizer
+                if k != bad:
+                    opt.step()
+            else:
+                before = [p.detach().clone() for p in params]
+                opt.step(skip=torch.tensor(k == bad))
+                if k == bad:
+                    assert all(torch.equal(a, b) for a, b in zip(before, params))
+                    opt.uncount_step()
+        return [p.detach().clone() for p in params]
+
+    host, device = run("host"), run("device")
+    assert all(torch.equal(a, b) for a, b in zip(host, device))
+    assert all(torch.isfinite(p).all() for p in device)
