@@ -1,11 +1,15 @@
 # Shortcuts for commands repeated during development (see README for the user-facing ones).
-.PHONY: install test lint format demo bench ci sudoku-mix
+.PHONY: install test test-kernels lint format demo bench ci sudoku-mix
 
 install:
 	pip install -r requirements.txt
 
 test:
 	python -m pytest -q
+
+test-kernels:  # the fused SwiGLU kernel on CPU, in Triton's interpreter (Triton kept out of the main env)
+	python -m pip install -q --no-deps --target /tmp/hrm-ci-triton "triton==3.9.0"
+	PYTHONPATH=/tmp/hrm-ci-triton TRITON_INTERPRET=1 python -m pytest -q tests/test_fused.py
 
 lint:
 	ruff check . && ruff format --check .

@@ -451,6 +451,20 @@ def check_flash(torch: Any, device: Any, name: str, fa3_ok: bool) -> Check:
     return Check(name, "ok", f"{module} works on this GPU (matches sdpa in {str(dtype).removeprefix('torch.')})")
 
 
+def check_swiglu(torch: Any, device: Any) -> Check:
+    """The fused SwiGLU Triton kernel (mlp_kernel=auto uses it where this test call passes)."""
+    from models import fused
+
+    if device.type != "cuda":
+        return Check("swiglu", "info", f"fused kernel needs a CUDA GPU (running on {device.type}): runs use plain")
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    why = fused.unavailable_reason(device, dtype)
+    if why:
+        status = "info" if not fused.HAS_TRITON else "warn"
+        return Check("swiglu", status, f"fused kernel unavailable: {why}; runs use plain (~5% slower)")
+    return Check("swiglu", "ok", "fused Triton kernel works on this GPU (matches the unfused math)")
+
+
 def check_optimizer(torch: Any, device: Any) -> Check:
     """One AdamATan2 step from zero state vs its formula (adam_atan2.py's docstring, as the original package):
     at t=1, m = (1 - b1) g and sqrt(v) / sqrt(1 - b2) = |g|, so
@@ -636,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         out.run("sdpa", lambda: check_sdpa(torch, device))
         fa3 = out.run("fa3", lambda: check_flash(torch, device, "fa3", False))
         fa2 = out.run("fa2", lambda: check_flash(torch, device, "fa2", fa3[0].status == "ok"))
+        out.run("swiglu", lambda: check_swiglu(torch, device))
         out.run("optimizer", lambda: check_optimizer(torch, device))
         out.run("wandb", check_wandb)
         out.run("hf hub", hub.check)

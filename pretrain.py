@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from adam_atan2 import AdamATan2
 from dataset.common import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
-from models.layers import select_attention_backend
+from models.layers import select_attention_backend, select_mlp_kernel
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils import checkpoint as ckpt
 from utils.errors import UserError, close_matches, exit_with
@@ -91,6 +91,7 @@ class PretrainConfig(pydantic.BaseModel):
     # fork: runtime choices
     device: str = "auto"
     attn_backend: str = "auto"
+    mlp_kernel: str = "auto"  # auto | fused | plain (models/layers.py)
     compile: bool | str | None = "auto"
     wandb_mode: str = "auto"
 
@@ -113,12 +114,27 @@ class PretrainConfig(pydantic.BaseModel):
 MODEL_KEYS_FROM_DATA = ("batch_size", "seq_len", "num_puzzle_identifiers", "vocab_size", "causal")
 
 
+def arch_config_class(arch_name: str) -> type[pydantic.BaseModel] | None:
+    model_cls = load_model_class(arch_name)
+    return getattr(sys.modules[model_cls.__module__], model_cls.__name__ + "Config", None)
+
+
 def arch_model_keys(arch_name: str) -> set[str]:
     """Settable arch.* keys: the model config's fields minus those filled from the data."""
-    model_cls = load_model_class(arch_name)
-    cfg_cls = getattr(sys.modules[model_cls.__module__], model_cls.__name__ + "Config", None)
+    cfg_cls = arch_config_class(arch_name)
     fields = set(cfg_cls.model_fields) if cfg_cls is not None else set()
     return fields - set(MODEL_KEYS_FROM_DATA)
+
+
+def same_arch(saved: dict, current: dict, arch_name: str) -> bool:
+    """Equal arch settings, where a key the checkpoint predates counts as its default (e.g. no_ACT_continue)."""
+    cfg_cls = arch_config_class(arch_name)
+    defaults = {k: f.default for k, f in cfg_cls.model_fields.items() if not f.is_required()} if cfg_cls else {}
+    saved = dict(saved)
+    for k, v in current.items():
+        if k not in saved and k in defaults and defaults[k] == v:
+            saved[k] = v
+    return saved == current
 
 
 def check_cli_overrides(argv: list[str]) -> list[str]:
@@ -152,14 +168,17 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
                 )
         elif bare not in top:
             raise UserError(f"unknown config key {bare!r}{close_matches(bare, top)}")
-        if key.startswith("+") and not key.startswith("++") and bare in _YAML_KEYS:
+        if key.startswith("+") and not key.startswith("++") and bare in _yaml_keys():
             arg = arg[1:]
         out.append(arg)
     return out
 
 
-# Keys present in config/cfg_pretrain.yaml and config/arch/hrm_v1.yaml (a `+` before them would make Hydra fail).
-_YAML_KEYS = set(PretrainConfig.model_fields) - {"arch"}
+def _yaml_keys() -> set[str]:
+    """Keys present in config/cfg_pretrain.yaml and config/arch/hrm_v1.yaml (a `+` before them makes Hydra fail)."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "arch", "hrm_v1.yaml")) as f:
+        arch = yaml.safe_load(f) or {}
+    return (set(PretrainConfig.model_fields) - {"arch"}) | {f"arch.{k}" for k in arch}
 
 
 def eval_batch(config: PretrainConfig) -> int:
@@ -284,7 +303,7 @@ def resolve_resume(config: PretrainConfig) -> None:
             raise UserError(
                 f"resume: {key}={getattr(config, key)!r} differs from the checkpoint's {saved_cfg.get(key)!r}; use the original value"
             )
-    if saved_cfg.get("arch") != config.arch.model_dump():
+    if not same_arch(saved_cfg.get("arch") or {}, config.arch.model_dump(), config.arch.name):
         raise UserError("resume: arch settings differ from the checkpoint's; use the original arch.* values")
     _RESUMED["found"] = found
     config.resume = os.path.join(folder, f"step_{step}")
@@ -324,6 +343,7 @@ class TrainState:
     carry: Any
     step: int
     total_steps: int
+    pending: PendingStep | None = None  # the last launched step, its metrics not read yet
 
 
 def create_dataloader(
@@ -447,10 +467,21 @@ def compute_lr(base_lr: float, config: PretrainConfig, state: TrainState) -> flo
 
 @dataclass
 class StepResult:
+    step: int  # the step these metrics belong to
     metrics: dict[str, float]  # train/<k>, identical on every rank
     nonfinite: bool  # loss or a gradient was NaN/inf: the optimizers did not step
     stop: bool  # some rank received a stop signal
     save: bool  # rank 0's clock says a timed checkpoint is due
+
+
+@dataclass
+class PendingStep:
+    step: int
+    keys: list[str]
+    values: torch.Tensor  # host copy (pinned on CUDA) of the all-reduced metric sums and flags
+    done: torch.cuda.Event | None  # recorded after the copy
+    lr: float
+    global_batch_size: int
 
 
 def train_batch(
@@ -462,11 +493,13 @@ def train_batch(
     device: torch.device,
     stop_requested: bool = False,
     save_requested: bool = False,
-) -> StepResult:
-    """One optimizer step on one global batch (skipped if the loss or a gradient is not finite).
+) -> StepResult | None:
+    """Launch one optimizer step on one global batch; return the *previous* step's result (None at the first).
 
-    One host sync per step: metric sums and the flags travel in a single all-reduced vector, read before
-    the optimizers run so a NaN never reaches the weights.
+    No host sync: the NaN guard is decided on the device (the optimizers take a `skip` flag and leave every
+    weight and moment untouched when a loss or gradient is not finite), and the metric sums travel to the
+    host while the next step runs. The host reads them after launching the next step's forward and backward,
+    before its optimizer step, so a skipped step's count is taken back in time. `finish_step` reads the last.
     """
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     local = len(batch["inputs"])
@@ -509,29 +542,49 @@ def train_batch(
         finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())  # type: ignore[arg-type]
 
     keys = sorted(metrics)  # same order on every rank
-    flags = torch.cat(
-        [(~finite).float().view(1), torch.tensor([float(stop_requested), float(save_requested)], device=device)]
-    )
-    values = torch.cat([torch.stack([metrics[k].float() for k in keys]), flags])
+    flags = [(~finite).float(), torch.full((), float(stop_requested), device=device)]
+    flags.append(torch.full((), float(save_requested), device=device))  # torch.full: no host-to-device copy
+    values = torch.cat([torch.stack([metrics[k].float() for k in keys]), torch.stack(flags)])
     if d.world_size > 1:
         dist.all_reduce(values)
-    v = values.cpu().tolist()
-    nonfinite, stop, save = (x > 0 for x in v[-3:])
+    skip = values[-3] > 0  # any rank's loss or gradient not finite: every rank skips
 
+    previous = finish_step(state)  # waits only for the previous step, long done by now
     lr_this_step = 0.0
     for opt, base_lr in zip(state.optimizers, state.optimizer_lrs):
         lr_this_step = compute_lr(base_lr, config, state)
         for group in opt.param_groups:
             group["lr"] = lr_this_step
-        if not nonfinite:
-            opt.step()
+        opt.step(skip=skip)  # type: ignore[call-arg]
         opt.zero_grad(set_to_none=True)
 
-    reduced = dict(zip(keys, v[: len(keys)]))
+    host = torch.empty(values.shape, dtype=values.dtype, pin_memory=device.type == "cuda")
+    host.copy_(values, non_blocking=True)
+    done = None
+    if device.type == "cuda":
+        done = torch.cuda.Event()
+        done.record()
+    state.pending = PendingStep(state.step, keys, host, done, lr_this_step, global_batch_size)
+    return previous
+
+
+def finish_step(state: TrainState) -> StepResult | None:
+    """Read the last launched step's metrics and flags (waiting for it); None if nothing is pending."""
+    p, state.pending = state.pending, None
+    if p is None:
+        return None
+    if p.done is not None:
+        p.done.synchronize()
+    v = p.values.tolist()
+    nonfinite, stop, save = (x > 0 for x in v[-3:])
+    if nonfinite:  # the optimizers left everything as it was; take back the step count they raised
+        for opt in state.optimizers:
+            opt.uncount_step()  # type: ignore[attr-defined]
+    reduced = dict(zip(p.keys, v[: len(p.keys)]))
     count = max(reduced["count"], 1)
-    out = {f"train/{k}": val / (global_batch_size if k.endswith("loss") else count) for k, val in reduced.items()}
-    out["train/lr"] = lr_this_step
-    return StepResult(out, nonfinite, stop, save)
+    out = {f"train/{k}": val / (p.global_batch_size if k.endswith("loss") else count) for k, val in reduced.items()}
+    out["train/lr"] = p.lr
+    return StepResult(p.step, out, nonfinite, stop, save)
 
 
 def evaluate(
@@ -716,6 +769,7 @@ def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
     )
     try:
         attn, attn_why = select_attention_backend(config.attn_backend, device, getattr(torch, forward_dtype))
+        mlp, mlp_why = select_mlp_kernel(config.mlp_kernel, device, getattr(torch, forward_dtype))
     except ValueError as e:
         raise UserError(str(e)) from None
     use_compile, compile_why = compile_wanted(config.compile, device)
@@ -724,6 +778,7 @@ def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
         ("versions", f"Python {sys.version.split()[0]}, torch {torch.__version__}{cuda}"),
         ("device", device_desc),
         ("attention", f"{attn} ({attn_why})" if attn_why else attn),
+        ("SwiGLU", f"{mlp} ({mlp_why})"),
         ("compile", f"{'on' if use_compile else 'off'} ({compile_why})"),
         ("forward dtype", f"{forward_dtype} ({dtype_why})"),
         ("world size", f"{d.world_size}" + (f" ({d.backend})" if d.backend else "")),
@@ -933,6 +988,56 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
     estimate = Estimate(state.step, total_steps, total_iters, log)
     last_save = time.monotonic()
     stop_reason = ""
+
+    def handle(r: StepResult) -> bool:
+        """Bookkeeping of one finished step (steps finish one behind the launches). True: a save is asked for."""
+        nonlocal shown_acc, stop_reason
+        if d.is_main:
+            estimate.tick(r.step)
+        metrics = r.metrics
+        if r.nonfinite:
+            prog.nan_streak += 1
+            log(f"step {r.step}: non-finite loss or gradient; step skipped ({prog.nan_streak} in a row)")
+            if config.nan_policy == "stop" or prog.nan_streak >= config.max_nan_skips:
+                stop_reason = (
+                    f"non-finite loss or gradients ({prog.nan_streak} step(s) in a row, nan_policy={config.nan_policy})"
+                )
+        else:
+            prog.nan_streak = 0
+        if config.early_stop_exact_accuracy is not None and metrics["train/count"] > 0:
+            above = metrics["train/exact_accuracy"] >= config.early_stop_exact_accuracy
+            prog.early_stop_streak = prog.early_stop_streak + 1 if above else 0
+            if prog.early_stop_streak >= config.early_stop_patience and not stop_reason:
+                stop_reason = (
+                    f"train exact accuracy >= {config.early_stop_exact_accuracy} for {config.early_stop_patience} steps"
+                )
+        if d.is_main:
+            tracker.log(metrics | {"train/skipped": float(r.nonfinite)}, step=r.step)
+            progress.update(r.step - progress.n)  # type: ignore[union-attr]
+            if metrics["train/count"] > 0:  # accuracy only means something on steps where rows halted
+                shown_acc = metrics["train/accuracy"]
+            progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{shown_acc:.3f}", refresh=False)  # type: ignore[union-attr]
+        if r.stop and not stop_reason:
+            stop_reason = f"{signals.requested or 'a signal'} received"
+        return r.stop or r.save
+
+    def settle(results: list[StepResult | None], save: bool = False) -> bool:
+        """Handle finished steps; checkpoint the last launched step when asked. True: stop training."""
+        nonlocal last_save
+        while True:
+            for r in results:
+                if r is not None:
+                    save |= handle(r)
+            if stop_reason.startswith("non-finite"):
+                return True  # never checkpoint weights that just saw NaNs: the last checkpoint stays the one to resume
+            if not (save or stop_reason) or state.pending is None:
+                break
+            results = [finish_step(state)]  # a checkpoint holds every launched step, read and counted
+        if save or stop_reason:
+            if save_checkpoint(config, state, prog, d, why=stop_reason or "interval") and d.is_main:
+                last_save = time.monotonic()
+        return bool(stop_reason)
+
     with StopSignals(log) as signals:
         for it in range(prog.passes_done, total_iters):
             if d.is_main:
@@ -951,37 +1056,11 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 except torch.OutOfMemoryError as e:
                     raise UserError(oom_message(e, config, d, device)) from None
                 prog.batches_into_pass += 1
-                if d.is_main:
-                    estimate.tick(state.step)
-                metrics = res.metrics
-                if res.nonfinite:
-                    prog.nan_streak += 1
-                    log(f"step {state.step}: non-finite loss or gradient; step skipped ({prog.nan_streak} in a row)")
-                    if config.nan_policy == "stop" or prog.nan_streak >= config.max_nan_skips:
-                        stop_reason = f"non-finite loss or gradients ({prog.nan_streak} step(s) in a row, nan_policy={config.nan_policy})"
-                else:
-                    prog.nan_streak = 0
-                if config.early_stop_exact_accuracy is not None and metrics["train/count"] > 0:
-                    above = metrics["train/exact_accuracy"] >= config.early_stop_exact_accuracy
-                    prog.early_stop_streak = prog.early_stop_streak + 1 if above else 0
-                    if prog.early_stop_streak >= config.early_stop_patience:
-                        stop_reason = f"train exact accuracy >= {config.early_stop_exact_accuracy} for {config.early_stop_patience} steps"
-                if d.is_main:
-                    tracker.log(metrics | {"train/skipped": float(res.nonfinite)}, step=state.step)
-                    progress.update(state.step - progress.n)  # type: ignore[union-attr]
-                    if metrics["train/count"] > 0:  # accuracy only means something on steps where rows halted
-                        shown_acc = metrics["train/accuracy"]
-                    progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{shown_acc:.3f}", refresh=False)  # type: ignore[union-attr]
-                if res.stop and not stop_reason:
-                    stop_reason = f"{signals.requested or 'a signal'} received"
-                if stop_reason.startswith("non-finite"):
-                    break  # never checkpoint weights that just saw NaNs: the last checkpoint stays the one to resume
                 interval_due = config.checkpoint_interval is not None and state.step % config.checkpoint_interval == 0
-                if res.stop or res.save or interval_due or stop_reason:
-                    if save_checkpoint(config, state, prog, d, why=stop_reason or "interval") and d.is_main:
-                        last_save = time.monotonic()
-                if stop_reason:
+                if settle([res], save=interval_due):
                     break
+            if not stop_reason:
+                settle([finish_step(state)])  # the pass's last step
             if stop_reason:
                 break
 

@@ -54,7 +54,8 @@ def flops_per_step(seq: int, batch: int, arch: dict, emb_len: int) -> tuple[floa
     layers = (arch["H_layers"] + arch["L_layers"]) / 2
     seg_fwd = calls * layers * block
     grad_fwd = 2 * layers * block  # the last f_L and f_H with grad
-    train = (seg_fwd + 2 * grad_fwd + seg_fwd) * s * batch  # forward, backward (2x), Q-target forward
+    q_target = 0 if str(arch.get("no_ACT_continue", False)).lower() == "true" else seg_fwd
+    train = (seg_fwd + 2 * grad_fwd + q_target) * s * batch  # forward, backward (2x), Q-target forward
     puzzle = seg_fwd * s * arch["halt_max_steps"]
     return train, puzzle
 
@@ -104,13 +105,15 @@ def metadata_dict(seq: int, vocab: int, ids: int, groups: int) -> dict:
     )
 
 
-def setup_ours(root: Path, cfg: dict, meta: dict, compile_: bool, micro: int | None = None):
+def setup_ours(root: Path, cfg: dict, meta: dict, compile_: bool, micro: int | None = None, mlp: str = "auto"):
     sys.path.insert(0, str(root))
     import pretrain
     from dataset.common import PuzzleDatasetMetadata
     from utils.runtime import Dist
 
-    config = pretrain.PretrainConfig(**cfg, compile=compile_, attn_backend="auto", micro_batch_size=micro)
+    config = pretrain.PretrainConfig(
+        **cfg, compile=compile_, attn_backend="auto", micro_batch_size=micro, mlp_kernel=mlp
+    )
     d = Dist()
     rt = pretrain.setup_runtime(config, d)
     m = PuzzleDatasetMetadata(**meta)
@@ -173,8 +176,9 @@ def timed(fn, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
-def gpu_busy(step, n: int = 5) -> tuple[float, dict[str, float]]:
-    """Share of wall time the GPU runs kernels during n training steps, and the 8 costliest kernels (ms/step)."""
+def gpu_busy(step, n: int = 5, trace: str | None = None) -> dict:
+    """Profile n training steps: share of wall time the GPU runs kernels, the costliest kernels (ms/step),
+    where the GPU sits idle (gaps over 10 us, by the kernel that ends each gap, ms/step) and the host syncs."""
     from torch.profiler import ProfilerActivity, profile
 
     sync()
@@ -184,18 +188,47 @@ def gpu_busy(step, n: int = 5) -> tuple[float, dict[str, float]]:
             step(i)
         sync()
         wall = time.perf_counter() - t
-    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
-    spans = sorted((e.time_range.start, e.time_range.end) for e in kernels)
-    busy, end = 0.0, float("-inf")
-    for a, b in spans:  # union of kernel intervals (us)
+    if trace:
+        prof.export_chrome_trace(trace)
+    events = prof.events()
+    kernels = sorted(
+        (e for e in events if e.device_type.name == "CUDA"), key=lambda e: (e.time_range.start, e.time_range.end)
+    )
+    busy, end, gaps = 0.0, float("-inf"), {}
+    for e in kernels:  # union of kernel intervals (us); a gap is charged to the kernel that ends it
+        a, b = e.time_range.start, e.time_range.end
+        if a - end > 10 and end > float("-inf"):
+            gaps[e.name[:60]] = gaps.get(e.name[:60], 0.0) + (a - end) / 1e3 / n
         if b > end:
             busy += b - max(a, end)
             end = b
     per_name: dict[str, float] = {}
     for e in kernels:
         per_name[e.name[:80]] = per_name.get(e.name[:80], 0.0) + (e.time_range.end - e.time_range.start) / 1e3 / n
-    top = dict(sorted(per_name.items(), key=lambda kv: -kv[1])[:8])
-    return round(busy / 1e6 / wall, 3), {k: round(v, 2) for k, v in top.items()}
+    syncs: dict[str, list[float]] = {}
+    for e in events:
+        if e.device_type.name == "CPU" and e.name in (
+            "cudaStreamSynchronize",
+            "cudaDeviceSynchronize",
+            "cudaEventSynchronize",
+            "cudaMemcpyAsync",
+            "cudaMemcpy",
+        ):
+            c = syncs.setdefault(e.name, [0.0, 0.0])
+            c[0] += 1 / n
+            c[1] += (e.time_range.end - e.time_range.start) / 1e3 / n
+
+    def top(d: dict[str, float], k: int) -> dict[str, float]:
+        return {name: round(v, 2) for name, v in sorted(d.items(), key=lambda kv: -kv[1])[:k]}
+
+    return dict(
+        gpu_busy=round(busy / 1e6 / wall, 3),
+        kernels_per_step=round(len(kernels) / n),
+        top_kernels=top(per_name, 12),
+        idle_ms_per_step=round(sum(gaps.values()), 2),
+        idle_before=top(gaps, 8),
+        host_syncs={k: [round(c, 1), round(ms, 2)] for k, (c, ms) in syncs.items()},
+    )
 
 
 def matmul_peak() -> float:
@@ -236,6 +269,8 @@ def main() -> None:
     p.add_argument(
         "--profile", action="store_true", help="also report GPU-busy share of a training step and top kernels"
     )
+    p.add_argument("--mlp", default="auto", choices=["auto", "fused", "plain"], help="this fork's SwiGLU kernel")
+    p.add_argument("--trace", default=None, help="with --profile: write the Chrome trace of the profiled steps here")
     p.add_argument(
         "--arch", nargs="*", default=[], metavar="KEY=VALUE", help="override arch settings, e.g. hidden_size=64"
     )
@@ -270,7 +305,7 @@ def main() -> None:
         k, v = kv.split("=", 1)
         setattr(inductor_config, k, type(getattr(inductor_config, k))(int(v) if v.isdigit() else v))
     torch.manual_seed(0)
-    extra = {"micro": args.micro} if args.micro else {}
+    extra = ({"micro": args.micro} if args.micro else {}) | ({"mlp": args.mlp} if args.impl == "ours" else {})
     train, evaluate, model, report = setup(args.root.resolve(), cfg, meta, not args.no_compile, **extra)
 
     batches = make_batches(8, seq, vocab, batch, ids)
@@ -284,7 +319,9 @@ def main() -> None:
     step_s = timed(lambda i: train(batches[i % len(batches)], batch), args.steps)
     peak_gb = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
 
-    busy, top = gpu_busy(lambda i: train(batches[i % len(batches)], batch)) if args.profile and cuda else (None, None)
+    profile = (
+        gpu_busy(lambda i: train(batches[i % len(batches)], batch), trace=args.trace) if args.profile and cuda else {}
+    )
 
     puzzles_s, by_eval_batch = float("nan"), {}
     if args.eval_batches > 0:
@@ -317,12 +354,12 @@ def main() -> None:
                 warmup_s=round(warm_s, 1),
                 peak_tflops=round(peak / 1e12, 1),
                 attention=report.get("attention", ""),
+                swiglu=report.get("SwiGLU", ""),
                 compile_mode=args.compile_mode,
                 micro_batch_size=args.micro,
                 eval_puzzles_per_s_by_batch=by_eval_batch or None,
                 inductor=args.inductor or None,
-                gpu_busy=busy,
-                top_kernels=top,
+                **profile,
                 sdpa=args.sdpa,
                 params=sum(p.numel() for p in model.parameters()),
             )

@@ -120,6 +120,38 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
 
 
 # ----------------------------------------------------------------------------------------------------------
+# SwiGLU kernel: `fused` runs gate/up GEMMs and silu*mul as one Triton kernel (models/fused.py) wherever no
+# gradient is needed (the no-grad part of each segment, the Q-target forward, evaluation); `plain` is cuBLAS
+# plus an elementwise pass. Chosen once per process (select_mlp_kernel), like the attention backend.
+
+MLP_KERNELS = ("auto", "fused", "plain")
+_swiglu_gate_up: Callable | None = None
+
+
+def select_mlp_kernel(requested: str, device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
+    """Pick the SwiGLU kernel; return (name, reason). Asking for `fused` where it cannot run raises ValueError."""
+    global _swiglu_gate_up
+    if requested not in MLP_KERNELS:
+        raise ValueError(f"mlp_kernel must be one of {', '.join(MLP_KERNELS)}, got {requested!r}")
+    _swiglu_gate_up = None
+    if requested == "plain":
+        return "plain", "requested"
+    from models import fused
+
+    why = fused.unavailable_reason(device, dtype)
+    if why:
+        if requested == "fused":
+            raise ValueError(f"mlp_kernel=fused was requested but {why}; use mlp_kernel=auto or plain")
+        return "plain", why
+    _swiglu_gate_up = fused.swiglu_gate_up
+    return "fused", "requested" if requested == "fused" else "Triton dual GEMM for no-grad forwards"
+
+
+def mlp_kernel() -> str:
+    return "fused" if _swiglu_gate_up is not None else "plain"
+
+
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _find_multiple(a: int, b: int) -> int:
@@ -217,6 +249,8 @@ class SwiGLU(nn.Module):
         self.down_proj = CastedLinear(inter, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _swiglu_gate_up is not None and not torch.is_grad_enabled():  # same math, one kernel (see above)
+            return self.down_proj(_swiglu_gate_up(x, self.gate_up_proj.weight.to(x.dtype)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 

@@ -67,6 +67,9 @@ class HierarchicalReasoningModel_ACTV1Config(BaseModel):
 
     forward_dtype: str = "bfloat16"
     causal: bool = False
+    # Recipe change (TRM's option, off by default): halt when Q_halt > 0 and learn no Q_continue, which
+    # drops the Q-target forward (24 of a training step's 64 block-forward equivalents).
+    no_ACT_continue: bool = False
 
 
 class HierarchicalReasoningModel_ACTV1Block(nn.Module):
@@ -265,7 +268,10 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
 
             # Adaptive halting in training only; evaluation always runs M_max segments so a batch halts together.
             if self.training and self.config.halt_max_steps > 1:
-                halted = halted | (q_halt_logits > q_continue_logits)
+                if self.config.no_ACT_continue:
+                    halted = halted | (q_halt_logits > 0)
+                else:
+                    halted = halted | (q_halt_logits > q_continue_logits)
 
                 # Exploration: with prob. epsilon a row must run at least U{2..M_max} segments.
                 explore = torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob
@@ -274,9 +280,10 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
 
                 # Q-learning target for "continue": the next segment's value (one extra no-grad forward;
                 # no replay buffer or target network, the large batch plays that role, as in PQN).
-                next_q_halt, next_q_continue = self.inner(inner_carry, current_data)[-1]
-                outputs["target_q_continue"] = torch.sigmoid(
-                    torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue))
-                )
+                if not self.config.no_ACT_continue:
+                    next_q_halt, next_q_continue = self.inner(inner_carry, current_data)[-1]
+                    outputs["target_q_continue"] = torch.sigmoid(
+                        torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue))
+                    )
 
         return HierarchicalReasoningModel_ACTV1Carry(inner_carry, steps, halted, current_data), outputs
