@@ -190,15 +190,16 @@ def test_compile_no_graph_break() -> None:
     @torch.compile(fullgraph=True, backend=backend)
     def f(x, w32):
         w = w32.to(x.dtype)
+        # Returned apart, not summed: inductor would add the bf16 terms in fp32 and round once.
         return (
-            swiglu_gate_up(x * 2, w)
-            + swiglu_gate_up_interleaved(x, interleave_gate_up(w))
-            + torch.ops.hrm.swiglu_gate_up_interleaved(x, interleave_gate_up(w))
+            swiglu_gate_up(x * 2, w),
+            swiglu_gate_up_interleaved(x, interleave_gate_up(w)),
+            torch.ops.hrm.swiglu_gate_up_interleaved(x, interleave_gate_up(w)),
         )
 
     with torch.no_grad():
         out = f(x, w32)
-    ref = swiglu_gate_up(x * 2, w) + swiglu_gate_up(x, w) + swiglu_gate_up(x, w)
+    ref = swiglu_gate_up(x * 2, w), swiglu_gate_up(x, w), swiglu_gate_up(x, w)
     torch.testing.assert_close(out, ref, atol=0, rtol=0)
 
 
