@@ -48,6 +48,15 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     train_rows = [r for r in rows if "train/lm_loss" in r]
     evals = [r for r in rows if "all/accuracy" in r]
     assert len(train_rows) == 16 and len(evals) == 2
+    # metrics reach the host one step late: still every step once, in order, and each pass's last step is
+    # read before its eval is logged
+    assert [r["step"] for r in train_rows] == list(range(1, 17))
+    order = [
+        ("eval" if "all/accuracy" in r else "train", r["step"])
+        for r in rows
+        if "all/accuracy" in r or "train/lm_loss" in r
+    ]
+    assert order.index(("eval", 8)) == order.index(("train", 8)) + 1 and order[-1] == ("eval", 16)
     first, last = train_rows[0], train_rows[-1]
     assert last["train/lm_loss"] < 0.85 * first["train/lm_loss"]
     halted = [r for r in train_rows if r["train/count"] > 0]  # steps where some rows finished
