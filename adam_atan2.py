@@ -102,8 +102,11 @@ def _factors(lr, weight_decay, b1, t, skip):
 
 def _single_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas, weight_decay, skip=None) -> None:
     b1, b2 = betas
+    factors: dict[int, tuple] = {}  # per step count (all tensors share one, usually): not one pair per tensor
     for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        decay, step_size = _factors(lr, weight_decay, b1, t, skip)
+        if t not in factors:
+            factors[t] = _factors(lr, weight_decay, b1, t, skip)
+        decay, step_size = factors[t]
         sq = g * g
         if skip is not None:  # lerp(m, m, w) == m exactly, and g may hold the NaN that caused the skip
             g, sq = torch.where(skip, m, g), torch.where(skip, v, sq)

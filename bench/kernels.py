@@ -60,8 +60,9 @@ def time_ms(fn) -> float:
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench/kernels.py needs a CUDA GPU")
-    if not fused.fused_swiglu_available(torch.empty(1, device="cuda", dtype=torch.bfloat16)):
-        sys.exit("the fused kernel cannot run here (needs Triton and compute capability >= 8.0)")
+    why = fused.unavailable_reason(torch.device("cuda"), torch.bfloat16)
+    if why:
+        sys.exit(f"the fused kernel cannot run here: {why}")
     import triton
 
     device = torch.cuda.get_device_name()

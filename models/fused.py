@@ -26,7 +26,7 @@ API:
   swiglu_gate_up_reference(x, weight)        the unfused PyTorch math, original layout
 
 Forward only: there is no backward. Use it under torch.no_grad() / torch.inference_mode().
-Triton is imported guarded so this module imports without it; `fused_swiglu_available` says when it can run.
+Triton is imported guarded so this module imports without it; `unavailable_reason` says when it can run.
 For CPU tests run with TRITON_INTERPRET=1 (read when this module is imported, as triton.jit reads it then).
 """
 
@@ -268,16 +268,6 @@ if HAS_TRITON:
                 BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, INTERPRET_FIXUPS,
             )  # fmt: skip
             _epilogue(acc, out_ptr, pid_m, pid_n, M, N, stride_om, stride_on, BLOCK_M, BLOCK_N, INTERPRET_FIXUPS)
-
-
-def fused_swiglu_available(x: torch.Tensor) -> bool:
-    """True when the Triton kernel can run on `x`: Triton imports, x is bf16/fp16, and either x is on a CUDA
-    device of compute capability >= 8.0 or TRITON_INTERPRET=1 (CPU interpreter, for tests)."""
-    if not HAS_TRITON or x.dtype not in (torch.bfloat16, torch.float16):
-        return False
-    if INTERPRET:
-        return True
-    return x.is_cuda and torch.cuda.get_device_capability(x.device) >= (8, 0)
 
 
 def unavailable_reason(device: torch.device, dtype: torch.dtype) -> str:

@@ -147,10 +147,6 @@ def select_mlp_kernel(requested: str, device: torch.device, dtype: torch.dtype) 
     return "fused", "requested" if requested == "fused" else "Triton dual GEMM for no-grad forwards"
 
 
-def mlp_kernel() -> str:
-    return "fused" if _swiglu_gate_up is not None else "plain"
-
-
 # ----------------------------------------------------------------------------------------------------------
 
 

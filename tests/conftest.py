@@ -48,6 +48,22 @@ def run_py(
     )
 
 
+def tiny_config(data: Path, **overrides):
+    """A PretrainConfig for calling trainer functions directly (values that matter are passed by the test)."""
+    import pretrain
+
+    base = dict(
+        arch={"name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", "loss": {"name": "losses@ACTLossHead"}},
+        data_path=str(data),
+        global_batch_size=8,
+        epochs=4,
+        **dict.fromkeys(["lr", "lr_min_ratio", "weight_decay", "beta1", "beta2", "puzzle_emb_lr"], 0.5),
+        puzzle_emb_weight_decay=0.5,
+        lr_warmup_steps=1,
+    )
+    return pretrain.PretrainConfig(**(base | overrides))
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

@@ -166,9 +166,9 @@ def test_bad_shapes() -> None:
 
 
 def test_available() -> None:
-    x = torch.zeros(2, 16, dtype=torch.bfloat16)
-    assert fused.fused_swiglu_available(x) == fused.INTERPRET
-    assert not fused.fused_swiglu_available(x.float())
+    cpu = torch.device("cpu")
+    assert (fused.unavailable_reason(cpu, torch.bfloat16) == "") == fused.INTERPRET
+    assert fused.unavailable_reason(cpu, torch.float32) != ""
 
 
 @needs_kernel

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY_ARCH, read_metrics, run_py
+from tests.conftest import TINY_ARCH, read_metrics, run_py, tiny_config
 
 TRAIN = [
     "epochs=16",
@@ -252,21 +252,7 @@ def test_eval_batch_not_divisible_names_its_key(tiny_sudoku: Path) -> None:
     from utils.errors import UserError
     from utils.runtime import Dist
 
-    config = pretrain.PretrainConfig(
-        arch={"name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", "loss": {"name": "losses@ACTLossHead"}},
-        data_path=str(tiny_sudoku),
-        global_batch_size=8,
-        eval_batch_size=33,
-        epochs=4,
-        lr=1e-4,
-        lr_min_ratio=1.0,
-        lr_warmup_steps=1,
-        weight_decay=0.1,
-        beta1=0.9,
-        beta2=0.95,
-        puzzle_emb_lr=1e-2,
-        puzzle_emb_weight_decay=0.1,
-    )
+    config = tiny_config(tiny_sudoku, eval_batch_size=33)
     d = Dist(rank=0, world_size=2, local_rank=0)
     with pytest.raises(UserError, match="eval_batch_size 33 must be divisible by the number of processes 2"):
         pretrain.create_dataloader(

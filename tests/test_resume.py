@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, SHORT_RUN, pretrain_args, read_metrics, run_py
+from tests.conftest import REPO, SHORT_RUN, pretrain_args, read_metrics, run_py, tiny_config
 
 BASE = [*SHORT_RUN, "seed=1"]
 
@@ -102,17 +102,7 @@ def test_loader_workers_ignore_group_signals(tiny_sudoku: Path) -> None:
     import pretrain
     from utils.runtime import Dist
 
-    config = pretrain.PretrainConfig(
-        arch={"name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", "loss": {"name": "losses@ACTLossHead"}},
-        data_path=str(tiny_sudoku),
-        global_batch_size=8,
-        epochs=4,
-        eval_interval=2,
-        **dict.fromkeys(
-            ["lr", "lr_min_ratio", "weight_decay", "beta1", "beta2", "puzzle_emb_lr", "puzzle_emb_weight_decay"], 0.5
-        ),
-        lr_warmup_steps=1,
-    )
+    config = tiny_config(tiny_sudoku, eval_interval=2)
     loader, _ = pretrain.create_dataloader(
         config, "train", Dist(), torch.device("cuda"), test_set_mode=False, epochs_per_iter=2, global_batch_size=8
     )
