@@ -12,6 +12,7 @@ so no path depends on a tensor happening to be contiguous.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -143,7 +144,10 @@ def select_mlp_kernel(requested: str, device: torch.device, dtype: torch.dtype) 
         if requested == "fused":
             raise ValueError(f"mlp_kernel=fused was requested but {why}; use mlp_kernel=auto or plain")
         return "plain", why
-    _swiglu_gate_up = fused.swiglu_gate_up
+    # The direct launch, not the custom op: under torch.compile Inductor then launches the kernel from its own
+    # code. Through the custom op each call cost ~270 us of CPU, which made launch-bound small-batch steps
+    # slower than the plain path (BENCHMARKS.md).
+    _swiglu_gate_up = functools.partial(fused.swiglu_gate_up_direct, num_sms=fused.num_sms(device))
     return "fused", "requested" if requested == "fused" else "Triton dual GEMM for no-grad forwards"
 
 
