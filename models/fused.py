@@ -327,16 +327,24 @@ def _extent(t: torch.Tensor) -> int:
     return 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) if t.numel() else 0
 
 
-def _launch(x2d: torch.Tensor, weight_il: torch.Tensor, out2d: torch.Tensor, config: dict | None = None) -> None:
+def _launch(
+    x2d: torch.Tensor,
+    weight_il: torch.Tensor,
+    out2d: torch.Tensor,
+    config: dict | None = None,
+    sms: int | None = None,
+) -> None:
     """Run the kernel on x2d [M, K], interleaved weight [2N, K] into out2d [M, N]. `config` (a dict as from
-    `_config_dict`) bypasses the autotuner, for tests of single configs. Any N works: the kernel masks the
-    last column tile."""
+    `_config_dict`) bypasses the autotuner, for tests of single configs. `sms`: the SM count for persistent
+    configs (default: looked up; pass it where the call is traced by torch.compile). Any N works: the kernel
+    masks the last column tile."""
     M, K = x2d.shape
     N = weight_il.shape[0] // 2
     # int32 offsets inside the kernel: keep every index below 2**31 (the shapes we use are far below).
     if max(_extent(x2d), _extent(weight_il), _extent(out2d)) >= 2**31:
         raise ValueError("tensors too large for the kernel's int32 offsets; split the batch")
-    sms = num_sms(x2d.device)
+    if sms is None:
+        sms = num_sms(x2d.device)
 
     def grid(meta):
         tiles = triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])
@@ -356,10 +364,15 @@ def _swiglu_gate_up_op(x: torch.Tensor, weight_il: torch.Tensor) -> torch.Tensor
     _check_args(x, weight_il)
     if not HAS_TRITON:
         raise RuntimeError("hrm::swiglu_gate_up_interleaved needs Triton, which is not installed")
+    return _run(x, weight_il)
+
+
+def _run(x: torch.Tensor, weight_il: torch.Tensor, sms: int | None = None) -> torch.Tensor:
+    """x [..., K] (checked) -> [..., N]: the output allocated and the kernel launched over x's rows."""
     K, N = x.shape[-1], weight_il.shape[0] // 2
     out = x.new_empty((*x.shape[:-1], N))
     if out.numel():
-        _launch(x.reshape(-1, K), weight_il, out.view(-1, N))
+        _launch(x.reshape(-1, K), weight_il, out.view(-1, N), sms=sms)
     return out
 
 
@@ -396,28 +409,8 @@ def swiglu_gate_up_direct(x: torch.Tensor, weight: torch.Tensor, num_sms: int) -
     torch.compile, Dynamo traces the launch and Inductor compiles, autotunes and launches the kernel from its
     own generated code (no Python per call). `num_sms`: the GPU's SM count (persistent configs' grid)."""
     _forward_only(x, weight)
-    if weight.dim() != 2 or weight.shape[0] % 2:
-        raise ValueError(f"weight must be [2*inter, K], got {tuple(weight.shape)}")
-    _check_args(x, weight)
-    if x.numel() >= 2**31 or weight.numel() >= 2**31 or x.numel() // x.shape[-1] * weight.shape[0] // 2 >= 2**31:
-        raise ValueError("tensors too large for the kernel's int32 offsets; split the batch")
-    w_il = interleave_gate_up(weight)
-    K, N = x.shape[-1], w_il.shape[0] // 2
-    x2d = x.reshape(-1, K)
-    M = x2d.shape[0]
-    out = x.new_empty((M, N))
-    if M == 0:
-        return out.view(*x.shape[:-1], N)
-
-    def grid(meta):
-        tiles = triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])
-        return (min(tiles, num_sms) if meta["PERSISTENT"] else tiles,)
-
-    _swiglu_gate_up_kernel[grid](
-        x2d, w_il, out, M, N, K, x2d.stride(0), x2d.stride(1), w_il.stride(0), w_il.stride(1), out.stride(0),
-        out.stride(1), NUM_SMS=num_sms,
-    )  # fmt: skip
-    return out.view(*x.shape[:-1], N)
+    _check_args(x, weight)  # the interleaved weight has the same shape
+    return _run(x, interleave_gate_up(weight), sms=num_sms)
 
 
 def swiglu_gate_up_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -270,12 +270,11 @@ def test_direct_launch_wrapper_traces(monkeypatch) -> None:
 def test_direct_launch_compiles() -> None:
     # Dynamo traces the Triton launch (no graph break: fullgraph) and Inductor compiles and launches the kernel
     # itself. GPU only: Dynamo cannot trace the interpreter's launch path.
-    backend = "inductor"
     x, w = make(50, 64, 64)
     w32 = w.float()
     sms = fused.num_sms(torch.device(DEVICE))
 
-    @torch.compile(fullgraph=True, backend=backend, dynamic=False)
+    @torch.compile(fullgraph=True, backend="inductor", dynamic=False)
     def f(x, w32):
         return fused.swiglu_gate_up_direct(x, w32.to(x.dtype), sms)
 
