@@ -25,6 +25,7 @@ from pretrain import (
     create_dataloader,
     create_model,
     eval_batch,
+    eval_headline,
     evaluate,
     setup_runtime,
     validate_config,
@@ -160,6 +161,8 @@ def launch(cli: dict[str, Any]) -> None:
         if d.is_main and metrics is not None:
             for set_name, m in metrics.items():
                 print(f"{set_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
+            for line in eval_headline(metrics, model.eager.model.config.halt_max_steps):  # type: ignore[union-attr]
+                print(line)
             print(f"predictions: {os.path.join(config.checkpoint_path or '', f'step_{step}_all_preds.{d.rank}')}")
     finally:
         if dist.is_initialized():

@@ -28,6 +28,7 @@ from adam_atan2 import AdamATan2
 from dataset.common import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
 from models.layers import select_attention_backend, select_mlp_kernel
+from models.losses import IGNORE_LABEL_ID
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils import checkpoint as ckpt
 from utils.errors import UserError, close_matches, exit_with
@@ -604,13 +605,39 @@ def evaluate(
     keys: list[str] = []
     totals: torch.Tensor | None = None
     halt_max_steps = state.model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
+    says_halt = state.model.eager.model.says_halt  # type: ignore[union-attr]
+    return_keys = sorted(set(config.eval_save_outputs) | {"logits", "q_halt_logits", "q_continue_logits"})
 
     def run_batch(model: nn.Module, batch: dict[str, torch.Tensor]):
         carry = state.model.eager.initial_carry(batch)  # type: ignore[operator]
-        # In eval every row halts exactly at halt_max_steps, so no per-segment `all_finish` host sync.
-        for _ in range(halt_max_steps):
-            carry, _, metrics, preds, _ = model(carry=carry, batch=batch, return_keys=config.eval_save_outputs)
-        return metrics, preds
+        labels = batch["labels"]
+        mask = labels != IGNORE_LABEL_ID
+        n_labels = mask.sum(-1)
+        rows = len(labels)
+        halted = torch.zeros(rows, dtype=torch.bool, device=labels.device)
+        exact_at = torch.zeros(rows, dtype=torch.bool, device=labels.device)
+        token_at = torch.zeros(rows, dtype=torch.float32, device=labels.device)
+        steps_at = torch.zeros(rows, dtype=torch.int32, device=labels.device)
+        # The paper's protocol: every row runs all halt_max_steps segments and is scored on the last one (no
+        # per-segment `all_finish` host sync). Beside it, each row is also scored at the first segment where
+        # its Q-head says halt, the prediction training would have stopped at.
+        for i in range(halt_max_steps):
+            carry, _, metrics, preds, _ = model(carry=carry, batch=batch, return_keys=return_keys)
+            now = ~halted
+            if i < halt_max_steps - 1:
+                now = now & says_halt(preds["q_halt_logits"], preds["q_continue_logits"])
+            correct = (mask & (preds["logits"].argmax(-1) == labels)).sum(-1)
+            exact_at = torch.where(now, correct == n_labels, exact_at)
+            token_at = torch.where(now, correct / n_labels.clamp_min(1), token_at)
+            steps_at = torch.where(now, i + 1, steps_at)
+            halted = halted | now
+        valid = n_labels > 0
+        metrics = metrics | {
+            "exact_accuracy_at_halt": (valid & exact_at).sum(),
+            "accuracy_at_halt": torch.where(valid, token_at, 0).sum(),
+            "steps_at_halt": torch.where(valid, steps_at, 0).sum(),
+        }
+        return metrics, {k: v for k, v in preds.items() if k in config.eval_save_outputs}
 
     bar = None
     dataset = getattr(eval_loader, "dataset", None)
@@ -660,6 +687,22 @@ def evaluate(
         count = max(row.pop("count"), 1)
         result[set_name] = {k: v / count for k, v in row.items()}
     return result
+
+
+def eval_headline(results: dict[str, dict[str, float]], halt_max_steps: int) -> list[str]:
+    """One plain line per test set: the paper's score first, then the score where the Q-head halts."""
+    lines = []
+    for name, m in results.items():
+        if "exact_accuracy" not in m:
+            continue
+        line = f"{name}: exact {m['exact_accuracy']:.4f}, token {m['accuracy']:.4f} after all {halt_max_steps} ACT steps (paper protocol)"
+        if "exact_accuracy_at_halt" in m:
+            line += (
+                f"; where the Q-head halts: exact {m['exact_accuracy_at_halt']:.4f}, "
+                f"token {m['accuracy_at_halt']:.4f}, mean {m['steps_at_halt']:.2f} steps"
+            )
+        lines.append(line)
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1071,6 +1114,8 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
                 tracker.log(flat, step=state.step)
                 print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
+                for line in eval_headline(results, state.model.eager.model.config.halt_max_steps):  # type: ignore[union-attr]
+                    print(f"  {line}", flush=True)
                 exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
                 if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
                     prog.best_step, prog.best_value = state.step, sum(exact) / len(exact)

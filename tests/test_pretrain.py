@@ -62,6 +62,9 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     halted = [r for r in train_rows if r["train/count"] > 0]  # steps where some rows finished
     assert halted[-1]["train/accuracy"] > halted[0]["train/accuracy"] + 0.1
     assert evals[-1]["all/accuracy"] > 0.25  # random guessing over 9 digits is ~0.11
+    # beside the paper's score, the score where each row's Q-head halts, labelled plainly
+    assert all(1 <= r["all/steps_at_halt"] <= 2 and 0 <= r["all/exact_accuracy_at_halt"] <= 1 for r in evals)
+    assert "all: exact " in out and "after all 2 ACT steps (paper protocol); where the Q-head halts: exact" in out
 
     # checkpoints in the original's format, plus the config evaluate.py needs
     ckpt = tmp_path / "run" / f"step_{last['step']}"
@@ -77,6 +80,7 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     assert preds["logits"].shape == (32, 81, 11)
     acc = float(r.stdout.split("accuracy=")[1].split(",")[0])
     assert abs(acc - evals[-1]["all/accuracy"]) < 1e-4
+    assert "steps_at_halt=" in r.stdout and "(paper protocol); where the Q-head halts" in r.stdout
 
     # eval_batch_size: rows are independent, so another eval batch (with a padded last batch) gives the same
     # metrics and the same predictions for the real rows

@@ -237,6 +237,12 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
     def puzzle_emb(self) -> CastedSparseEmbedding:
         return self.inner.puzzle_emb
 
+    def says_halt(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
+        """The Q-head's halting decision per row (training halts on it; evaluation reports accuracy there)."""
+        if self.config.no_ACT_continue:  # TRM's rule: one logit, halt when it says "probably right"
+            return q_halt_logits > 0
+        return q_halt_logits > q_continue_logits
+
     def initial_carry(self, batch: dict[str, torch.Tensor]) -> HierarchicalReasoningModel_ACTV1Carry:
         batch_size = batch["inputs"].shape[0]
         device = batch["inputs"].device
@@ -268,10 +274,7 @@ class HierarchicalReasoningModel_ACTV1(nn.Module):
 
             # Adaptive halting in training only; evaluation always runs M_max segments so a batch halts together.
             if self.training and self.config.halt_max_steps > 1:
-                if self.config.no_ACT_continue:
-                    halted = halted | (q_halt_logits > 0)
-                else:
-                    halted = halted | (q_halt_logits > q_continue_logits)
+                halted = halted | self.says_halt(q_halt_logits, q_continue_logits)
 
                 # Exploration: with prob. epsilon a row must run at least U{2..M_max} segments.
                 explore = torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob

@@ -1,0 +1,124 @@
+"""Halting-aware evaluation: besides the paper's score after all halt_max_steps segments, each row is scored at
+the first segment where its Q-head says halt (what training would have stopped at)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import pretrain
+from models.losses import IGNORE_LABEL_ID
+from tests.conftest import tiny_config
+from utils.runtime import Dist
+
+ARCH = dict(
+    hidden_size=32,
+    num_heads=2,
+    H_layers=1,
+    L_layers=1,
+    H_cycles=1,
+    L_cycles=1,
+    expansion=2,
+    puzzle_emb_ndim=32,
+    pos_encodings="rope",
+    halt_exploration_prob=0.1,
+    forward_dtype="float32",
+)
+D = Dist(rank=0, world_size=1, local_rank=0)
+CPU = torch.device("cpu")
+
+
+def build(data: Path, halt_max_steps: int, no_act_continue: bool = False):
+    arch = {
+        "name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
+        "loss": {"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"},
+        **ARCH,
+        "halt_max_steps": halt_max_steps,
+        "no_ACT_continue": no_act_continue,
+    }
+    config = tiny_config(data, arch=arch, global_batch_size=16)
+    loader, meta = pretrain.create_dataloader(
+        config, "test", D, CPU, test_set_mode=True, epochs_per_iter=1, global_batch_size=16
+    )
+    torch.manual_seed(0)
+    model, opts, lrs = pretrain.create_model(config, meta, D, CPU, "float32", use_compile=False, log=lambda *_: None)
+    model.eager.eval()
+    with torch.no_grad():  # the initial Q-head never halts (zero weights, equal biases): give it opinions...
+        q = model.eager.model.inner.q_head
+        q.weight.normal_(0, 0.5)
+        q.bias.zero_()
+        _set, batch, _gbs = next(iter(loader))  # ...centred so that about a third of the rows halt at once
+        carry = model.eager.initial_carry(batch)
+        _, _, _, out, _ = model.eager(carry=carry, batch=batch, return_keys=["q_halt_logits", "q_continue_logits"])
+        margin = out["q_halt_logits"] - (0 if no_act_continue else out["q_continue_logits"])
+        q.bias[0] = -torch.quantile(margin, 0.67)
+    state = pretrain.TrainState(model=model, optimizers=opts, optimizer_lrs=lrs, carry=None, step=0, total_steps=0)
+    return config, state, loader, meta
+
+
+def reference(state, loader, halt_max_steps: int, rule) -> dict[str, float]:
+    """Segment by segment in plain Python: each row's first halt, and its prediction there."""
+    eager = state.model.eager
+    sums = dict(count=0.0, exact_accuracy_at_halt=0.0, accuracy_at_halt=0.0, steps_at_halt=0.0)
+    with torch.inference_mode():
+        for _set, batch, _gbs in loader:
+            carry = eager.initial_carry(batch)
+            decided: dict[int, tuple[bool, float, int]] = {}
+            for i in range(halt_max_steps):
+                carry, _, _, out, _ = eager(
+                    carry=carry, batch=batch, return_keys=["logits", "q_halt_logits", "q_continue_logits"]
+                )
+                for r in range(len(batch["labels"])):
+                    if r in decided:
+                        continue
+                    if i == halt_max_steps - 1 or rule(out["q_halt_logits"][r], out["q_continue_logits"][r]):
+                        labels = batch["labels"][r]
+                        mask = labels != IGNORE_LABEL_ID
+                        correct = int((mask & (out["logits"][r].argmax(-1) == labels)).sum())
+                        n = int(mask.sum())
+                        decided[r] = (correct == n, correct / max(n, 1), i + 1)
+            for r, (exact, token, steps) in decided.items():
+                if int((batch["labels"][r] != IGNORE_LABEL_ID).sum()) == 0:
+                    continue  # padding rows of the last batch
+                sums["count"] += 1
+                sums["exact_accuracy_at_halt"] += exact
+                sums["accuracy_at_halt"] += token
+                sums["steps_at_halt"] += steps
+    count = sums.pop("count")
+    return {k: v / count for k, v in sums.items()}
+
+
+@pytest.mark.parametrize("no_act_continue", [False, True])
+def test_accuracy_at_halt_matches_a_segment_by_segment_reference(tiny_sudoku: Path, no_act_continue: bool) -> None:
+    config, state, loader, meta = build(tiny_sudoku, halt_max_steps=4, no_act_continue=no_act_continue)
+    got = pretrain.evaluate(config, state, loader, meta, D, CPU)["all"]
+    rule = (lambda qh, qc: bool(qh > 0)) if no_act_continue else (lambda qh, qc: bool(qh > qc))
+    want = reference(state, loader, 4, rule)
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, abs=1e-6), k
+    assert 1 < got["steps_at_halt"] < 4  # some rows halted early, some ran to the end: the test means something
+
+
+def test_without_early_halts_the_two_protocols_agree(tiny_sudoku: Path, monkeypatch) -> None:
+    """A Q-head that never says halt: at-halt scores are the paper's scores, after all segments."""
+    config, state, loader, meta = build(tiny_sudoku, halt_max_steps=3)
+    monkeypatch.setattr(state.model.eager.model, "says_halt", lambda qh, qc: torch.zeros_like(qh, dtype=torch.bool))
+    m = pretrain.evaluate(config, state, loader, meta, D, CPU)["all"]
+    assert m["exact_accuracy_at_halt"] == pytest.approx(m["exact_accuracy"])
+    assert m["accuracy_at_halt"] == pytest.approx(m["accuracy"])
+    assert m["steps_at_halt"] == pytest.approx(3.0)
+
+
+def test_halting_at_once_scores_the_first_segment(tiny_sudoku: Path, monkeypatch) -> None:
+    """A Q-head that always says halt: at-halt scores equal the same weights evaluated with one segment."""
+    config, state, loader, meta = build(tiny_sudoku, halt_max_steps=3)
+    monkeypatch.setattr(state.model.eager.model, "says_halt", lambda qh, qc: torch.ones_like(qh, dtype=torch.bool))
+    m3 = pretrain.evaluate(config, state, loader, meta, D, CPU)["all"]
+    state.model.eager.model.config.halt_max_steps = 1  # only the ACT loop reads it: same weights
+    m1 = pretrain.evaluate(config, state, loader, meta, D, CPU)["all"]
+    assert m3["steps_at_halt"] == pytest.approx(1.0)
+    assert m3["exact_accuracy_at_halt"] == pytest.approx(m1["exact_accuracy"])
+    assert m3["accuracy_at_halt"] == pytest.approx(m1["accuracy"])
+    assert m3["accuracy"] != pytest.approx(m1["accuracy"])  # more segments changed the paper's score
