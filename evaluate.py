@@ -5,6 +5,9 @@ Hugging Face ones) need `data_path=...` and any non-default `arch.*` on the comm
 `key=value` pairs override the saved config (e.g. `global_batch_size=256 device=cpu`). Accepts keys with
 or without torch.compile's `_orig_mod.` prefix. Writes `step_<N>_all_preds.<rank>` beside the checkpoint
 (a dict of the tensors named in `save_outputs`), the original's format.
+
+`tta=K` (Sudoku, Maze) also solves K transformed copies of every test puzzle and votes (utils/tta.py);
+`tta_prefer_valid=false` drops the preference for valid Sudoku solutions, `tta_seed` picks the transforms.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pretrain import (
 )
 from utils.errors import UserError, close_matches, exit_with
 from utils.runtime import init_distributed
+from utils.tta import evaluate_tta, puzzle_kind
 
 DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -118,9 +122,36 @@ def load_checkpoint(path: str, model: torch.nn.Module, data_path: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def tta_options(cli: dict[str, Any]) -> tuple[int, bool, int]:
+    """Pop `tta=K [tta_prefer_valid=true] [tta_seed=0]` (test-time augmentation, utils/tta.py)."""
+    k, prefer, seed = cli.pop("tta", 1), cli.pop("tta_prefer_valid", True), cli.pop("tta_seed", 0)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise UserError(f"tta must be a whole number >= 1 (transformed copies per test puzzle), got {k!r}")
+    if not isinstance(prefer, bool):
+        raise UserError(f"tta_prefer_valid must be true or false, got {prefer!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"tta_seed must be a whole number, got {seed!r}")
+    return k, prefer, seed
+
+
+def check_tta_kind(kind: str, k: int, config: PretrainConfig, ckpt: str) -> None:
+    if k == 1:
+        return
+    if kind == "arc":
+        raise UserError(
+            "tta is for Sudoku and Maze; ARC votes over the augmentations already in its test set: "
+            f"python dataset/score_arc.py --preds {os.path.dirname(ckpt) or '.'} --data {config.data_path}"
+        )
+    if kind not in ("sudoku", "maze"):
+        raise UserError("tta needs a Sudoku (seq 81, vocab 11) or Maze (seq 900, vocab 6) dataset")
+    if kind == "maze" and k > 8:
+        raise UserError(f"a maze has 8 symmetries: tta must be <= 8, got {k}")
+
+
 def launch(cli: dict[str, Any]) -> None:
     d = init_distributed(str(cli.get("device", "auto")))
     try:
+        tta, tta_prefer_valid, tta_seed = tta_options(cli)
         config, ckpt, _ = load_eval_config(cli) if d.is_main else (None, "", [])
         if d.world_size > 1:
             obj = [(config, ckpt)]
@@ -146,6 +177,9 @@ def launch(cli: dict[str, Any]) -> None:
             epochs_per_iter=1,
             global_batch_size=eval_batch(config),
         )
+        check_tta_kind(
+            puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers), tta, config, ckpt
+        )
         model, optimizers, lrs = create_model(config, train_meta, d, rt.device, rt.forward_dtype, rt.use_compile)
         load_checkpoint(ckpt, model.eager, config.data_path)
 
@@ -164,6 +198,21 @@ def launch(cli: dict[str, Any]) -> None:
             for line in eval_headline(metrics, model.eager.model.config.halt_max_steps):  # type: ignore[union-attr]
                 print(line)
             print(f"predictions: {os.path.join(config.checkpoint_path or '', f'step_{step}_all_preds.{d.rank}')}")
+        if tta > 1 and d.is_main:  # one process: K copies of each test puzzle, voted on whole grids
+            steps = model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
+            scores = evaluate_tta(
+                model, model.eager, config.data_path, eval_meta, tta, eval_batch(config) // d.world_size, steps,
+                rt.device, prefer_valid=tta_prefer_valid, seed=tta_seed,
+            )  # fmt: skip
+            rule = "most votes, ties by mean sigmoid(q_halt)" + (
+                ", valid solutions of the givens first" if tta_prefer_valid and eval_meta.seq_len == 81 else ""
+            )
+            print(f"test-time augmentation, {tta} transformed copies per puzzle ({rule}):")
+            for set_name, m in scores.items():
+                print(
+                    f"{set_name}: tta_exact_accuracy={m['tta_exact_accuracy']:.4f}, tta_accuracy={m['tta_accuracy']:.4f} "
+                    f"(one copy: exact {m['exact_accuracy']:.4f}, token {m['accuracy']:.4f})"
+                )
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -416,24 +416,29 @@ def _block_permutations(rng: np.random.Generator, n: int) -> np.ndarray:
     return (blocks[:, :, None] * 3 + inner).reshape(n, 9)
 
 
-def augment(inputs: np.ndarray, labels: np.ndarray, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n random validity-preserving transforms of one puzzle and its solution: two (n, 81) uint8 arrays.
+def transforms(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n random validity-preserving transforms as index arrays: (digit_map (n, 10), src (n, 81)).
 
     The transform family of the original builder: relabel digits 1-9 (0 stays blank), transpose with probability
-    1/2, permute bands and the rows inside each band, permute stacks and the columns inside each stack. All n
-    draws are made and applied at once as index arrays instead of one Python call per augmentation.
+    1/2, permute bands and the rows inside each band, permute stacks and the columns inside each stack. A grid
+    g becomes digit_map[g[src]]: new cell i reads old cell src[i] (transposed first if chosen).
     """
-    inputs = np.asarray(inputs, dtype=np.uint8).reshape(81)
-    labels = np.asarray(labels, dtype=np.uint8).reshape(81)
     digit_map = np.zeros((n, 10), dtype=np.uint8)
     digit_map[:, 1:] = rng.permuted(np.tile(np.arange(1, 10, dtype=np.uint8), (n, 1)), axis=1)
     transpose = rng.random(n) < 0.5
     row_perm = _block_permutations(rng, n)
     col_perm = _block_permutations(rng, n)
-    # new cell (r, c) reads old cell (row_perm[r], col_perm[c]) of the grid, transposed first if chosen
     src_r = np.repeat(row_perm, 9, axis=1)
     src_c = np.tile(col_perm, (1, 9))
-    src = np.where(transpose[:, None], src_c * 9 + src_r, src_r * 9 + src_c)
+    return digit_map, np.where(transpose[:, None], src_c * 9 + src_r, src_r * 9 + src_c)
+
+
+def augment(inputs: np.ndarray, labels: np.ndarray, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n random transforms (see `transforms`) of one puzzle and its solution: two (n, 81) uint8 arrays, all
+    drawn and applied at once as index arrays instead of one Python call per augmentation."""
+    inputs = np.asarray(inputs, dtype=np.uint8).reshape(81)
+    labels = np.asarray(labels, dtype=np.uint8).reshape(81)
+    digit_map, src = transforms(rng, n)
     rows = np.arange(n)[:, None]
     return digit_map[rows, inputs[src]], digit_map[rows, labels[src]]
 

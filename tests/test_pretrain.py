@@ -81,6 +81,13 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     acc = float(r.stdout.split("accuracy=")[1].split(",")[0])
     assert abs(acc - evals[-1]["all/accuracy"]) < 1e-4
     assert "steps_at_halt=" in r.stdout and "(paper protocol); where the Q-head halts" in r.stdout
+    # test-time augmentation: copy 0 alone is the plain evaluation
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}", "tta=3"])
+    assert r.returncode == 0, r.stderr
+    exact = float(r.stdout.split("exact_accuracy=")[1].split(",")[0])
+    line = r.stdout.split("all: tta_exact_accuracy=")[1]
+    assert float(line.split("(one copy: exact ")[1].split(",")[0]) == pytest.approx(exact, abs=1e-4)
+    assert 0 <= float(line.split(",")[0]) <= 1
 
     # eval_batch_size: rows are independent, so another eval batch (with a padded last batch) gives the same
     # metrics and the same predictions for the real rows

@@ -1,0 +1,175 @@
+"""Test-time augmentation for Sudoku and Maze: solve K transformed copies of each test puzzle, map every
+prediction back, and vote on whole grids.
+
+Transforms are the builders' own: Sudoku, the original builder's family (digit relabelling, transpose, band,
+stack, row-in-band and column-in-stack permutations: dataset/sudoku.transforms); Maze, the 8 symmetries of
+the square (dataset/common.dihedral_transform). Copy 0 is always the puzzle itself, so K=1 is the plain
+evaluation.
+
+Vote: the grid predicted by the most copies wins; a tie goes to the grid whose copies have the higher mean
+halting confidence sigmoid(q_halt) (as dataset/score_arc.py breaks ARC ties). With `prefer_valid` (Sudoku,
+on by default), grids that are valid solutions agreeing with the givens are preferred over any others: a
+solver can check that without knowing the answer. ARC has its own voting command (dataset/score_arc.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dataset.common import dihedral_transform
+
+MAZE_SIDE = 30
+
+
+def puzzle_kind(seq_len: int, vocab_size: int, num_puzzle_identifiers: int) -> str:
+    """'sudoku', 'maze' or 'arc' from the dataset's shape (the builders' fixed layouts), else 'other'."""
+    if seq_len == 81 and vocab_size == 11:
+        return "sudoku"
+    if seq_len == MAZE_SIDE * MAZE_SIDE and vocab_size == 6:
+        return "maze"
+    if seq_len == 900 and vocab_size == 12:
+        return "arc"
+    return "other"
+
+
+@dataclass
+class Transforms:
+    """K transforms of a token grid, as gathers: forward x' = table[x[src]], backward x = inverse[x'][inv_src]."""
+
+    src: np.ndarray  # (K, L): new cell i reads old cell src[k, i]
+    table: np.ndarray  # (K, V): token relabelling applied after the gather
+    inverse_table: np.ndarray  # (K, V)
+
+    @property
+    def inv_src(self) -> np.ndarray:
+        return np.argsort(self.src, axis=1)
+
+    def apply(self, tokens: np.ndarray) -> np.ndarray:
+        """(N, L) -> (N, K, L): every puzzle under every transform."""
+        gathered = tokens[:, self.src]  # (N, K, L)
+        return np.take_along_axis(self.table[None], gathered, axis=2)
+
+    def undo(self, tokens: np.ndarray) -> np.ndarray:
+        """(N, K, L) predictions in transformed frames -> the puzzles' own frame."""
+        relabelled = np.take_along_axis(self.inverse_table[None], tokens, axis=2)
+        return np.take_along_axis(relabelled, np.broadcast_to(self.inv_src[None], tokens.shape), axis=2)
+
+
+def make_transforms(kind: str, k: int, vocab_size: int, seed: int = 0) -> Transforms:
+    if k < 1:
+        raise ValueError(f"tta must be >= 1, got {k}")
+    identity_table = np.tile(np.arange(vocab_size), (k, 1))
+    if kind == "sudoku":
+        from dataset.sudoku import transforms
+
+        digit_map, src = transforms(np.random.default_rng(seed), k)
+        src[0], digit_map[0] = np.arange(81), np.arange(10)
+        # tokens are digit + 1 (blank digit 0 -> token 1), token 0 is padding
+        table = identity_table.copy()
+        table[:, 1:11] = digit_map.astype(np.int64) + 1
+    elif kind == "maze":
+        if k > 8:
+            raise ValueError(f"a maze has 8 symmetries: tta must be <= 8, got {k}")
+        rng = np.random.default_rng(seed)
+        ids = [0, *rng.permutation(np.arange(1, 8))[: k - 1]]
+        cells = np.arange(MAZE_SIDE * MAZE_SIDE).reshape(MAZE_SIDE, MAZE_SIDE)
+        # dihedral_transform moves values: the value at new cell i came from cell src[i]
+        src = np.stack([dihedral_transform(cells, t).ravel() for t in ids])
+        table = identity_table
+    else:
+        raise ValueError(f"test-time augmentation covers Sudoku and Maze, not {kind}")
+    inverse = np.argsort(table, axis=1)
+    return Transforms(src=src.astype(np.int64), table=table, inverse_table=inverse)
+
+
+def vote(grids: np.ndarray, confidence: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """(N, K, L) candidate grids, (N, K) confidences, optional (N, K) validity -> (N, L) chosen grids."""
+    out = np.empty((grids.shape[0], grids.shape[2]), dtype=grids.dtype)
+    for n in range(grids.shape[0]):
+        keys: dict[bytes, list[int]] = {}
+        for k in range(grids.shape[1]):
+            keys.setdefault(grids[n, k].tobytes(), []).append(k)
+
+        def rank(members: list[int], n: int = n) -> tuple[bool, int, float]:
+            ok = bool(valid[n, members[0]]) if valid is not None else False
+            return ok, len(members), float(np.mean(confidence[n, members]))
+
+        best = max(keys.values(), key=rank)
+        out[n] = grids[n, best[0]]
+    return out
+
+
+def sudoku_valid(inputs: np.ndarray, grids: np.ndarray) -> np.ndarray:
+    """(N, L) puzzles and (N, K, L) candidate solutions (tokens) -> (N, K): a full valid grid keeping the givens."""
+    from dataset.sudoku import agrees, is_solution
+
+    n, k, _ = grids.shape
+    digits = (grids.reshape(n * k, 81).astype(np.int64) - 1).clip(0, 9)
+    givens = np.repeat(inputs.astype(np.int64) - 1, k, axis=0).clip(0, 9)
+    return (is_solution(digits) & agrees(givens, digits)).reshape(n, k)
+
+
+def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int, steps: int, device) -> tuple:
+    """Run `steps` ACT segments on every row (the paper's protocol); returns (argmax tokens, sigmoid(q_halt)).
+
+    `model` is the CompileGuard (compiled where the run compiles), `eager` its eager module; the last batch is
+    padded to `batch` rows so a compiled model sees one shape.
+    """
+    import torch
+
+    preds, conf = [], []
+    for start in range(0, len(inputs), batch):
+        x = np.asarray(inputs[start : start + batch], dtype=np.int32)
+        p = np.asarray(puzzle_ids[start : start + batch], dtype=np.int32)
+        real = len(x)
+        if real < batch:
+            x = np.pad(x, ((0, batch - real), (0, 0)))
+            p = np.pad(p, (0, batch - real))
+        b = {
+            "inputs": torch.from_numpy(x).to(device),
+            "labels": torch.zeros_like(torch.from_numpy(x)).to(device),
+            "puzzle_identifiers": torch.from_numpy(p).to(device),
+        }
+
+        def segments(m, b=b):
+            carry = eager.initial_carry(b)
+            for _ in range(steps):
+                carry, _, _, out, _ = m(carry=carry, batch=b, return_keys=["logits", "q_halt_logits"])
+            return out["logits"].argmax(-1), torch.sigmoid(out["q_halt_logits"].float())
+
+        with torch.inference_mode():
+            tokens, q = model.run("eval", segments)
+        preds.append(tokens[:real].cpu().numpy())
+        conf.append(q[:real].cpu().numpy())
+    return np.concatenate(preds), np.concatenate(conf)
+
+
+def evaluate_tta(
+    model, eager, data_path: str, meta, k: int, batch: int, steps: int, device, prefer_valid: bool = True, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Exact and token accuracy of the voted grids per test set, beside the same for copy 0 alone (K=1)."""
+    from dataset.loader import load_arrays
+
+    kind = puzzle_kind(meta.seq_len, meta.vocab_size, meta.num_puzzle_identifiers)
+    tf = make_transforms(kind, k, meta.vocab_size, seed)
+    results = {}
+    for set_name, a in load_arrays(data_path, "test", meta).items():
+        inputs = np.asarray(a["inputs"], dtype=np.int64)
+        labels = np.asarray(a["labels"], dtype=np.int64)
+        per_example = np.repeat(a["puzzle_identifiers"], np.diff(a["puzzle_indices"]))
+        n = len(inputs)
+        variants = tf.apply(inputs).reshape(n * k, -1)
+        preds, conf = predict(model, eager, variants, np.repeat(per_example, k), batch, steps, device)
+        back = tf.undo(preds.reshape(n, k, -1).astype(np.int64))
+        valid = sudoku_valid(inputs, back) if kind == "sudoku" and prefer_valid else None
+        chosen = vote(back, conf.reshape(n, k), valid)
+        mask = labels != (meta.ignore_label_id if meta.ignore_label_id is not None else -1)
+        row = {}
+        for name, grid in (("", back[:, 0]), ("tta_", chosen)):
+            right = (grid == labels) & mask
+            row[f"{name}exact_accuracy"] = float((right.sum(1) == mask.sum(1)).mean())
+            row[f"{name}accuracy"] = float((right.sum(1) / np.maximum(mask.sum(1), 1)).mean())
+        results[set_name] = row
+    return results
