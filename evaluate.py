@@ -33,6 +33,7 @@ from pretrain import (
     setup_runtime,
     validate_config,
 )
+from utils.checkpoint import EMA_SUFFIX
 from utils.errors import UserError, close_matches, exit_with
 from utils.runtime import init_distributed
 from utils.tta import evaluate_tta, puzzle_kind
@@ -88,6 +89,23 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     config.checkpoint_path = os.path.dirname(ckpt)
     print(f"config: {source}")
     return config, ckpt, list(save_outputs)
+
+
+def weights_file(ckpt: str, ema: Any) -> str:
+    """Which file to evaluate: `ema=auto` (default) takes the weight average `step_N.ema` when the run kept one
+    (ema=true), `ema=true` insists on it, `ema=false` takes the raw weights."""
+    choice = str(ema).lower()
+    if choice not in ("auto", "true", "false"):
+        raise UserError(f"ema must be auto, true or false, got {ema!r}")
+    averaged = ckpt + EMA_SUFFIX
+    if choice == "false" or (choice == "auto" and not os.path.isfile(averaged)):
+        return ckpt
+    if not os.path.isfile(averaged):
+        raise UserError(
+            f"{ckpt} has no weight average ({os.path.basename(averaged)} is missing: trained without ema=true); "
+            "use ema=false (or ema=auto) to evaluate its weights"
+        )
+    return averaged
 
 
 def load_checkpoint(path: str, model: torch.nn.Module, data_path: str) -> None:
@@ -152,6 +170,7 @@ def launch(cli: dict[str, Any]) -> None:
     d = init_distributed(str(cli.get("device", "auto")))
     try:
         tta, tta_prefer_valid, tta_seed = tta_options(cli)
+        ema = cli.pop("ema", "auto")
         config, ckpt, _ = load_eval_config(cli) if d.is_main else (None, "", [])
         if d.world_size > 1:
             obj = [(config, ckpt)]
@@ -181,7 +200,8 @@ def launch(cli: dict[str, Any]) -> None:
             puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers), tta, config, ckpt
         )
         model, optimizers, lrs = create_model(config, train_meta, d, rt.device, rt.forward_dtype, rt.use_compile)
-        load_checkpoint(ckpt, model.eager, config.data_path)
+        weights = weights_file(ckpt, ema)
+        load_checkpoint(weights, model.eager, config.data_path)
 
         name = os.path.basename(ckpt)
         step = (
@@ -189,7 +209,11 @@ def launch(cli: dict[str, Any]) -> None:
         )
         state = TrainState(model=model, optimizers=optimizers, optimizer_lrs=lrs, carry=None, step=step, total_steps=0)
         if d.is_main:
-            print(f"evaluating {ckpt} on {config.data_path} ({rt.device.type}, {rt.forward_dtype})", flush=True)
+            which = "the weight average, ema=false for the raw weights" if weights != ckpt else "its weights"
+            print(
+                f"evaluating {weights} ({which}) on {config.data_path} ({rt.device.type}, {rt.forward_dtype})",
+                flush=True,
+            )
         model.eager.eval()
         metrics = evaluate(config, state, eval_loader, eval_meta, d, rt.device)
         if d.is_main and metrics is not None:

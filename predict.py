@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from evaluate import load_checkpoint, load_eval_config
+from evaluate import load_checkpoint, load_eval_config, weights_file
 from pretrain import create_model, setup_runtime
 from utils.errors import UserError, exit_with
 from utils.runtime import Dist
@@ -71,7 +71,7 @@ def show(tokens: np.ndarray, kind: str) -> str:
 
 @torch.inference_mode()
 def solve(
-    inner: Any, tokens: np.ndarray, device: torch.device, max_steps: int, halt: str
+    inner: Any, tokens: np.ndarray, device: torch.device, max_steps: int, halt: str, says_halt: Any
 ) -> tuple[np.ndarray, int, float]:
     """Run ACT segments on one puzzle; returns (prediction, segments used, sigmoid(q_halt) at the end)."""
     batch = {
@@ -84,7 +84,7 @@ def solve(
         carry, logits, (q_halt, q_continue) = inner(carry, batch)
         used += 1
         q = torch.sigmoid(q_halt).item()
-        if halt == "q" and q_halt.item() > q_continue.item():
+        if halt == "q" and bool(says_halt(q_halt, q_continue)):  # the model's own rule (no_ACT_continue too)
             break
     return logits.argmax(-1)[0].cpu().numpy(), used, q
 
@@ -95,6 +95,7 @@ def main() -> None:
         puzzle = cli.pop("puzzle", None)
         max_steps = cli.pop("max_steps", None)
         halt = str(cli.pop("halt", "max"))
+        ema = cli.pop("ema", "auto")
         if puzzle is None:
             raise UserError(
                 "usage: python predict.py checkpoint=<step_N> puzzle=<puzzle text or file> [max_steps=N] [halt=q|max]"
@@ -109,6 +110,7 @@ def main() -> None:
 
         meta = load_metadata(config.data_path, "train")
         model, _, _ = create_model(config, meta, d, rt.device, rt.forward_dtype, use_compile=False)
+        ckpt = weights_file(ckpt, ema)
         load_checkpoint(ckpt, model.eager, config.data_path)
         model.eager.eval()
         inner = model.eager.model.inner  # type: ignore[union-attr]
@@ -118,7 +120,7 @@ def main() -> None:
             raise UserError("max_steps must be >= 1")
 
         tokens, kind = encode(read_text(str(puzzle)), meta.seq_len, meta.vocab_size)
-        pred, used, q = solve(inner, tokens, rt.device, max_steps, halt)
+        pred, used, q = solve(inner, tokens, rt.device, max_steps, halt, model.eager.model.says_halt)  # type: ignore[union-attr]
         print(
             f"{kind} from {ckpt}:\n{show(tokens, kind)}\n\nprediction after {used} ACT step(s) (training used {steps_cfg}):"
         )

@@ -7,6 +7,7 @@ once at start with clear errors, bucketed gradient all-reduce, metrics also in <
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -31,6 +32,7 @@ from models.layers import select_attention_backend, select_mlp_kernel
 from models.losses import IGNORE_LABEL_ID
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils import checkpoint as ckpt
+from utils.ema import EMA
 from utils.errors import UserError, close_matches, exit_with
 from utils.functions import get_model_source_path, load_model_class
 from utils.runtime import (
@@ -109,6 +111,10 @@ class PretrainConfig(pydantic.BaseModel):
     eval_batches: int | None = None  # evaluate on at most N batches of each test set
     eval_batch_size: int | None = None  # global batch for evaluation (None: global_batch_size, as the original)
     micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
+
+    # fork: TRM's exponential moving average of the weights (utils/ema.py); evaluation uses it when on
+    ema: bool = False
+    ema_rate: float = 0.999
 
 
 # Keys the trainer fills in for the model from the dataset; not settable in arch.
@@ -213,6 +219,8 @@ def validate_config(config: PretrainConfig) -> None:
     for name, allowed in (("nan_policy", ("skip", "stop")), ("save_error", ("stop", "continue"))):
         if getattr(config, name) not in allowed:
             raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
+    if not 0.0 < config.ema_rate < 1.0:
+        raise UserError(f"ema_rate must be between 0 and 1 (TRM uses 0.999), got {config.ema_rate}")
     for name in ("checkpoint_interval", "checkpoint_minutes", "eval_batches", "micro_batch_size"):
         v = getattr(config, name)
         if v is not None and v <= 0:
@@ -345,6 +353,7 @@ class TrainState:
     step: int
     total_steps: int
     pending: PendingStep | None = None  # the last launched step, its metrics not read yet
+    ema: EMA | None = None  # the weight average (ema=true)
 
 
 def create_dataloader(
@@ -558,6 +567,8 @@ def train_batch(
             group["lr"] = lr_this_step
         opt.step(skip=skip)  # type: ignore[call-arg]
         opt.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.update(skip)
 
     host = torch.empty(values.shape, dtype=values.dtype, pin_memory=device.type == "cuda")
     host.copy_(values, non_blocking=True)
@@ -744,6 +755,8 @@ def save_checkpoint(config: PretrainConfig, state: TrainState, prog: Progress, d
     if ok and d.is_main:
         try:
             ckpt.atomic_save(state.model.eager.state_dict(), w_path)
+            if state.ema is not None:
+                ckpt.atomic_save(state.ema.weights(state.model.eager), w_path + ckpt.EMA_SUFFIX)
             full = {
                 "format": "hrm-fork-state-v1",
                 "step": state.step,
@@ -891,6 +904,12 @@ def restore(
     for opt, sd in zip(state.optimizers, full["optimizers"]):
         opt.load_state_dict(sd)
     state.step = step
+    if state.ema is not None:
+        ema_path = os.path.join(folder, f"step_{step}{ckpt.EMA_SUFFIX}")
+        if os.path.isfile(ema_path):
+            state.ema.load_state_dict(ckpt.load(ema_path))
+        else:
+            log(f"step_{step} has no weight average (trained without ema=true): the average starts from its weights")
     carry, rng = full["carry"], full["rng"]
     if d.world_size != full["world_size"]:
         log(
@@ -955,6 +974,8 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
     state = TrainState(
         model=model, optimizers=optimizers, optimizer_lrs=lrs, carry=None, step=0, total_steps=total_steps
     )
+    if config.ema:
+        state.ema = EMA(model.eager, config.ema_rate)
 
     prog = Progress()
     if config.resume is not None:
@@ -1108,7 +1129,8 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 break
 
             model.eager.eval()
-            results = evaluate(config, state, eval_loader, eval_meta, d, device)
+            with state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext():
+                results = evaluate(config, state, eval_loader, eval_meta, d, device)
             prog.passes_done, prog.batches_into_pass = it + 1, 0
             if d.is_main and results is not None:
                 flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}

@@ -83,3 +83,65 @@ def test_state_round_trip_and_bad_rate() -> None:
     for rate in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="ema_rate must be in"):
             EMA(net, rate=rate)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# In the trainer (ema=true): evaluation, checkpoints, resume, evaluate.py
+
+
+def _run(data, run_dir, *extra):
+    from tests.conftest import SHORT_RUN, pretrain_args, run_py
+
+    r = run_py(pretrain_args(data, run_dir, [*SHORT_RUN, "seed=2", "arch.halt_max_steps=4"], *extra))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r
+
+
+def test_ema_run_evaluates_the_average_and_resumes_bit_exactly(tiny_sudoku, tmp_path) -> None:
+    from tests.conftest import read_metrics, run_py
+
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    _run(tiny_sudoku, ref, "ema=true", "ema_rate=0.9")
+    last = max(r["step"] for r in read_metrics(ref))
+    raw = torch.load(ref / f"step_{last}", weights_only=True)
+    avg = torch.load(ref / f"step_{last}.ema", weights_only=True)
+    assert raw.keys() == avg.keys()
+    assert not torch.equal(raw["model.inner.lm_head.weight"], avg["model.inner.lm_head.weight"])
+    assert torch.equal(raw["model.inner.puzzle_emb.weights"], avg["model.inner.puzzle_emb.weights"])  # a buffer
+
+    # a run that died after its step-10 checkpoint (later files gone) resumes to the same weights and average
+    _run(tiny_sudoku, cut, "ema=true", "ema_rate=0.9", "checkpoint_interval=5", "keep_last=0")
+    for p in cut.iterdir():
+        if p.name.startswith("step_") and int(p.name.split("_")[1].split(".")[0]) > 10:
+            p.unlink()
+    r = _run(tiny_sudoku, cut, "ema=true", "ema_rate=0.9", "checkpoint_interval=5", "keep_last=0", "resume=auto")
+    assert "from step 10" in r.stdout
+    for name in (f"step_{last}", f"step_{last}.ema"):
+        a, b = torch.load(ref / name, weights_only=True), torch.load(cut / name, weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+    # the run's evals used the average: evaluate.py picks it by default, ema=false gives the raw weights' score
+    evals = [m for m in read_metrics(ref) if "all/accuracy" in m]
+    out = run_py(["evaluate.py", f"checkpoint={ref / f'step_{last}'}"])
+    assert out.returncode == 0, out.stderr
+    assert "(the weight average, ema=false for the raw weights)" in out.stdout
+    assert float(out.stdout.split("accuracy=")[1].split(",")[0]) == pytest.approx(evals[-1]["all/accuracy"], abs=1e-5)
+    out = run_py(["evaluate.py", f"checkpoint={ref / f'step_{last}'}", "ema=false"])
+    assert out.returncode == 0 and "(its weights)" in out.stdout
+    assert float(out.stdout.split("accuracy=")[1].split(",")[0]) != pytest.approx(evals[-1]["all/accuracy"], abs=1e-5)
+
+
+def test_ema_requested_on_a_checkpoint_without_one_says_so(tiny_sudoku, tmp_path) -> None:
+    from tests.conftest import read_metrics, run_py
+
+    _run(tiny_sudoku, tmp_path / "run")
+    last = max(r["step"] for r in read_metrics(tmp_path / "run"))
+    ckpt = tmp_path / "run" / f"step_{last}"
+    assert not (tmp_path / "run" / f"step_{last}.ema").exists()
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}", "ema=true"])
+    assert r.returncode == 2 and "has no weight average" in r.stderr and "ema=false" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_py(["predict.py", f"checkpoint={ckpt}", "ema=true", "puzzle=" + "." * 81])
+    assert r.returncode == 2 and "has no weight average" in r.stderr
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}", "ema=maybe"])
+    assert r.returncode == 2 and "ema must be auto, true or false" in r.stderr

@@ -3,6 +3,7 @@
 A checkpoint at step N is two files in the run folder:
     step_N          model weights, keys as the original's (no `_orig_mod.`): evaluate.py and the original read it
     step_N.state    optimizers, step, RNG states, data position, ACT carry, config, dataset fingerprint, versions
+    step_N.ema      (ema=true) the weights with the averaged parameters: what evaluation uses; kept with step_N
 With several processes, each rank r > 0 first writes `step_N.state.rank<r>` (its carry and RNG); rank 0
 writes its files last. Every file is written to a temporary name, fsync'ed and renamed, and `step_N.state`
 is written last of all, so its presence marks a complete checkpoint: `kill -9` at any moment leaves the
@@ -27,6 +28,7 @@ import torch
 from utils.errors import UserError
 
 STATE_SUFFIX = ".state"
+EMA_SUFFIX = ".ema"  # step_N.ema: the weights with the EMA parameters (ema=true), kept as long as step_N
 _STEP_RE = re.compile(r"^step_(\d+)\.state$")
 
 
@@ -194,7 +196,7 @@ def prune(run_dir: str, keep_last: int, protect_full: set[int], keep_weights: se
         if step in protect_full:
             continue
         w, s = paths(run_dir, step)
-        doomed = [s, *glob.glob(s + ".rank*")] + ([] if step in keep_weights else [w])
+        doomed = [s, *glob.glob(s + ".rank*")] + ([] if step in keep_weights else [w, w + EMA_SUFFIX])
         for p in doomed:  # the marker goes first: a half-deleted checkpoint is never "complete"
             try:
                 os.remove(p)
