@@ -115,6 +115,7 @@ class PretrainConfig(pydantic.BaseModel):
     # fork: TRM's exponential moving average of the weights (utils/ema.py); evaluation uses it when on
     ema: bool = False
     ema_rate: float = 0.999
+    ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
 
 
 # Keys the trainer fills in for the model from the dataset; not settable in arch.
@@ -1131,13 +1132,21 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             model.eager.eval()
             with state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext():
                 results = evaluate(config, state, eval_loader, eval_meta, d, device)
+            raw = None
+            if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
+                quiet = config.model_copy(update={"eval_save_outputs": []})
+                raw = evaluate(quiet, state, eval_loader, eval_meta, d, device)
             prog.passes_done, prog.batches_into_pass = it + 1, 0
             if d.is_main and results is not None:
                 flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
+                flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
                 tracker.log(flat, step=state.step)
                 print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
-                for line in eval_headline(results, state.model.eager.model.config.halt_max_steps):  # type: ignore[union-attr]
-                    print(f"  {line}", flush=True)
+                steps = state.model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
+                for line in eval_headline(results, steps):
+                    print(f"  {'EMA ' if state.ema is not None else ''}{line}", flush=True)
+                for line in eval_headline(raw or {}, steps):
+                    print(f"  raw {line}", flush=True)
                 exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
                 if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
                     prog.best_step, prog.best_value = state.step, sum(exact) / len(exact)
