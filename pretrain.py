@@ -35,6 +35,7 @@ from utils import checkpoint as ckpt
 from utils.ema import EMA
 from utils.errors import UserError, close_matches, exit_with
 from utils.functions import get_model_source_path, load_model_class
+from utils.records import TimeToAccuracy
 from utils.runtime import (
     CompileGuard,
     Dist,
@@ -732,6 +733,7 @@ class Progress:
     best_value: float | None = None  # ...and its value
     nan_streak: int = 0
     early_stop_streak: int = 0
+    timing: dict = field(default_factory=dict)  # time to accuracy so far (utils/records.py)
 
 
 def save_checkpoint(config: PretrainConfig, state: TrainState, prog: Progress, d: Dist, why: str) -> str | None:
@@ -1051,6 +1053,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
 
     shown_acc = 0.0
     estimate = Estimate(state.step, total_steps, total_iters, log)
+    timing = TimeToAccuracy.resumed(prog.timing)
     last_save = time.monotonic()
     stop_reason = ""
 
@@ -1140,6 +1143,9 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             if d.is_main and results is not None:
                 flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
                 flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
+                flat["elapsed_s"] = (
+                    timing.elapsed()
+                )  # since the command's start, earlier jobs of a resumed run included
                 tracker.log(flat, step=state.step)
                 print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
                 steps = state.model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
@@ -1150,6 +1156,10 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
                 if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
                     prog.best_step, prog.best_value = state.step, sum(exact) / len(exact)
+                if exact:
+                    for line in timing.update(sum(exact) / len(exact), state.step):
+                        print(f"  {line}", flush=True)
+                    prog.timing = timing.state_dict()
             if d.world_size > 1:  # every rank needs rank 0's best_step for pruning decisions to agree
                 obj = [(prog.best_step, prog.best_value)]
                 dist.broadcast_object_list(obj, src=0)
@@ -1167,6 +1177,8 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
     if progress is not None:
         progress.close()
     tracker.finish()
+    if timing.best is not None:
+        log(timing.summary())
     if stop_reason:
         log(f"stopped at step {state.step}: {stop_reason}")
         done = ckpt.list_complete(config.checkpoint_path or "")
