@@ -31,6 +31,7 @@ from pretrain import (
 )
 from utils.errors import UserError, close_matches, exit_with
 from utils.runtime import init_distributed
+from utils.trm_config import from_trm_config
 
 DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -58,7 +59,7 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     cfg_file = os.path.join(os.path.dirname(ckpt), "all_config.yaml")
     if os.path.isfile(cfg_file):
         with open(cfg_file) as f:
-            base = yaml.safe_load(f)
+            base = from_trm_config(yaml.safe_load(f), cli)  # TRM's file: data_paths list, its extra keys
         source = cfg_file
     else:
         if "data_path" not in cli:
