@@ -211,7 +211,8 @@ def test_arch_keys_are_checked_against_the_chosen_arch() -> None:
 
 
 def test_hrm_only_key_with_trm_names_key_and_arch(tiny_sudoku: Path, tmp_path: Path) -> None:
-    r = run_py(["pretrain.py", f"data_path={tiny_sudoku}", f"checkpoint_path={tmp_path}", *TINY_TRM, "arch.H_layers=2"])
+    args = [f"data_path={tiny_sudoku}", f"checkpoint_path={tmp_path}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    r = run_py(["pretrain.py", *args, *TINY_TRM, "arch.H_layers=2"])
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "H_layers=2 is an HRM setting" in r.stderr
 
@@ -271,7 +272,8 @@ SHORT += ["checkpoint_minutes=null", "arch.halt_exploration_prob=0", "compile=fa
 
 
 def train(data: Path, run_dir: Path, *extra: str) -> None:
-    r = run_py(["pretrain.py", f"data_path={data}", f"checkpoint_path={run_dir}", *SHORT, *extra])
+    hydra_dir = f"hydra.run.dir={run_dir.parent / 'hydra'}"  # Hydra's outputs/ folder, kept out of the checkout
+    r = run_py(["pretrain.py", f"data_path={data}", f"checkpoint_path={run_dir}", hydra_dir, *SHORT, *extra])
     assert r.returncode == 0, r.stderr[-3000:]
 
 
