@@ -36,6 +36,7 @@ from pretrain import (
 from utils.checkpoint import EMA_SUFFIX
 from utils.errors import UserError, close_matches, exit_with
 from utils.runtime import init_distributed
+from utils.trm_config import from_trm_config
 from utils.tta import evaluate_tta, puzzle_kind
 
 DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
@@ -64,7 +65,7 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     cfg_file = os.path.join(os.path.dirname(ckpt), "all_config.yaml")
     if os.path.isfile(cfg_file):
         with open(cfg_file) as f:
-            base = yaml.safe_load(f)
+            base = from_trm_config(yaml.safe_load(f), cli)  # TRM's file: data_paths list, its extra keys
         source = cfg_file
     else:
         if "data_path" not in cli:

@@ -146,17 +146,44 @@ def same_arch(saved: dict, current: dict, arch_name: str) -> bool:
     return saved == current
 
 
+ARCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "arch")
+
+
+def _arch_yaml(choice: str) -> dict:
+    """config/arch/<choice>.yaml ({} if there is none: Hydra then names the missing choice)."""
+    path = os.path.join(ARCH_DIR, f"{choice}.yaml")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def unknown_arch_key(key: str, arch_name: str, choice: str | None = None) -> UserError:
+    """`arch.<key>` is not a setting of this arch: name the arch config that has it (HRM vs TRM), else close matches."""
+    for f in sorted(n for n in os.listdir(ARCH_DIR) if n.endswith(".yaml")):
+        other = _arch_yaml(f.removesuffix(".yaml")).get("name")
+        if other and other != arch_name and key in arch_model_keys(other):
+            return UserError(
+                f"arch.{key} is not a setting of arch={choice or arch_name}, it belongs to arch={f.removesuffix('.yaml')} "
+                f"({other}); drop it or choose that arch"
+            )
+    hint = close_matches(key, arch_model_keys(arch_name))
+    return UserError(
+        f"unknown config key 'arch.{key}'" + hint.replace("mean: ", "mean: arch.").replace(", ", ", arch.")
+    )
+
+
 def check_cli_overrides(argv: list[str]) -> list[str]:
     """Catch typos in `key=value` overrides before Hydra does, naming close matches (the original failed with
     Hydra's struct error or, for `+key=...`, silently ignored the key). Returns argv with a redundant `+`
     dropped, so `+checkpoint_path=...` (needed by the original, whose YAML lacked the key) still works."""
     top = set(PretrainConfig.model_fields)
-    arch = arch_model_keys("hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1") | {
-        "name",
-        "loss",
-        "loss.name",
-        "loss.loss_type",
-    }
+    # The arch config group picked with `arch=<choice>` (default hrm_v1) and its model class
+    choice = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("arch=")), "hrm_v1")
+    arch_yaml = _arch_yaml(choice)
+    name = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("arch.name=")), arch_yaml.get("name"))
+    name = name or "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
+    arch = arch_model_keys(name) | {"name", "loss", "loss.name", "loss.loss_type"}
     out = []
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
@@ -170,24 +197,18 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
         if bare.startswith("arch."):
             sub = bare[len("arch.") :]
             if sub not in arch:
-                hint = close_matches(sub, arch)
-                raise UserError(
-                    f"unknown config key {bare!r}"
-                    + (hint.replace("mean: ", "mean: arch.").replace(", ", ", arch.") if hint else "")
-                )
+                raise unknown_arch_key(sub, name, choice)
         elif bare not in top:
             raise UserError(f"unknown config key {bare!r}{close_matches(bare, top)}")
-        if key.startswith("+") and not key.startswith("++") and bare in _yaml_keys():
+        if key.startswith("+") and not key.startswith("++") and bare in _yaml_keys(arch_yaml):
             arg = arg[1:]
         out.append(arg)
     return out
 
 
-def _yaml_keys() -> set[str]:
-    """Keys present in config/cfg_pretrain.yaml and config/arch/hrm_v1.yaml (a `+` before them makes Hydra fail)."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "arch", "hrm_v1.yaml")) as f:
-        arch = yaml.safe_load(f) or {}
-    return (set(PretrainConfig.model_fields) - {"arch"}) | {f"arch.{k}" for k in arch}
+def _yaml_keys(arch_yaml: dict) -> set[str]:
+    """Keys present in config/cfg_pretrain.yaml and the chosen arch yaml (a `+` before them makes Hydra fail)."""
+    return (set(PretrainConfig.model_fields) - {"arch"}) | {f"arch.{k}" for k in arch_yaml}
 
 
 def eval_batch(config: PretrainConfig) -> int:
@@ -201,7 +222,7 @@ def validate_config(config: PretrainConfig) -> None:
     allowed = arch_model_keys(config.arch.name)
     for k in extras:
         if k not in allowed:
-            raise UserError(f"unknown config key 'arch.{k}'{close_matches(k, allowed)}")
+            raise unknown_arch_key(k, config.arch.name)
     for name in ("global_batch_size", "epochs", "eval_batch_size"):
         if getattr(config, name) is not None and getattr(config, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(config, name)}")
@@ -752,7 +773,7 @@ def save_checkpoint(config: PretrainConfig, state: TrainState, prog: Progress, d
     except OSError as e:
         ok, error = False, f"rank {d.rank}: {e}"
     if d.world_size > 1:
-        flag = torch.tensor([0.0 if ok else 1.0], device=state.model.eager.model.inner.H_init.device)  # type: ignore[union-attr]
+        flag = torch.tensor([0.0 if ok else 1.0], device=next(state.model.eager.parameters()).device)
         dist.all_reduce(flag)
         ok = flag.item() == 0
     if ok and d.is_main:
@@ -778,7 +799,7 @@ def save_checkpoint(config: PretrainConfig, state: TrainState, prog: Progress, d
         except OSError as e:
             ok, error = False, str(e)
     if d.world_size > 1:
-        flag = torch.tensor([0.0 if ok else 1.0], device=state.model.eager.model.inner.H_init.device)  # type: ignore[union-attr]
+        flag = torch.tensor([0.0 if ok else 1.0], device=next(state.model.eager.parameters()).device)
         dist.all_reduce(flag)
         ok = flag.item() == 0
     if not ok:

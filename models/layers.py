@@ -249,7 +249,9 @@ class SwiGLU(nn.Module):
         self.down_proj = CastedLinear(inter, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _swiglu_gate_up is not None and not torch.is_grad_enabled():  # same math, one kernel (see above)
+        # Same math, one kernel (see above); the kernel needs K % 16 == 0, which TRM's mlp_t over the
+        # positions (e.g. 81 + 16 = 97) is not: that SwiGLU stays plain.
+        if _swiglu_gate_up is not None and not torch.is_grad_enabled() and x.shape[-1] % 16 == 0:
             return self.down_proj(_swiglu_gate_up(x, self.gate_up_proj.weight.to(x.dtype)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)

@@ -35,6 +35,10 @@ SHORT_RUN = [
 ]
 
 
+# Metrics keys that hold wall-clock times: they differ between otherwise identical runs.
+WALL_CLOCK_KEYS = ("time", "elapsed_s")
+
+
 def pretrain_args(data: Path, run_dir: Path, base: list[str], *extra: str) -> list[str]:
     return ["pretrain.py", f"data_path={data}", f"checkpoint_path={run_dir}", *base, *extra]
 

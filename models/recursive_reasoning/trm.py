@@ -1,0 +1,352 @@
+"""Tiny Recursive Model with ACT (Jolicoeur-Martineau 2025, arXiv 2510.04871), as TRM's code computes it
+(SamsungSAILMontreal/TinyRecursiveModels @e7b6871; tested against fixtures it produced, tests/test_trm.py).
+
+One small network f (L_layers post-norm blocks) does every update. In the paper's symbols x is the embedded
+input, y = z_H the current answer and z = z_L the latent reasoning state. One ACT segment (a "supervision
+step") runs T = H_cycles recursions, each
+
+    z <- f(z + y + x)     n = L_cycles times     (latent recursion)
+    y <- f(y + z)         once                   (answer update)
+
+The first T-1 recursions run under no_grad; the last one is backpropagated through all of its n + 1 calls
+of f (HRM keeps only the final f_L and f_H call). The LM head reads y, the Q head y's first position.
+Segments repeat with detached state (deep supervision) up to N_sup = halt_max_steps; in training a row halts
+when Q_halt > 0 (no_ACT_continue, TRM's default) or Q_halt > Q_continue (HRM's rule).
+
+Differences from HRM besides the single network: `puzzle_emb_len` fixes how many positions the puzzle
+embedding takes (default 16, zero-padded); `pos_encodings` may be `none`; `mlp_t` replaces attention by a
+SwiGLU across the sequence positions (token mixing, MLP-Mixer style).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from models.common import trunc_normal_init_
+from models.layers import Attention, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, SwiGLU, rms_norm
+from models.sparse_embedding import CastedSparseEmbedding
+
+POS_ENCODINGS = ("rope", "learned", "none")
+
+
+@dataclass
+class TinyRecursiveReasoningModel_ACTV1InnerCarry:
+    z_H: torch.Tensor  # y: the current answer
+    z_L: torch.Tensor  # z: the latent state
+
+
+@dataclass
+class TinyRecursiveReasoningModel_ACTV1Carry:
+    inner_carry: Any  # the inner carry dataclass of the model (this one's, or a variant's)
+    steps: torch.Tensor  # segments run so far, per row
+    halted: torch.Tensor  # row finished: the next call replaces it with the next batch's row
+    current_data: dict[str, torch.Tensor]  # the batch row each carry row is working on
+
+
+class TinyRecursiveReasoningModel_ACTV1Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int
+    seq_len: int
+    puzzle_emb_ndim: int = 0
+    num_puzzle_identifiers: int
+    vocab_size: int
+
+    H_cycles: int  # T: recursions per segment (T-1 without gradient)
+    L_cycles: int  # n: latent updates per recursion
+
+    H_layers: int = 0  # HRM's key, kept (as TRM does) so TRM's configs load; must be 0: there is no H network
+    L_layers: int  # blocks of the one network f
+
+    hidden_size: int
+    expansion: float
+    num_heads: int
+    pos_encodings: str  # rope | learned | none
+
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+    halt_max_steps: int
+    halt_exploration_prob: float
+
+    forward_dtype: str = "bfloat16"
+    causal: bool = False  # filled in by the trainer; TRM's attention is never causal
+
+    mlp_t: bool = False  # token-mixing SwiGLU across positions instead of self-attention
+    puzzle_emb_len: int = 16  # positions of the puzzle embedding; 0: ceil(puzzle_emb_ndim / hidden_size)
+    no_ACT_continue: bool = True  # halt on Q_halt > 0 and learn no Q_continue (TRM's default)
+
+
+def check_config(config: TinyRecursiveReasoningModel_ACTV1Config) -> None:
+    """Settings TRM's code accepts but then fails on (or silently ignores), as one-line errors."""
+    if config.H_layers != 0:
+        raise ValueError(
+            f"H_layers={config.H_layers} is an HRM setting: TRM has one network of L_layers blocks; "
+            "drop arch.H_layers (or set it to 0)"
+        )
+    if config.pos_encodings not in POS_ENCODINGS:
+        raise ValueError(f"pos_encodings must be one of {', '.join(POS_ENCODINGS)}, got {config.pos_encodings!r}")
+    if config.puzzle_emb_ndim == 0 and config.puzzle_emb_len != 0:
+        raise ValueError(
+            f"puzzle_emb_len={config.puzzle_emb_len} needs a puzzle embedding (puzzle_emb_ndim is 0); set puzzle_emb_len=0"
+        )
+    if puzzle_emb_positions(config) * config.hidden_size < config.puzzle_emb_ndim:
+        raise ValueError(
+            f"puzzle_emb_len={config.puzzle_emb_len} positions of {config.hidden_size} cannot hold puzzle_emb_ndim="
+            f"{config.puzzle_emb_ndim}; raise puzzle_emb_len or set it to 0 (automatic)"
+        )
+    if config.H_cycles < 1 or config.L_cycles < 1:
+        raise ValueError(f"H_cycles and L_cycles must be >= 1, got {config.H_cycles} and {config.L_cycles}")
+
+
+def puzzle_emb_positions(config: TinyRecursiveReasoningModel_ACTV1Config) -> int:
+    return config.puzzle_emb_len or -(config.puzzle_emb_ndim // -config.hidden_size)
+
+
+class TinyRecursiveReasoningModel_ACTV1Block(nn.Module):
+    """Post-norm block: x = rms(x + mix(x)); x = rms(x + swiglu(x)), mix = self-attention or mlp_t."""
+
+    def __init__(self, config: TinyRecursiveReasoningModel_ACTV1Config) -> None:
+        super().__init__()
+        self.mlp_t_mixing = config.mlp_t
+        if config.mlp_t:
+            # A SwiGLU whose "hidden size" is the sequence length: it mixes positions, per channel.
+            self.mlp_t = SwiGLU(config.seq_len + puzzle_emb_positions(config), config.expansion)
+        else:
+            head_dim = config.hidden_size // config.num_heads
+            self.self_attn = Attention(config.hidden_size, head_dim, config.num_heads, config.num_heads, causal=False)
+        self.mlp = SwiGLU(config.hidden_size, config.expansion)
+        self.norm_eps = config.rms_norm_eps
+
+    def forward(self, cos_sin: CosSin | None, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.mlp_t_mixing:
+            # (B, L, D) -> (B, D, L). TRM also takes this RMSNorm in the transposed layout, i.e. over the
+            # positions of each channel, not over the channels of each position.
+            h = hidden_states.transpose(1, 2)
+            hidden_states = rms_norm(h + self.mlp_t(h), self.norm_eps).transpose(1, 2)
+        else:
+            hidden_states = rms_norm(
+                hidden_states + self.self_attn(cos_sin=cos_sin, hidden_states=hidden_states), self.norm_eps
+            )
+        return rms_norm(hidden_states + self.mlp(hidden_states), self.norm_eps)
+
+
+class TinyRecursiveReasoningModel_ACTV1ReasoningModule(nn.Module):
+    """f: add the inputs, then run the blocks."""
+
+    def __init__(self, layers: list[TinyRecursiveReasoningModel_ACTV1Block]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(
+        self, hidden_states: torch.Tensor, input_injection: torch.Tensor | None, cos_sin: CosSin | None
+    ) -> torch.Tensor:
+        if input_injection is not None:
+            hidden_states = hidden_states + input_injection
+        for layer in self.layers:
+            hidden_states = layer(cos_sin=cos_sin, hidden_states=hidden_states)
+        return hidden_states
+
+
+class TinyRecursiveReasoningModel_ACTV1_Inner(nn.Module):
+    config_class = TinyRecursiveReasoningModel_ACTV1Config
+    carry_class: type = TinyRecursiveReasoningModel_ACTV1InnerCarry
+
+    def __init__(self, config: TinyRecursiveReasoningModel_ACTV1Config) -> None:
+        super().__init__()
+        check_config(config)
+        self.config = config
+        self.forward_dtype = getattr(torch, config.forward_dtype)
+
+        # Modules in TRM's order, so one seed gives TRM's initial weights.
+        self.embed_scale = math.sqrt(config.hidden_size)
+        embed_init_std = 1.0 / self.embed_scale
+        self.embed_tokens = CastedEmbedding(
+            config.vocab_size, config.hidden_size, init_std=embed_init_std, cast_to=self.forward_dtype
+        )
+        self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
+        self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
+
+        self.puzzle_emb_len = puzzle_emb_positions(config)
+        if config.puzzle_emb_ndim > 0:
+            self.puzzle_emb = CastedSparseEmbedding(
+                config.num_puzzle_identifiers,
+                config.puzzle_emb_ndim,
+                batch_size=config.batch_size,
+                init_std=0,
+                cast_to=self.forward_dtype,
+            )
+
+        total_len = config.seq_len + self.puzzle_emb_len
+        if config.pos_encodings == "rope":
+            self.rotary_emb = RotaryEmbedding(config.hidden_size // config.num_heads, total_len, base=config.rope_theta)
+        elif config.pos_encodings == "learned":
+            self.embed_pos = CastedEmbedding(
+                total_len, config.hidden_size, init_std=embed_init_std, cast_to=self.forward_dtype
+            )
+
+        self.L_level = TinyRecursiveReasoningModel_ACTV1ReasoningModule(
+            [TinyRecursiveReasoningModel_ACTV1Block(config) for _ in range(config.L_layers)]
+        )
+        self._init_states()
+
+        # Q head starts at "continue" with near-zero gradient noise: weight 0, bias -5.
+        with torch.no_grad():
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5)  # type: ignore[union-attr]
+
+    def _init_state(self) -> nn.Buffer:
+        """A fixed random initial state (std 1), shared by every row."""
+        return nn.Buffer(
+            trunc_normal_init_(torch.empty(self.config.hidden_size, dtype=self.forward_dtype), std=1), persistent=True
+        )
+
+    def _init_states(self) -> None:
+        self.H_init = self._init_state()  # y^0
+        self.L_init = self._init_state()  # z^0
+
+    def _initial_state_of(self, field: str) -> torch.Tensor:
+        return getattr(self, field.removeprefix("z_") + "_init")
+
+    def _input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+        embedding = self.embed_tokens(inputs.to(torch.int32))
+
+        if self.config.puzzle_emb_ndim > 0:
+            puzzle_embedding = self.puzzle_emb(puzzle_identifiers)
+            pad_count = self.puzzle_emb_len * self.config.hidden_size - puzzle_embedding.shape[-1]
+            if pad_count > 0:
+                puzzle_embedding = F.pad(puzzle_embedding, (0, pad_count))
+            embedding = torch.cat(
+                (puzzle_embedding.view(-1, self.puzzle_emb_len, self.config.hidden_size), embedding), dim=-2
+            )
+
+        if self.config.pos_encodings == "learned":
+            # (e + p) / sqrt(2) keeps the variance of one embedding
+            embedding = 0.707106781 * (embedding + self.embed_pos.embedding_weight.to(self.forward_dtype))
+
+        return self.embed_scale * embedding
+
+    def empty_carry(self, batch_size: int, device: torch.device | None = None) -> Any:
+        shape = (batch_size, self.config.seq_len + self.puzzle_emb_len, self.config.hidden_size)
+        return self.carry_class(
+            **{
+                f.name: torch.empty(shape, dtype=self.forward_dtype, device=device)
+                for f in dataclasses.fields(self.carry_class)
+            }
+        )
+
+    def reset_carry(self, reset_flag: torch.Tensor, carry: Any) -> Any:
+        flag = reset_flag.view(-1, 1, 1)
+        return self.carry_class(
+            **{
+                f.name: torch.where(flag, self._initial_state_of(f.name), getattr(carry, f.name))
+                for f in dataclasses.fields(self.carry_class)
+            }
+        )
+
+    def recursion(self, carry: Any, x: torch.Tensor, cos_sin: CosSin | None) -> Any:
+        """One full recursion: n latent updates z <- f(z + y + x), then the answer update y <- f(y + z)."""
+        z_H, z_L = carry.z_H, carry.z_L
+        for _ in range(self.config.L_cycles):
+            z_L = self.L_level(z_L, z_H + x, cos_sin)
+        z_H = self.L_level(z_H, z_L, cos_sin)
+        return TinyRecursiveReasoningModel_ACTV1InnerCarry(z_H=z_H, z_L=z_L)
+
+    def answer(self, carry: Any) -> torch.Tensor:
+        return carry.z_H
+
+    def forward(
+        self, carry: Any, batch: dict[str, torch.Tensor]
+    ) -> tuple[Any, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        cos_sin = self.rotary_emb() if hasattr(self, "rotary_emb") else None
+        x = self._input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+
+        with torch.no_grad():
+            for _ in range(self.config.H_cycles - 1):
+                carry = self.recursion(carry, x, cos_sin)
+        # The last recursion carries gradient through all of its n + 1 calls of f.
+        carry = self.recursion(carry, x, cos_sin)
+
+        y = self.answer(carry)
+        new_carry = type(carry)(**{f.name: getattr(carry, f.name).detach() for f in dataclasses.fields(carry)})
+        logits = self.lm_head(y)[:, self.puzzle_emb_len :]
+        q_logits = self.q_head(y[:, 0]).to(torch.float32)  # first puzzle-embedding position
+        return new_carry, logits, (q_logits[..., 0], q_logits[..., 1])
+
+
+class TinyRecursiveReasoningModel_ACTV1(nn.Module):
+    """ACT wrapper: keeps a carry of per-row state, swaps in new rows when old ones halt, learns when to halt."""
+
+    inner_class: type = TinyRecursiveReasoningModel_ACTV1_Inner
+
+    def __init__(self, config_dict: dict):
+        super().__init__()
+        self.config = self.inner_class.config_class(**config_dict)
+        self.inner = self.inner_class(self.config)
+
+    @property
+    def puzzle_emb(self) -> CastedSparseEmbedding:
+        return self.inner.puzzle_emb
+
+    def says_halt(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
+        """The Q-head's halting decision per row (training halts on it; evaluation reports accuracy there)."""
+        if self.config.no_ACT_continue:
+            return q_halt_logits > 0
+        return q_halt_logits > q_continue_logits
+
+    def initial_carry(self, batch: dict[str, torch.Tensor]) -> TinyRecursiveReasoningModel_ACTV1Carry:
+        batch_size = batch["inputs"].shape[0]
+        device = batch["inputs"].device
+        # Every row starts halted, so the first call resets its state and takes the batch's row.
+        return TinyRecursiveReasoningModel_ACTV1Carry(
+            inner_carry=self.inner.empty_carry(batch_size, device=device),
+            steps=torch.zeros(batch_size, dtype=torch.int32, device=device),
+            halted=torch.ones(batch_size, dtype=torch.bool, device=device),
+            current_data={k: torch.empty_like(v) for k, v in batch.items()},
+        )
+
+    def forward(
+        self, carry: TinyRecursiveReasoningModel_ACTV1Carry, batch: dict[str, torch.Tensor]
+    ) -> tuple[TinyRecursiveReasoningModel_ACTV1Carry, dict[str, torch.Tensor]]:
+        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
+        steps = torch.where(carry.halted, 0, carry.steps)
+        current_data = {
+            k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
+            for k, v in carry.current_data.items()
+        }
+
+        inner_carry, logits, (q_halt_logits, q_continue_logits) = self.inner(inner_carry, current_data)
+        outputs = {"logits": logits, "q_halt_logits": q_halt_logits, "q_continue_logits": q_continue_logits}
+
+        with torch.no_grad():
+            steps = steps + 1
+            is_last_step = steps >= self.config.halt_max_steps
+            halted = is_last_step
+
+            # Adaptive halting in training only; evaluation always runs N_sup segments so a batch halts together.
+            if self.training and self.config.halt_max_steps > 1:
+                halted = halted | self.says_halt(q_halt_logits, q_continue_logits)
+
+                # Exploration: with prob. epsilon a row must run at least U{2..N_sup} segments.
+                explore = torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob
+                min_halt_steps = explore * torch.randint_like(steps, low=2, high=self.config.halt_max_steps + 1)
+                halted = halted & (steps >= min_halt_steps)
+
+                # HRM's Q-learning target for "continue" (one extra no-grad forward). TRM's code @e7b6871 fails
+                # here (it unpacks 5 values from the inner model's 3), so with no_ACT_continue=false this
+                # follows HRM, which TRM's code was forked from.
+                if not self.config.no_ACT_continue:
+                    next_q_halt, next_q_continue = self.inner(inner_carry, current_data)[-1]
+                    outputs["target_q_continue"] = torch.sigmoid(
+                        torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue))
+                    )
+
+        return TinyRecursiveReasoningModel_ACTV1Carry(inner_carry, steps, halted, current_data), outputs
