@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -32,6 +31,7 @@ from models.layers import select_attention_backend, select_mlp_kernel
 from models.losses import IGNORE_LABEL_ID
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils import checkpoint as ckpt
+from utils import shell
 from utils.ema import EMA
 from utils.errors import UserError, close_matches, exit_with
 from utils.functions import get_model_source_path, load_model_class
@@ -46,7 +46,7 @@ from utils.runtime import (
     resolve_forward_dtype,
 )
 from utils.signals import StopSignals, ignore_stop_signals
-from utils.tracking import Estimate, Tracker, progress_bar
+from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
 
 # ----------------------------------------------------------------------------------------------------------
 # Config
@@ -259,18 +259,23 @@ def load_synced_config(hydra_config: Any, d: Dist) -> PretrainConfig:
         try:
             config = PretrainConfig(**OmegaConf.to_container(hydra_config, resolve=True))  # type: ignore[arg-type]
             validate_config(config)
+            named = {"project_name": config.project_name is not None, "run_name": config.run_name is not None}
             if config.project_name is None:
-                config.project_name = f"{os.path.basename(os.path.normpath(config.data_path)).capitalize()} ACT-torch"
+                config.project_name = default_project_name(config.data_path)
             if config.checkpoint_path is None and config.resume == "auto" and config.run_name is None:
-                config.checkpoint_path = latest_run_dir(os.path.join("checkpoints", config.project_name))
+                projects = [config.project_name] + (
+                    [] if named["project_name"] else [legacy_project_name(config.data_path)]
+                )
+                config.checkpoint_path = latest_run_dir([os.path.join("checkpoints", p) for p in projects])
                 if config.checkpoint_path:
                     config.run_name = os.path.basename(config.checkpoint_path)
             if config.run_name is None:
-                config.run_name = f"{config.arch.name.split('@')[-1]} {_slug()}"
+                config.run_name = f"{config.arch.name.split('@')[-1]}-{_slug()}"
             if config.checkpoint_path is None:
                 config.checkpoint_path = os.path.join("checkpoints", config.project_name, config.run_name)
             check_writable(str(config.checkpoint_path))
             resolve_resume(config)
+            keep_saved_names(config, named)
             objects = [config]
         except (pydantic.ValidationError, UserError) as e:
             objects = [_config_error(e)]
@@ -281,19 +286,44 @@ def load_synced_config(hydra_config: Any, d: Dist) -> PretrainConfig:
     return objects[0]
 
 
-def latest_run_dir(project_dir: str) -> str | None:
+def default_project_name(data_path: str) -> str:
+    """`Sudoku-demo-ACT-torch`: the original's name (`Sudoku-demo ACT-torch`) without spaces, so the run
+    folders under checkpoints/ paste into a shell and a `key=value` argument unquoted."""
+    return "-".join(legacy_project_name(data_path).split())
+
+
+def legacy_project_name(data_path: str) -> str:
+    """The original's default project name, kept so resume=auto still finds runs made before the change."""
+    return f"{os.path.basename(os.path.normpath(data_path)).capitalize()} ACT-torch"
+
+
+def latest_run_dir(project_dirs: list[str]) -> str | None:
     """resume=auto without checkpoint_path: the run folder of this project with the newest checkpoint."""
-    if not os.path.isdir(project_dir):
-        return None
     best: tuple[float, str] | None = None
-    for name in os.listdir(project_dir):
-        run_dir = os.path.join(project_dir, name)
-        steps = ckpt.list_complete(run_dir)
-        if steps:
-            mtime = os.path.getmtime(ckpt.paths(run_dir, steps[0])[1])
-            if best is None or mtime > best[0]:
-                best = (mtime, run_dir)
+    for project_dir in project_dirs:
+        if not os.path.isdir(project_dir):
+            continue
+        for name in os.listdir(project_dir):
+            run_dir = os.path.join(project_dir, name)
+            steps = ckpt.list_complete(run_dir)
+            if steps:
+                mtime = os.path.getmtime(ckpt.paths(run_dir, steps[0])[1])
+                if best is None or mtime > best[0]:
+                    best = (mtime, run_dir)
     return best[1] if best else None
+
+
+def keep_saved_names(config: PretrainConfig, named: dict[str, bool]) -> None:
+    """A resume in the checkpoint's own folder keeps that run's project and run name (the original had no
+    resume; a fresh random name here renamed the run in all_config.yaml and W&B). Names given on the
+    command line win."""
+    found = _RESUMED.get("found")
+    if found is None or not os.path.samefile(found[3], str(config.checkpoint_path)):
+        return
+    saved = found[2]["config"]
+    for key in ("project_name", "run_name"):
+        if not named[key] and saved.get(key):
+            setattr(config, key, saved[key])
 
 
 def check_writable(run_dir: str) -> None:
@@ -906,10 +936,50 @@ def oom_message(e: BaseException, config: PretrainConfig, d: Dist, device: torch
 
 
 def resume_command(config: PretrainConfig) -> str:
+    """The command that continues this run, pasted into a shell as printed: the arguments as the shell
+    handed them to us (already in Hydra's syntax), quoted for the shell, plus the run folder for Hydra."""
     args = [a for a in sys.argv[1:] if not a.lstrip("+").startswith(("resume=", "checkpoint_path="))]
-    args += [f"checkpoint_path={shlex.quote(str(config.checkpoint_path))}", "resume=auto"]
-    launcher = "torchrun --nproc-per-node N " if "LOCAL_RANK" in os.environ else "python "
-    return launcher + "pretrain.py " + " ".join(args)
+    args += [shell.override("checkpoint_path", str(config.checkpoint_path)), "resume=auto"]
+    launcher = ["python"]
+    if "LOCAL_RANK" in os.environ:
+        launcher = ["torchrun", "--nproc-per-node", os.environ.get("LOCAL_WORLD_SIZE", "1")]
+    return shell.join([*launcher, sys.argv[0], *args])
+
+
+def evaluate_command(run_dir: str, step: int) -> str:
+    script = os.path.join(os.path.dirname(sys.argv[0]), "evaluate.py")  # beside pretrain.py as it was invoked
+    return shell.command(script, checkpoint=os.path.join(run_dir, f"step_{step}"))
+
+
+def finished_message(config: PretrainConfig, prog: Progress, step: int, already: bool) -> str:
+    """The end of a run, or a resume of one that has ended: where its checkpoints are, how to evaluate them."""
+    run_dir = str(config.checkpoint_path)
+    head = f"run {config.run_name} " + ("is already finished" if already else "finished")
+    lines = [
+        f"{head} (step {step:,}, {prog.passes_done} evaluation(s)); last checkpoint: {shell.quote(os.path.join(run_dir, f'step_{step}'))}"
+    ]
+    lines.append(f"evaluate it:\n  {evaluate_command(run_dir, step)}")
+    best = prog.best_step
+    if best is not None and best != step and prog.best_value and os.path.isfile(os.path.join(run_dir, f"step_{best}")):
+        lines.append(
+            f"best eval (exact accuracy {prog.best_value:.4f}) was step_{best}:\n  {evaluate_command(run_dir, best)}"
+        )
+    if already:
+        lines.append("nothing left to train: a longer schedule (epochs=...) is a new run, with another checkpoint_path")
+    return "\n".join(lines)
+
+
+def plan_line(
+    config: PretrainConfig, planned: int, total_steps: int, exact: bool, steps_per_pass: int, passes: int
+) -> str:
+    """The start-up report's `steps` row: the steps the loop will train (the last checkpoint is step_<that>)."""
+    text = f"{'' if exact else '~'}{planned:,} (batch {config.global_batch_size}"
+    if config.micro_batch_size:
+        text += f", micro-batches of {config.micro_batch_size}"
+    text += f"; {passes} pass(es) of {steps_per_pass:,} whole batches)"
+    if planned != total_steps:
+        text += f"; the lr schedule spans {total_steps:,} (the original's epochs x examples / batch)"
+    return text
 
 
 def restore(
@@ -986,6 +1056,12 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             f"global_batch_size={config.global_batch_size} is larger than one pass of training data "
             f"({train_meta.total_groups} groups x {epochs_per_iter} epochs): lower global_batch_size or raise eval_interval/epochs"
         )
+    # total_steps (the original's formula) sets the lr schedule; the loop trains whole batches of each pass,
+    # so it ends at total_iters * steps_per_pass when that is fewer (each pass drops its partial last batch).
+    # With one example per puzzle (Sudoku, Maze) a pass is exactly steps_per_pass batches; with several
+    # (ARC) a pass's count varies a little with the puzzles drawn, so the plan is approximate.
+    planned = min(total_steps, total_iters * steps_per_pass)
+    exact_plan = train_meta.mean_puzzle_examples == 1
 
     local_batch = config.global_batch_size // d.world_size
     if config.micro_batch_size is not None and local_batch % config.micro_batch_size != 0:
@@ -1002,6 +1078,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         state.ema = EMA(model.eager, config.ema_rate)
 
     prog = Progress()
+    resumed_at: int | None = None
     if config.resume is not None:
         saved = _RESUMED.pop("found", None) if d.is_main else None
         if saved is None:  # other ranks (or rank 0 without a cache) read the files named in the config
@@ -1017,6 +1094,10 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             state, saved, d, device, local_batch, config.micro_batch_size or local_batch, train_meta.seq_len, log
         )
         train_loader.dataset.set_position(prog.passes_done, prog.batches_into_pass)  # type: ignore[attr-defined]
+        resumed_at = state.step
+        if prog.passes_done >= total_iters:  # nothing left to train or evaluate
+            log(finished_message(config, prog, state.step, already=True))
+            return
 
     tracker = Tracker(config.checkpoint_path, enabled=d.is_main)
     progress = None
@@ -1042,21 +1123,16 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             ),
             (
                 "data",
-                f"{config.data_path}: sets {', '.join(train_meta.sets)}; {train_meta.total_groups:,} train groups (~{train_examples:,} "
+                f"{shell.quote(config.data_path)}: sets {', '.join(train_meta.sets)}; {train_meta.total_groups:,} train groups (~{train_examples:,} "
                 f"examples per epoch), {test_examples:,} test examples; seq {train_meta.seq_len}, vocab {train_meta.vocab_size}",
             ),
             (
                 "parameters",
                 f"{n_params:,} model + {emb_params:,} puzzle-embedding table ({train_meta.num_puzzle_identifiers:,} ids)",
             ),
-            (
-                "steps",
-                f"{total_steps:,} (batch {config.global_batch_size}"
-                + (f", micro-batches of {config.micro_batch_size}" if config.micro_batch_size else "")
-                + ")",
-            ),
+            ("steps", plan_line(config, planned, total_steps, exact_plan, steps_per_pass, total_iters)),
             ("eval plan", eval_plan),
-            ("run folder", str(config.checkpoint_path)),
+            ("run folder", shell.quote(str(config.checkpoint_path))),
             ("resumed", f"from step {state.step} ({config.resume})" if config.resume else "no (new run)"),
             ("W&B", wandb_status),
         ]
@@ -1070,19 +1146,33 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         print_report(rows)
         if state.step == 0:
             tracker.log({"num_params": n_params}, step=0)
-        progress = progress_bar(total_steps, state.step, config.global_batch_size)
+    rate = StepRate()
+    if d.is_main:
+        progress = progress_bar(planned, state.step, config.global_batch_size, rate=rate)
 
     shown_acc = 0.0
-    estimate = Estimate(state.step, total_steps, total_iters, log)
+    estimate = Estimate(state.step, planned, total_iters - prog.passes_done, log, rate)
     timing = TimeToAccuracy.resumed(prog.timing)
+    phase = "train"
+
+    def stop_plan() -> str:
+        """What a stop signal does now, for the line printed the moment it arrives."""
+        if phase == "eval":
+            return "finishing the evaluation, then saving a checkpoint and exiting"
+        sps = rate.seconds_per_step() or rate.first
+        # one process stops after the step it is in; several agree on the stop through the next step's
+        # all-reduced flags, so they finish one more
+        steps = 1 if d.world_size == 1 else 2
+        what = "this step" if steps == 1 else "this step and the next (all processes stop at the same step)"
+        took = f" (at most ~{fmt_seconds(steps * sps)}: a step takes {fmt_seconds(sps)})" if sps else ""
+        return f"finishing {what}{took}, then saving a checkpoint and exiting"
+
     last_save = time.monotonic()
     stop_reason = ""
 
     def handle(r: StepResult) -> bool:
         """Bookkeeping of one finished step (steps finish one behind the launches). True: a save is asked for."""
         nonlocal shown_acc, stop_reason
-        if d.is_main:
-            estimate.tick(r.step)
         metrics = r.metrics
         if r.nonfinite:
             prog.nan_streak += 1
@@ -1125,16 +1215,31 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         if save or stop_reason:
             if save_checkpoint(config, state, prog, d, why=stop_reason or "interval") and d.is_main:
                 last_save = time.monotonic()
+            rate.pause()  # the write is not a training step
         return bool(stop_reason)
 
-    with StopSignals(log) as signals:
+    with StopSignals(log, stop_plan) as signals:
         for it in range(prog.passes_done, total_iters):
             if d.is_main:
-                print(f"[Rank {d.rank}, World Size {d.world_size}]: Epoch {it * epochs_per_iter}", flush=True)
+                where = f"Epoch {it * epochs_per_iter}"
+                if resumed_at is not None and it == prog.passes_done and prog.batches_into_pass:
+                    into = prog.batches_into_pass * epochs_per_iter // steps_per_pass
+                    where = (
+                        f"Epoch {it * epochs_per_iter + into} (resumed at step {resumed_at:,} of {planned:,}: "
+                        f"{prog.batches_into_pass} of {steps_per_pass} batches done in the pass from epoch {it * epochs_per_iter})"
+                    )
+                elif resumed_at is not None and it == prog.passes_done:
+                    where += f" (resumed at step {resumed_at:,} of {planned:,})"
+                print(f"[Rank {d.rank}, World Size {d.world_size}]: {where}", flush=True)
             model.eager.train()
             for _set, batch, gbs in train_loader:
                 if state.step >= state.total_steps:
                     break
+                if signals.requested and d.world_size == 1 and not stop_reason:
+                    # One process needs no agreement: stop after the step the signal arrived in, read and saved.
+                    stop_reason = f"{signals.requested} received"
+                    if settle([]):
+                        break
                 timed = (
                     d.is_main
                     and config.checkpoint_minutes is not None
@@ -1145,6 +1250,9 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 except torch.OutOfMemoryError as e:
                     raise UserError(oom_message(e, config, d, device)) from None
                 prog.batches_into_pass += 1
+                if d.is_main:
+                    rate.tick(state.step)
+                    estimate.tick(state.step)
                 interval_due = config.checkpoint_interval is not None and state.step % config.checkpoint_interval == 0
                 if settle([res], save=interval_due):
                     break
@@ -1154,6 +1262,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 break
 
             model.eager.eval()
+            phase = "eval"
             with state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext():
                 results = evaluate(config, state, eval_loader, eval_meta, d, device)
             raw = None
@@ -1164,9 +1273,8 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             if d.is_main and results is not None:
                 flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
                 flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
-                flat["elapsed_s"] = (
-                    timing.elapsed()
-                )  # since the command's start, earlier jobs of a resumed run included
+                # since the command's start, earlier jobs of a resumed run included
+                flat["elapsed_s"] = timing.elapsed()
                 tracker.log(flat, step=state.step)
                 print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
                 steps = state.model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
@@ -1190,7 +1298,9 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             path = save_checkpoint(config, state, prog, d, why="eval")
             if path:
                 last_save = time.monotonic()
-                log(f"checkpoint: {path}")
+                log(f"checkpoint: {shell.quote(path)}")
+            phase = "train"
+            rate.pause()  # the evaluation (and its compile) is not training time
             if signals.requested:
                 stop_reason = f"{signals.requested} received"
                 break
@@ -1200,6 +1310,8 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
     tracker.finish()
     if timing.best is not None:
         log(timing.summary())
+    if not stop_reason and prog.passes_done >= total_iters:
+        log(finished_message(config, prog, state.step, already=False))
     if stop_reason:
         log(f"stopped at step {state.step}: {stop_reason}")
         done = ckpt.list_complete(config.checkpoint_path or "")

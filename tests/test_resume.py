@@ -66,7 +66,7 @@ def test_sigterm_saves_and_resume_is_bit_identical(tiny_sudoku: Path, reference:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
-    assert "SIGTERM: finishing this step" in out and "resume=auto" in out and "Traceback" not in out
+    assert "SIGTERM received: finishing this step" in out and "resume=auto" in out and "Traceback" not in out
     stopped = max(r["step"] for r in read_metrics(run_dir))
     assert (run_dir / f"step_{stopped}.state").is_file()
 

@@ -22,9 +22,10 @@ class StopSignals:
     SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
     GRACE_S = 2.0
 
-    def __init__(self, log) -> None:
+    def __init__(self, log, plan=None) -> None:
         self.requested: str | None = None
         self.log = log
+        self.plan = plan or (lambda: "finishing this step, then saving a checkpoint")  # what happens next
         self._old: dict[int, Any] = {}
         self._first_at = 0.0
 
@@ -44,7 +45,9 @@ class StopSignals:
             print(f"\n{name} again: exiting now without saving", file=sys.stderr, flush=True)
             os._exit(128 + signum)
         self.requested, self._first_at = name, time.monotonic()
-        self.log(f"\n{name}: finishing this step, then saving a checkpoint (send it again to exit at once)")
+        again = "Ctrl-C again" if name == "SIGINT" else f"send {name} again"
+        self.log(f"\n{name} received: {self.plan()}; {again} to quit at once without saving")
+        sys.stdout.flush()  # at once, also when stdout is a log file
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():

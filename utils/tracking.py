@@ -10,7 +10,9 @@ import json
 import math
 import netrc
 import os
+import statistics
 import time
+from collections import deque
 from typing import Any
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -121,37 +123,118 @@ def fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def fmt_seconds(seconds: float) -> str:
+    """A step's time: `0.42s`, `8.1s`, `3m58s`."""
+    if seconds < 10:
+        return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
+    return fmt_duration(seconds)
+
+
+class StepRate:
+    """Seconds per training step over a window of recent steady steps.
+
+    Left out: the first step after a start (start-up, torch.compile, the first allocations) and the first
+    step after each `pause()` (around evaluations, their compile and checkpoint writes); the median of the
+    window also ignores a one-off slow step. `first` keeps the first step's time, to show something before
+    there is a rate. On the GPU a step is ticked when it has been launched, which in a steady run is paced by
+    the GPU (launching waits for the previous step), so the spacing of ticks is the step time.
+    """
+
+    def __init__(self, window: int = 20, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.dts: deque[float] = deque(maxlen=window)
+        self.t0 = clock()
+        self.last: tuple[float, int] | None = None
+        self.first: float | None = None  # seconds the first step took (warm-up included)
+        self.step = 0
+
+    def tick(self, step: int) -> None:
+        now = self.clock()
+        if self.last is None:
+            if self.first is None:
+                self.first = now - self.t0
+        elif step > self.last[1]:
+            self.dts.append((now - self.last[0]) / (step - self.last[1]))
+        self.last, self.step = (now, step), step
+
+    def pause(self) -> None:
+        """The time until the next tick is not training (an evaluation, a checkpoint): do not count it."""
+        self.last = None
+
+    def seconds_per_step(self) -> float | None:
+        return statistics.median(self.dts) if self.dts else None
+
+    def describe(self) -> str:
+        """`11.52 steps/s` or `4.1 s/step` (never `0.00 steps/s`), or the first step's time before a rate."""
+        sps = self.seconds_per_step()
+        if sps is None:
+            return (
+                f"first step {fmt_duration(self.first)} (incl. warm-up)"
+                if self.first is not None
+                else "first step running"
+            )
+        return fmt_rate(sps)
+
+
+def fmt_rate(seconds_per_step: float, unit: str = "step", units: str = "steps") -> str:
+    """`11.52 steps/s` at one a second or more, else `4.1 s/step`: a slow run never reads `0.00 steps/s`."""
+    if seconds_per_step <= 0:
+        return f"- {units}/s"
+    rate = 1 / seconds_per_step
+    return f"{rate:.2f} {units}/s" if rate >= 1 else f"{seconds_per_step:.1f} s/{unit}"
+
+
 class LineProgress:
     """Progress for logs (stdout not a terminal): one plain line every `interval` s, no carriage returns.
-    Implements the part of tqdm's interface the trainer uses."""
+    Implements the part of tqdm's interface the trainer uses. The rate and ETA come from `rate` (steady
+    steps only: see StepRate); without one, from the spacing of this bar's own updates."""
 
     def __init__(
-        self, total: int, initial: int = 0, interval: float = 60.0, batch: int = 0, file=None, desc: str = "step"
+        self,
+        total: int,
+        initial: int = 0,
+        interval: float = 60.0,
+        batch: int = 0,
+        file=None,
+        desc: str = "step",
+        rate: StepRate | None = None,
+        clock=time.monotonic,
     ):
         import sys
 
         self.total, self.n, self.interval, self.batch, self.desc = total, initial, interval, batch, desc
         self.file = file or sys.stdout
-        self.start_n, self.t0 = initial, time.time()
-        self.last = self.t0
+        self.clock = clock
+        self.rate = rate or StepRate(clock=clock)
+        self.own_rate = rate is None
+        self.last = clock()
         self.postfix: dict[str, Any] = {}
 
     def update(self, k: int = 1) -> None:
         self.n += k
-        now = time.time()
+        if self.own_rate:
+            self.rate.tick(self.n)
+        now = self.clock()
         if now - self.last >= self.interval or self.n >= self.total:
             self.last = now
-            self.file.write(self.line(now) + "\n")
+            self.file.write(self.line() + "\n")
             self.file.flush()
 
-    def line(self, now: float) -> str:
-        rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
-        eta = (self.total - self.n) / rate if rate > 0 else float("inf")
-        label, unit = ("step", "steps") if self.desc == "train" else (self.desc, "batches")
-        parts = [f"{label} {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.1f}%)", f"{rate:.2f} {unit}/s"]
-        if self.batch:
-            parts[-1] += f", {rate * self.batch:,.0f} examples/s"
-        parts.append(f"ETA {fmt_duration(eta) if math.isfinite(eta) else '?'}")
+    def line(self) -> str:
+        label, unit, units = (
+            ("step", "step", "steps") if self.desc in ("train", "step") else (self.desc, "batch", "batches")
+        )
+        parts = [f"{label} {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.1f}%)"]
+        sps = self.rate.seconds_per_step()
+        if sps is None:
+            parts.append(self.rate.describe() if self.rate.first is not None else "timing the first steps")
+            parts.append("ETA after the next steps")
+        else:
+            speed = fmt_rate(sps, unit, units)
+            if self.batch:
+                speed += f", {self.batch / sps:,.0f} examples/s"
+            parts.append(speed)
+            parts.append(f"ETA {fmt_duration((self.total - self.n) * sps)}")
         if self.postfix:
             parts.append(" ".join(f"{k} {v}" for k, v in self.postfix.items()))
         return " | ".join(parts)
@@ -163,7 +246,7 @@ class LineProgress:
         pass
 
 
-def progress_bar(total: int, initial: int, batch: int, desc: str = "train"):
+def progress_bar(total: int, initial: int, batch: int, desc: str = "train", rate: StepRate | None = None):
     """tqdm on a terminal; LineProgress when output goes to a file (tmux logs, nohup, CI)."""
     import sys
 
@@ -172,25 +255,36 @@ def progress_bar(total: int, initial: int, batch: int, desc: str = "train"):
 
         return tqdm.tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, unit="step")
     return LineProgress(
-        total, initial, interval=float(os.environ.get("HRM_PROGRESS_SECONDS", 60)), batch=batch, desc=desc
+        total, initial, interval=float(os.environ.get("HRM_PROGRESS_SECONDS", 60)), batch=batch, desc=desc, rate=rate
     )
 
 
 class Estimate:
-    """Prints, once, how long the run will take, timed over steps after the first (compile) ones."""
+    """Prints how long the run will take, as early as it can say anything and from steady steps only:
+    after the first step (its time, warm-up included, labelled so), after the first steady step, and once
+    more when `span` steady steps are measured."""
 
-    def __init__(self, start_step: int, total: int, evals: int, log) -> None:
-        self.start, self.total, self.evals, self.log = start_step, total, evals, log
-        left = total - start_step
-        self.warmup, self.span = min(5, left // 4), min(20, left // 2)  # short runs still get an estimate
-        self.t: float | None = None
+    def __init__(self, start_step: int, total: int, evals: int, log, rate: StepRate) -> None:
+        self.start, self.total, self.evals, self.log, self.rate = start_step, total, evals, log, rate
+        self.span = max(1, min(20, (total - start_step) // 2))
+        self.said: set[str] = set()
 
     def tick(self, step: int) -> None:
-        if step == self.start + self.warmup:
-            self.t = time.monotonic()
-        elif step == self.start + self.warmup + self.span and self.t is not None and self.span > 0:
-            rate = self.span / (time.monotonic() - self.t)
-            left = (self.total - step) / rate
+        left = self.total - step
+        if left <= 0:
+            return
+        n = len(self.rate.dts)
+        sps = self.rate.seconds_per_step()
+        if "first" not in self.said and self.rate.first is not None and sps is None:
+            self.said.add("first")
             self.log(
-                f"estimate: {fmt_duration(left)} for the remaining {self.total - step:,} steps at {rate:.2f} steps/s, plus {self.evals} evaluation(s)"
+                f"first step took {fmt_seconds(self.rate.first)} (start-up and compile included, so later steps are "
+                f"usually faster); at that pace the remaining {left:,} steps would take {fmt_duration(left * self.rate.first)}"
+            )
+        elif sps is not None and (n == 1 or n == self.span) and str(n) not in self.said:
+            self.said.add(str(n))
+            basis = f"timed over {n} steady step{'s' if n > 1 else ''}" + ("; refined later" if n < self.span else "")
+            self.log(
+                f"estimate: {fmt_duration(left * sps)} for the remaining {left:,} steps at {fmt_rate(sps)} ({basis}), "
+                f"plus {self.evals} evaluation(s)"
             )

@@ -1,0 +1,87 @@
+"""Progress lines and estimates on a fake clock: early, from steady steps only, never `0.00 steps/s`."""
+
+from __future__ import annotations
+
+import io
+
+from utils.tracking import Estimate, LineProgress, StepRate
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_rate_leaves_out_compile_eval_and_saves() -> None:
+    clock = Clock()
+    rate = StepRate(clock=clock)
+    clock.t += 50  # first step: compile
+    rate.tick(1)
+    assert rate.seconds_per_step() is None and rate.first == 50 and "first step 50s" in rate.describe()
+    for step in range(2, 12):
+        clock.t += 0.08
+        rate.tick(step)
+    assert abs(rate.seconds_per_step() - 0.08) < 1e-9  # type: ignore[operator]
+    rate.pause()  # evaluation, 40 s with its compile
+    clock.t += 40
+    rate.tick(12)
+    clock.t += 3  # one slow step (a checkpoint write without pause): the median ignores it
+    rate.tick(13)
+    assert abs(rate.seconds_per_step() - 0.08) < 1e-9  # type: ignore[operator]
+    assert rate.describe() == "12.50 steps/s"
+
+
+def test_gpu_run_eta_is_the_steady_one() -> None:
+    """An H200 run said ETA 1h37m at first while the truth was 32 min: the average held the compile."""
+    clock = Clock()
+    rate = StepRate(clock=clock)
+    out = io.StringIO()
+    bar = LineProgress(25_000, interval=60, batch=768, file=out, rate=rate, clock=clock)
+    clock.t += 55  # compile at the first step
+    rate.tick(1)
+    bar.update(1)
+    for step in range(2, 800):
+        clock.t += 0.077
+        rate.tick(step)
+        bar.update(1)
+    first = out.getvalue().splitlines()[0]
+    assert "ETA 31m" in first and "12.99 steps/s" in first, first
+
+
+def test_slow_cpu_run_says_something_after_one_step() -> None:
+    clock = Clock()
+    rate = StepRate(clock=clock)
+    said: list[str] = []
+    estimate = Estimate(0, 500, 4, said.append, rate)
+    out = io.StringIO()
+    bar = LineProgress(500, interval=60, batch=768, file=out, rate=rate, clock=clock)
+    clock.t += 240  # the paper's model on a CPU: 4 min a step
+    rate.tick(1)
+    estimate.tick(1)
+    assert said and "first step took 4m00s" in said[0] and "499 steps would take 33h" in said[0]
+    bar.update(1)  # the first step's metrics arrive one step late, after 60 s have long passed
+    assert "first step 4m00s (incl. warm-up)" in out.getvalue() and "0.00" not in out.getvalue()
+    clock.t += 230
+    rate.tick(2)
+    estimate.tick(2)
+    assert "estimate: 31h" in said[1] and "230.0 s/step" in said[1] and "1 steady step" in said[1]
+    bar.update(1)
+    assert "230.0 s/step" in out.getvalue().splitlines()[-1] and "0.00 steps/s" not in out.getvalue()
+    for step in range(3, 40):
+        clock.t += 230
+        rate.tick(step)
+        estimate.tick(step)
+    assert len(said) == 3 and "timed over 20 steady steps" in said[2]  # one refined estimate, then quiet
+
+
+def test_eval_bar_times_itself() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    bar = LineProgress(10, interval=0, batch=100, file=out, desc="eval", clock=clock)
+    for _ in range(10):
+        clock.t += 0.5
+        bar.update(1)
+    assert "2.00 batches/s, 200 examples/s" in out.getvalue().splitlines()[-1]
