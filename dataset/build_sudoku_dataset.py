@@ -7,8 +7,8 @@ mix of the raw tdoku/Kaggle lists (`--mix DIR`, see dataset/sudoku_mix.py).
     python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme-1k-aug-1000 --subsample-size 1000 --num-aug 1000
     python dataset/build_sudoku_dataset.py --source-dir ~/sudoku-extreme --output-dir data/sudoku-extreme-full
     python dataset/build_sudoku_dataset.py --generate 1000 --num-aug 1000 --output-dir data/sudoku-gen-1k-aug-1000
-    python dataset/build_sudoku_dataset.py --mix ../shared/data/sudoku --subsample-size 1000 --num-aug 1000 \
-        --output-dir data/sudoku-mix-1k-aug-1000
+    python dataset/build_sudoku_dataset.py --mix data/raw/sudoku --subsample-size 1000 --num-aug 1000 \
+        --output-dir data/sudoku-mix-v2-1k-aug-1000
 """
 
 from __future__ import annotations
@@ -48,11 +48,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mix",
         default=None,
         metavar="DIR",
-        help="Sudoku-Extreme-like set from the raw tdoku/Kaggle lists in DIR (e.g. ../shared/data/sudoku); "
-        "--subsample-size train puzzles [1000], the rest of the hard ones (+26%% easy) to test",
+        help="Sudoku-Extreme-like set from the raw tdoku/Kaggle lists in DIR (tdoku/..., kaggle-bryanpark/sudoku.csv); "
+        "--subsample-size train puzzles [1000], 26%% easy in both splits (see --mix-version)",
     )
     p.add_argument(
-        "--test-size", type=int, default=None, help="with --generate: test puzzles [1000]; with --mix: at most"
+        "--mix-version",
+        type=int,
+        default=None,
+        help="with --mix: 2 [default] adds forum_hardest_1905's 11+ puzzles and a test split of --test-size; "
+        "1 (the README's published results) sends every remaining hard puzzle to test",
+    )
+    p.add_argument(
+        "--test-size",
+        type=int,
+        default=None,
+        help="with --generate: test puzzles [1000]; with --mix: exactly, v2 [5000]; at most, v1 [all]",
     )
     p.add_argument("--min-guesses", type=int, default=None, help="with --generate: keep puzzles rated >= this [0]")
     p.add_argument("--seed", type=int, default=0, help="seeds subsampling, augmentation and generation")
@@ -69,8 +79,15 @@ def check_args(args: argparse.Namespace) -> None:
         if not os.path.isdir(args.mix):
             raise UserError(f"--mix folder {args.mix} not found (expected the layout of ../shared/data/sudoku)")
         args.subsample_size = 1000 if args.subsample_size is None else args.subsample_size
+        args.mix_version = 2 if args.mix_version is None else args.mix_version
+        if args.mix_version not in (1, 2):
+            raise UserError(f"--mix-version must be 1 or 2, got {args.mix_version}")
         if args.test_size is not None and args.test_size < 1:
             raise UserError("--test-size must be >= 1")
+        if args.mix_version == 2 and args.test_size is None:
+            args.test_size = sudoku_mix.TEST_SIZE_V2
+    elif args.mix_version is not None:
+        raise UserError("--mix-version only applies with --mix")
     elif args.generate is None:
         for flag, value in (("--test-size", args.test_size), ("--min-guesses", args.min_guesses)):
             if value is not None:
@@ -146,9 +163,11 @@ def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]
     mix = None
     if args.mix is not None:
         print(f"solving the lists in {args.mix} ...", file=sys.stderr, flush=True)
-        mix = sudoku_mix.assemble(args.mix, args.subsample_size, rngs["subsample"], args.test_size)
+        assemble = sudoku_mix.assemble if args.mix_version == 1 else sudoku_mix.assemble_v2
+        mix = assemble(args.mix, args.subsample_size, rngs["subsample"], args.test_size)
         info = {
             "recipe": "dataset/sudoku_mix.py (docstring); guesses = our solver's search-tree size with uniqueness proof",
+            **mix.notes,  # v2: its version and draw; v1 writes none, so its mix.json stays as it was
             "seed": args.seed,
             "duplicates_dropped": mix.duplicates,
             "test_dropped_as_possibly_equivalent_to_train": mix.dropped_equivalent,

@@ -49,7 +49,7 @@ def mix_dir(tmp_path_factory) -> Path:
     if not (SHARED / "sudoku" / "tdoku").is_dir():
         pytest.skip(f"shared Sudoku lists not found at {SHARED}/sudoku (set HRM_SHARED_DATA)")
     out = tmp_path_factory.mktemp("mix") / "sudoku-mix"
-    r = build("--mix", str(SHARED / "sudoku"), "--num-aug", "2", "--output-dir", str(out))
+    r = build("--mix", str(SHARED / "sudoku"), "--mix-version", "1", "--num-aug", "2", "--output-dir", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -74,6 +74,9 @@ def test_mix_splits_follow_the_recipe(mix_dir: Path) -> None:
     # no test puzzle can be equivalent to a train puzzle
     assert not set(sudoku_mix.invariant(test_in)) & set(sudoku_mix.invariant(train_in))
     assert info["train"]["guesses"]["mean"] > 20 and info["test"]["guesses"]["max"] > 500  # hard puzzles in both
+    # v1 is v1 although the folder also holds the 11+ list: its four sources only, and mix.json's v1 keys
+    assert set(info["train"]["by_source"]) | set(info["test"]["by_source"]) == set(sudoku_mix.SOURCES)
+    assert "mix_version" not in info
 
 
 @needs_lists
@@ -107,5 +110,130 @@ def test_mix_bad_options_fail_cleanly(tmp_path: Path) -> None:
 
 @needs_lists
 def test_mix_too_many_train_puzzles_is_explained(tmp_path: Path) -> None:
-    r = build("--mix", str(SHARED / "sudoku"), "--subsample-size", "3000", "--output-dir", str(tmp_path / "o"))
+    r = build(
+        "--mix",
+        str(SHARED / "sudoku"),
+        "--mix-version",
+        "1",
+        "--subsample-size",
+        "3000",
+        "--output-dir",
+        str(tmp_path / "o"),
+    )
     assert r.returncode == 2 and "hard puzzles" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- version 2: the 11+ part of forum_hardest_1905 added, a 5,000-puzzle test split
+
+
+def one_line_error(r: subprocess.CompletedProcess, *words: str) -> bool:
+    """Exit 2 with one error line (beside the builder's "solving the lists" notice) holding every word."""
+    lines = [x for x in r.stderr.splitlines() if not x.startswith("solving the lists")]
+    return (
+        r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words)
+    )
+
+
+@pytest.fixture(scope="module")
+def mix_v2_dir(tmp_path_factory) -> Path:
+    if not (SHARED / "sudoku" / "tdoku").is_dir():
+        pytest.skip(f"shared Sudoku lists not found at {SHARED}/sudoku (set HRM_SHARED_DATA)")
+    out = tmp_path_factory.mktemp("mix2") / "sudoku-mix-v2"
+    r = build("--mix", str(SHARED / "sudoku"), "--num-aug", "1", "--output-dir", str(out))  # v2 is the default
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def hard_counts(by_source: dict) -> tuple[int, int]:
+    """(11+ puzzles, other hard puzzles) of a split's by_source."""
+    p5 = by_source.get(sudoku_mix.P5, 0)
+    return p5, sum(n for s, n in by_source.items() if sudoku_mix.SOURCES_V2[s][1] == "hard") - p5
+
+
+@needs_lists
+def test_mix_v2_splits_follow_the_recipe(mix_v2_dir: Path) -> None:
+    info = json.loads((mix_v2_dir / "mix.json").read_text())
+    train_in = np.load(mix_v2_dir / "train" / "all__inputs.npy")[::2].astype(np.int64) - 1
+    train_lab = np.load(mix_v2_dir / "train" / "all__labels.npy")[::2].astype(np.int64) - 1
+    test_in = np.load(mix_v2_dir / "test" / "all__inputs.npy").astype(np.int64) - 1
+    test_lab = np.load(mix_v2_dir / "test" / "all__labels.npy").astype(np.int64) - 1
+    assert info["mix_version"] == 2
+    assert len(train_in) == info["train"]["puzzles"] == 1000  # the paper's 1k (x1+1 here, x1001 with --num-aug 1000)
+    assert len(test_in) == info["test"]["puzzles"] == len(info["test_sources"]) == sudoku_mix.TEST_SIZE_V2
+    for split in ("train", "test"):
+        assert abs(info[split]["easy_share"] - 1.1 / 4.2) < 0.001  # Sudoku-Extreme's easy share
+    # the 11+ list is read, in both splits, at the recipe's share of one common hard pool
+    (t5, t_other), (s5, s_other) = hard_counts(info["train"]["by_source"]), hard_counts(info["test"]["by_source"])
+    assert t5 / (t5 + t_other) >= sudoku_mix.P5_MIN_SHARE and s5 / (s5 + s_other) >= sudoku_mix.P5_MIN_SHARE
+    assert abs(t5 / (t5 + t_other) - s5 / (s5 + s_other)) < 0.08  # same pool: a 738-puzzle draw is within ~2 sd
+    # every other hard puzzle is used (5,000 test puzzles need more hard ones than those lists hold)
+    # (the 1106 list shares puzzles with the 11+ part: they count as 1106, the list read first)
+    assert t_other + s_other + info["test_dropped_as_possibly_equivalent_to_train"] >= 1465 + 375
+    assert info["test"]["guesses_mean_by_source"][sudoku_mix.P5] > info["test"]["guesses"]["mean"]
+    # no test puzzle can be equivalent to a train puzzle
+    assert not set(sudoku_mix.invariant(test_in)) & set(sudoku_mix.invariant(train_in))
+    # labels solve the stored puzzles (a sample: the full solve is the build's), and guesses are those of the stored
+    pick = np.random.default_rng(0).choice(len(test_in), 300, replace=False)
+    _, counts, guesses = sudoku.solve_many(test_in[pick], limit=2)
+    assert (counts == 1).all() and guesses.tolist() == np.array(info["test_guesses"])[pick].tolist()
+    for inputs, labels in ((train_in, train_lab), (test_in, test_lab)):
+        assert sudoku.is_solution(labels).all() and sudoku.agrees(inputs, labels).all()
+
+
+def write_list(path: Path, puzzles: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# a part of a list\n" + "".join(p + "\n" for p in puzzles))
+
+
+@needs_lists
+def test_mix_v2_builds_from_another_part_of_the_lists(tmp_path: Path) -> None:
+    """A held-out folder of the same layout: other puzzles, other lengths, the 11+ list under another part name."""
+    src = SHARED / "sudoku"
+
+    def lines(rel: str) -> list[str]:
+        return [x.strip() for x in (src / rel).read_text().splitlines() if x.strip() and not x.startswith("#")]
+
+    folder = tmp_path / "lists"
+    write_list(folder / "tdoku" / "puzzles3_magictour_top1465", lines("tdoku/puzzles3_magictour_top1465")[-600:])
+    write_list(folder / "tdoku" / "puzzles6_forum_hardest_1106", lines("tdoku/puzzles6_forum_hardest_1106")[:20])
+    write_list(folder / "tdoku" / "puzzles2_17_clue", lines("tdoku/puzzles2_17_clue")[-400:])
+    part = lines("tdoku/puzzles5_forum_hardest_1905_11+_part1")[-700:]
+    write_list(folder / "tdoku" / "puzzles5_forum_hardest_1905_11+_part2", part)
+    kaggle = (src / "kaggle-bryanpark" / "sudoku.csv").read_text().splitlines()
+    (folder / "kaggle-bryanpark").mkdir()
+    (folder / "kaggle-bryanpark" / "sudoku.csv").write_text("\n".join(kaggle[:1] + kaggle[-150:]) + "\n")
+    out = tmp_path / "out"
+    args = ("--mix", str(folder), "--subsample-size", "100", "--test-size", "400", "--output-dir", str(out))
+    r = build(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((out / "mix.json").read_text())
+    assert (info["train"]["puzzles"], info["test"]["puzzles"]) == (100, 400)
+    assert info["train"]["easy_share"] == round(26 / 100, 3) and info["test"]["easy_share"] == round(105 / 400, 3)
+    # more other hard puzzles than needed here: a random subset of them, the 11+ part at its floor share
+    (t5, t_other), (s5, s_other) = hard_counts(info["train"]["by_source"]), hard_counts(info["test"]["by_source"])
+    assert (t5 + s5) / (t5 + t_other + s5 + s_other) >= sudoku_mix.P5_MIN_SHARE and t_other + s_other < 600 + 20
+    # every stored puzzle is one of the folder's puzzles, transformed
+    folder_keys = set(sudoku_mix.invariant(sudoku_mix.read_givens_pool(str(folder))[0].inputs))
+    for split in ("train", "test"):
+        stored = np.load(out / split / "all__inputs.npy").astype(np.int64) - 1
+        assert set(sudoku_mix.invariant(stored)) <= folder_keys
+    # the same folder and seed give the same bytes
+    r = build(*args[:-1], str(tmp_path / "again"))
+    assert r.returncode == 0
+    for f in ("train/all__inputs.npy", "test/all__inputs.npy", "test/all__labels.npy", "mix.json"):
+        assert (out / f).read_bytes() == (tmp_path / "again" / f).read_bytes()
+    # more than the folder holds: one line, nothing written
+    r = build(*args[:-3], "5000", "--output-dir", str(tmp_path / "big"))
+    assert one_line_error(r, "--test-size", "lower") and not (tmp_path / "big").exists()
+
+
+def test_mix_v2_bad_options_fail_cleanly(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    r = build("--mix", str(tmp_path), "--mix-version", "3", "--output-dir", out)
+    assert one_line_error(r, "--mix-version must be 1 or 2")
+    r = build("--generate", "5", "--mix-version", "2", "--output-dir", out)
+    assert one_line_error(r, "--mix-version only applies with --mix")
+    (tmp_path / "tdoku").mkdir()  # a v1-only folder (no 11+ list) under v2, the default
+    r = build("--mix", str(tmp_path), "--output-dir", out)
+    assert one_line_error(r, "puzzles5_forum_hardest_1905_11+", "--mix-version 1")
+    assert not (tmp_path / "out").exists()
