@@ -1,0 +1,48 @@
+"""GPU-only: TRM, EMA, halting-aware evaluation and test-time augmentation on the fast paths (compile, the
+fused SwiGLU kernel, bf16). Run on a GPU machine: `python -m pytest -m gpu tests/test_gpu_models.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import SHORT_RUN, pretrain_args, read_metrics, run_py
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+TRM = ["arch=trm", "arch.hidden_size=64", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2"]
+
+
+@pytest.mark.parametrize("mixer", ["attention", "mlp_t"])
+def test_trm_compiled_bf16_with_ema_and_tta(tiny_sudoku: Path, tmp_path: Path, mixer: str) -> None:
+    extra = ["arch.mlp_t=true", "arch.pos_encodings=none"] if mixer == "mlp_t" else []
+    run = tmp_path / "run"
+    base = [s for s in SHORT_RUN if not s.startswith("arch.")]
+    r = run_py(pretrain_args(tiny_sudoku, run, base, *TRM, *extra, "arch.halt_max_steps=4", "ema=true", "compile=true"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    row = next(x for x in r.stdout.splitlines() if x.strip().startswith("compile "))
+    assert row.split()[1] == "on", row
+    assert "torch.compile failed" not in r.stdout, r.stdout[-3000:]
+    assert "bfloat16" in r.stdout
+    evals = [m for m in read_metrics(run) if "all/accuracy" in m]
+    assert evals and all(1 <= m["all/steps_at_halt"] <= 4 for m in evals) and "raw/all/accuracy" in evals[-1]
+    last = max(m["step"] for m in evals)
+    assert (run / f"step_{last}.ema").is_file()
+    out = run_py(["evaluate.py", f"checkpoint={run / f'step_{last}'}", "tta=4"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(the weight average" in out.stdout and "tta_exact_accuracy=" in out.stdout
+    acc = float(out.stdout.split("accuracy=")[1].split(",")[0])
+    assert acc == pytest.approx(evals[-1]["all/accuracy"], abs=2e-3)  # compiled vs eager bf16 rounding
+
+
+def test_hrm_fused_kernel_with_ema_compiled(tiny_sudoku: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    r = run_py(pretrain_args(tiny_sudoku, run, SHORT_RUN, "ema=true", "compile=true", "mlp_kernel=auto"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "torch.compile failed" not in r.stdout
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("SwiGLU"))
+    print(line)
+    evals = [m for m in read_metrics(run) if "all/accuracy" in m]
+    assert evals[-1]["all/exact_accuracy_at_halt"] >= 0 and evals[-1]["raw/all/accuracy"] > 0
