@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from dataset import sudoku
+from dataset.build_sudoku_dataset import default_output_dir, parse_args
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +47,8 @@ def kaggle_rows(n: int) -> tuple[np.ndarray, np.ndarray]:
     return data.inputs[:n], data.labels[:n]
 
 
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def leftovers(out: Path) -> list[str]:
@@ -313,6 +314,25 @@ def test_cli_generate_end_to_end(tmp_path: Path) -> None:
     for split in ("train", "test"):
         for k in sudoku_fields():
             assert (np.load(out / split / f"all__{k}.npy") == np.load(again / split / f"all__{k}.npy")).all()
+
+
+def test_cli_generated_data_is_not_named_after_the_benchmark(tmp_path: Path) -> None:
+    # without --output-dir: data/sudoku-gen-<N>[-aug-<K>], never the real benchmark's data/sudoku-extreme-full
+    for extra, name in (([], "sudoku-gen-12"), (["--num-aug", "2"], "sudoku-gen-12-aug-2")):
+        res = run_cli("--generate", "12", "--test-size", "4", *extra, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert f"wrote data/{name}:" in res.stdout
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["sudoku-gen-12", "sudoku-gen-12-aug-2"]
+    # the real data keeps the original's default; the mix is named like the README's folder
+    defaults = {
+        (): "data/sudoku-extreme-full",
+        ("--source-dir", "x", "--subsample-size", "1000"): "data/sudoku-extreme-full",
+        ("--generate", "1000", "--num-aug", "1000"): "data/sudoku-gen-1k-aug-1000",
+        ("--mix", "x", "--subsample-size", "1000", "--num-aug", "1000"): "data/sudoku-mix-1k-aug-1000",
+        ("--mix", "x", "--subsample-size", "300"): "data/sudoku-mix-300",
+    }
+    for argv, want in defaults.items():
+        assert default_output_dir(parse_args(list(argv))) == want
 
 
 @needs_data
