@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import html.parser
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +283,34 @@ def test_html_renders_in_chromium(kind: str, datasets: dict[str, Path], tmp_path
         palette = view.ARC_PALETTE if kind == "arc" else view.MAZE_PALETTE
         present = [c for c, _ in palette.values() if colours.get(rgb(c), 0) > 20]
         assert len(present) >= 4, present
+
+
+def test_default_page_goes_beside_the_data(datasets: dict[str, Path], tmp_path: Path) -> None:
+    data = tmp_path / "my sudoku"  # a space: the printed path must still paste into a shell
+    shutil.copytree(datasets["sudoku"], data)
+    work = tmp_path / "checkout"  # the working folder: a user's checkout, which must stay clean
+    work.mkdir()
+    r = run_py(["dataset/view.py", str(data), "--n", "2"], cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert list(work.iterdir()) == []
+    line = r.stdout.splitlines()[0]
+    assert shlex.split(line)[:2] == ["wrote", str(data / "view-test-0.html")], line
+    assert len(parse(data / "view-test-0.html").titles) == 2
+
+
+def test_default_page_of_a_read_only_dataset_goes_to_the_temp_folder(
+    datasets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    data = datasets["sudoku"]
+    before = sorted(data.iterdir())
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == data else real_access(p, mode))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert view.main([str(data), "--n", "1"]) == 0
+    page = tmp_path / "hrm-view" / f"{data.name}-view-test-0.html"
+    assert f"wrote {page} " in capsys.readouterr().out and len(parse(page).titles) == 1
+    assert sorted(data.iterdir()) == before and sorted(tmp_path.iterdir()) == [tmp_path / "hrm-view"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
