@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,7 @@ import torch
 
 from dataset import sudoku, sudoku_mix
 from dataset.score_sudoku import score
-from tests.conftest import REPO
-
-SHARED = Path(os.environ.get("HRM_SHARED_DATA", REPO.parent / "shared" / "data"))
-needs_lists = pytest.mark.skipif(
-    not (SHARED / "sudoku" / "tdoku").is_dir(),
-    reason=f"shared Sudoku lists not found at {SHARED}/sudoku (set HRM_SHARED_DATA to the shared/data folder)",
-)
+from tests.conftest import FULL_DATA, FULL_DATA_SKIP, REPO
 
 
 def build(*args: str) -> subprocess.CompletedProcess:
@@ -44,40 +37,61 @@ def test_invariant_ignores_symmetry_and_tells_puzzles_apart() -> None:
     assert sudoku_mix.invariant(more[None])[0] != keys[0]
 
 
-@pytest.fixture(scope="module")
-def mix_dir(tmp_path_factory) -> Path:
-    if not (SHARED / "sudoku" / "tdoku").is_dir():
-        pytest.skip(f"shared Sudoku lists not found at {SHARED}/sudoku (set HRM_SHARED_DATA)")
+# (folder of lists, --subsample-size): the committed samples with a Kaggle-format CSV made here, and (opt-in) the
+# full public lists with the README's 1000 train puzzles
+MIXES = {"sample": 200, "full": 1000}
+
+
+@pytest.fixture(scope="module", params=list(MIXES))
+def mix(request, tmp_path_factory) -> tuple[Path, Path, int]:
+    """(lists folder, built dataset, train size)."""
+    if request.param == "full":
+        if FULL_DATA is None or not (FULL_DATA / "sudoku" / "tdoku").is_dir():
+            pytest.skip(FULL_DATA_SKIP)
+        lists = FULL_DATA / "sudoku"
+    else:
+        lists = request.getfixturevalue("sudoku_lists")
+    size = MIXES[request.param]
     out = tmp_path_factory.mktemp("mix") / "sudoku-mix"
-    r = build("--mix", str(SHARED / "sudoku"), "--num-aug", "2", "--output-dir", str(out))
+    r = build("--mix", str(lists), "--subsample-size", str(size), "--num-aug", "2", "--output-dir", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
-    return out
+    return lists, out, size
 
 
-@needs_lists
-def test_mix_splits_follow_the_recipe(mix_dir: Path) -> None:
+def count_puzzles(lists: Path, source: str) -> int:
+    return len(sudoku.read_any(str(lists / sudoku_mix.SOURCES[source][0])).inputs)
+
+
+def test_mix_splits_follow_the_recipe(mix: tuple[Path, Path, int]) -> None:
+    lists, mix_dir, size = mix
     info = json.loads((mix_dir / "mix.json").read_text())
     train_in = np.load(mix_dir / "train" / "all__inputs.npy")[::3].astype(np.int64) - 1  # originals, not augments
     test_in = np.load(mix_dir / "test" / "all__inputs.npy").astype(np.int64) - 1
     test_lab = np.load(mix_dir / "test" / "all__labels.npy").astype(np.int64) - 1
-    assert len(train_in) == info["train"]["puzzles"] == 1000
-    assert len(test_in) == info["test"]["puzzles"] == len(info["test_sources"]) > 1000
+    assert len(train_in) == info["train"]["puzzles"] == size
+    assert len(test_in) == info["test"]["puzzles"] == len(info["test_sources"]) > size / 2
     for split in ("train", "test"):  # Sudoku-Extreme's easy share, 1.1M of 4.2M
         assert abs(info[split]["easy_share"] - 1.1 / 4.2) < 0.01
-    # all of the lists' hard puzzles are used: train's 738, the rest in test unless possibly equivalent
-    hard = sum(n for s, n in info["test"]["by_source"].items() if "hard" in s or "top1465" in s)
-    assert hard + 738 + info["test_dropped_as_possibly_equivalent_to_train"] >= 1465 + 375
+    # all of the lists' hard puzzles are used: train's, the rest in test unless possibly equivalent
+    hard_sources = [s for s, (_, group, _) in sudoku_mix.SOURCES.items() if group == "hard"]
+    train_hard = sum(info["train"]["by_source"].get(s, 0) for s in hard_sources)
+    assert train_hard == size - round(size * sudoku_mix.EASY_SHARE)
+    test_hard = sum(info["test"]["by_source"].get(s, 0) for s in hard_sources)
+    lists_hard = sum(count_puzzles(lists, s) for s in hard_sources)
+    assert test_hard + train_hard + info["test_dropped_as_possibly_equivalent_to_train"] >= lists_hard
     # real puzzles, unique solutions, labels that solve them
     _, counts, guesses = sudoku.solve_many(test_in, limit=2)
     assert (counts == 1).all() and sudoku.is_solution(test_lab).all() and sudoku.agrees(test_in, test_lab).all()
     assert guesses.tolist() == info["test_guesses"]  # the rating of each stored puzzle, in test order
     # no test puzzle can be equivalent to a train puzzle
     assert not set(sudoku_mix.invariant(test_in)) & set(sudoku_mix.invariant(train_in))
-    assert info["train"]["guesses"]["mean"] > 20 and info["test"]["guesses"]["max"] > 500  # hard puzzles in both
+    for split in ("train", "test"):  # the hard lists are harder than the easy ones, in both splits
+        by = info[split]["guesses_mean_by_source"]
+        assert min(by[s] for s in hard_sources) > max(by["puzzles2_17_clue"], by["kaggle"])
 
 
-@needs_lists
-def test_scorer_reports_exact_accuracy_per_source(mix_dir: Path, tmp_path: Path) -> None:
+def test_scorer_reports_exact_accuracy_per_source(mix: tuple[Path, Path, int], tmp_path: Path) -> None:
+    mix_dir = mix[1]
     info = json.loads((mix_dir / "mix.json").read_text())
     inputs = torch.from_numpy(np.load(mix_dir / "test" / "all__inputs.npy").astype(np.int32))
     labels = torch.from_numpy(np.load(mix_dir / "test" / "all__labels.npy").astype(np.int32))
@@ -105,7 +119,6 @@ def test_mix_bad_options_fail_cleanly(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-@needs_lists
-def test_mix_too_many_train_puzzles_is_explained(tmp_path: Path) -> None:
-    r = build("--mix", str(SHARED / "sudoku"), "--subsample-size", "3000", "--output-dir", str(tmp_path / "o"))
+def test_mix_too_many_train_puzzles_is_explained(sudoku_lists: Path, tmp_path: Path) -> None:
+    r = build("--mix", str(sudoku_lists), "--subsample-size", "3000", "--output-dir", str(tmp_path / "o"))
     assert r.returncode == 2 and "hard puzzles" in r.stderr and "Traceback" not in r.stderr
