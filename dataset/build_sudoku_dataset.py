@@ -7,7 +7,7 @@ mix of the raw tdoku/Kaggle lists (`--mix DIR`, see dataset/sudoku_mix.py).
     python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme-1k-aug-1000 --subsample-size 1000 --num-aug 1000
     python dataset/build_sudoku_dataset.py --source-dir ~/sudoku-extreme --output-dir data/sudoku-extreme-full
     python dataset/build_sudoku_dataset.py --generate 1000 --num-aug 1000 --output-dir data/sudoku-gen-1k-aug-1000
-    python dataset/build_sudoku_dataset.py --mix ../shared/data/sudoku --subsample-size 1000 --num-aug 1000 \
+    python dataset/build_sudoku_dataset.py --mix data/raw/sudoku --subsample-size 1000 --num-aug 1000 \
         --output-dir data/sudoku-mix-1k-aug-1000
 """
 
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mix",
         default=None,
         metavar="DIR",
-        help="Sudoku-Extreme-like set from the raw tdoku/Kaggle lists in DIR (e.g. ../shared/data/sudoku); "
+        help="Sudoku-Extreme-like set from the raw tdoku/Kaggle lists in DIR (layout: README 'Datasets'); "
         "--subsample-size train puzzles [1000], the rest of the hard ones (+26%% easy) to test",
     )
     p.add_argument(
@@ -79,7 +79,7 @@ def check_args(args: argparse.Namespace) -> None:
         if args.min_difficulty is not None or args.min_guesses is not None:
             raise UserError("--min-difficulty / --min-guesses do not apply to --mix (it keeps the lists' own mix)")
         if not os.path.isdir(args.mix):
-            raise UserError(f"--mix folder {args.mix} not found (expected the layout of ../shared/data/sudoku)")
+            raise UserError(f"--mix folder {args.mix} not found (the lists it needs: README 'Datasets')")
         args.subsample_size = 1000 if args.subsample_size is None else args.subsample_size
         if args.test_size is not None and args.test_size < 1:
             raise UserError("--test-size must be >= 1")

@@ -5,13 +5,13 @@ puzzles1_unbiased, puzzles2_17_clue) with 3.1M "hard" ones (puzzles3_magictour_t
 puzzles4_forum_hardest_1905, puzzles6_forum_hardest_1106, ph_2010/01_file1), exact-deduplicated, each randomly
 permuted by row, column, box and digit, with train puzzles mathematically inequivalent to test puzzles.
 
-Of those lists, `../shared/data/sudoku` holds top1465 and forum_hardest_1106 (hard), 17_clue and 10k Kaggle rows
-(easy). The recipe here keeps the card's easy share (1.1 / 4.2 = 26%) in both splits, solves every puzzle with
-our solver (labels, uniqueness, and the guess count as a difficulty rating), draws the train puzzles, and sends
-the remaining hard puzzles plus easy ones in the same share to test, dropping any test puzzle that could be
-equivalent to a train puzzle (see `invariant`). What the mix cannot copy: forum_hardest_1905 (2.1M puzzles, the
-bulk of the hard part) and the 1M unbiased puzzles are not available, so the hard part is top1465 +
-forum_hardest_1106 and the easy part Kaggle + 17-clue.
+Of those lists, the `--mix` folder holds top1465 and forum_hardest_1106 (hard), 17_clue and Kaggle rows (easy); its
+layout is `SOURCES` (README "Datasets"). The recipe here keeps the card's easy share (1.1 / 4.2 = 26%) in both
+splits, solves every puzzle with our solver (labels, uniqueness, and the guess count as a difficulty rating), draws
+the train puzzles, and sends the remaining hard puzzles plus easy ones in the same share to test, dropping any test
+puzzle that could be equivalent to a train puzzle (see `invariant`). What the mix cannot copy: forum_hardest_1905
+(2.1M puzzles, the bulk of the hard part) and the 1M unbiased puzzles are not available, so the hard part is
+top1465 + forum_hardest_1106 and the easy part Kaggle + 17-clue.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def read_pool(source_dir: str) -> tuple[Pool, int]:
         path = os.path.join(source_dir, rel)
         if not os.path.isfile(path):
             raise UserError(
-                f"{path} not found: --mix expects a folder laid out like ../shared/data/sudoku "
-                f"({', '.join(r for r, _, _ in SOURCES.values())})"
+                f"{path} not found: the --mix folder holds {', '.join(r for r, _, _ in SOURCES.values())} "
+                "(where to get them: README 'Datasets')"
             )
         data = sudoku.read_any(path)  # puzzle lists are solved here, with uniqueness checked
         if solved:  # a file's own solutions prove nothing about uniqueness: check it
