@@ -28,12 +28,12 @@ ci:
 	bash .ci/run
 
 # README "Results": the Sudoku-Extreme-like set from the real lists, then the paper's Sudoku-1k recipe (resumable)
-SHARED ?= ../shared/data
+# LISTS: the folder of tdoku/Kaggle lists that --mix reads (README "Datasets")
+LISTS ?= data/raw/sudoku
 sudoku-mix:
-	test -d data/sudoku-mix-1k-aug-1000 || python dataset/build_sudoku_dataset.py --mix $(SHARED)/sudoku --mix-version 1 --subsample-size 1000 --num-aug 1000 --output-dir data/sudoku-mix-1k-aug-1000
+	test -d data/sudoku-mix-1k-aug-1000 || python dataset/build_sudoku_dataset.py --mix $(LISTS) --mix-version 1 --subsample-size 1000 --num-aug 1000 --output-dir data/sudoku-mix-1k-aug-1000
 	python pretrain.py data_path=data/sudoku-mix-1k-aug-1000 epochs=20000 eval_interval=2000 global_batch_size=768 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 project_name=sudoku-mix run_name=r0 checkpoint_path=checkpoints/sudoku-mix/r0 resume=auto 'eval_save_outputs=[inputs,labels,logits]'
 
-# README "Sudoku mix v2": the v2 build only (issue 18's benchmark data); SUDOKU_LISTS = the folder of the raw lists
-SUDOKU_LISTS ?= data/raw/sudoku
+# README "Sudoku mix v2": the v2 build only (the speedrun's data), from the same LISTS folder
 sudoku-mix-v2:
-	python dataset/build_sudoku_dataset.py --mix $(SUDOKU_LISTS) --subsample-size 1000 --num-aug 1000 --output-dir data/sudoku-mix-v2-1k-aug-1000
+	python dataset/build_sudoku_dataset.py --mix $(LISTS) --subsample-size 1000 --num-aug 1000 --output-dir data/sudoku-mix-v2-1k-aug-1000

@@ -19,6 +19,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -52,6 +53,11 @@ INSTALL_FA3 = (
     "git clone https://github.com/Dao-AILab/flash-attention && cd flash-attention/hopper && python setup.py install"
 )
 INSTALL_FA2 = "pip install flash-attn --no-build-isolation"
+# A CUDA build without a GPU to run on: the CPU build runs the same, in a 1.2 GB environment instead of 5.7 GB.
+INSTALL_CPU_TORCH = (
+    "no GPU to use here: the CPU build of torch saves ~4.5 GB of disk; in a fresh environment run "
+    "`pip install torch --index-url https://download.pytorch.org/whl/cpu`, then `pip install -r requirements.txt`"
+)
 OFFLINE_BUILD = (
     "build datasets offline: dataset/build_sudoku_dataset.py --source-dir DIR (a folder with the HF train.csv "
     "and test.csv) or --generate N (puzzles made here)"
@@ -348,6 +354,17 @@ def check_torch(torch: Any) -> Check:
     return Check("torch", "ok", detail)
 
 
+def nvidia_driver_present() -> bool:
+    """Any trace of an NVIDIA driver: its kernel module (Linux), `nvidia-smi`, or the driver's CUDA library."""
+    import ctypes.util
+
+    return (
+        os.path.exists("/proc/driver/nvidia")
+        or shutil.which("nvidia-smi") is not None
+        or any(ctypes.util.find_library(n) for n in ("cuda", "nvcuda"))
+    )
+
+
 def check_gpu(torch: Any) -> Check:
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
@@ -375,12 +392,10 @@ def check_gpu(torch: Any) -> Check:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return Check("gpu", "ok", "Apple MPS (no CUDA GPU): runs use mps, fp32, no FlashAttention or compile")
     if torch.version.cuda:
-        return Check(
-            "gpu",
-            "warn",
-            f"torch is a CUDA {torch.version.cuda} build but sees no GPU: runs use the CPU (slow)",
-            "check `nvidia-smi`, the driver, and CUDA_VISIBLE_DEVICES",
-        )
+        detail = f"torch is a CUDA {torch.version.cuda} build but sees no GPU: runs use the CPU (slow)"
+        if not nvidia_driver_present():
+            return Check("gpu", "warn", detail + "; no NVIDIA driver on this machine", INSTALL_CPU_TORCH)
+        return Check("gpu", "warn", detail, "check `nvidia-smi`, the driver, and CUDA_VISIBLE_DEVICES")
     return Check(
         "gpu",
         "warn",

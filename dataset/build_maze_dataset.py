@@ -6,7 +6,7 @@ Sources: the Hugging Face dataset `sapientinc/maze-30x30-hard-1k` (default, need
     python dataset/build_maze_dataset.py                                  # -> data/maze-30x30-hard-1k
     python dataset/build_maze_dataset.py --aug --output-dir data/maze-30x30-hard-1k-aug
     python dataset/build_maze_dataset.py --source-dir ~/maze-30x30-hard-1k
-    python dataset/build_maze_dataset.py --generate 1000 --output-dir data/maze-gen-1k
+    python dataset/build_maze_dataset.py --generate 1000                    # -> data/maze-gen-1k
 
 Each maze is one group; with `--aug` (train only) its 8 dihedral transforms are 8 puzzles of that group, else it is
 one puzzle. Every puzzle has one example and identifier 0. Tokens: `# SGo` -> 1..5, pad 0, vocab 6.
@@ -24,7 +24,15 @@ sys.path.insert(0, REPO_ROOT)
 import numpy as np  # noqa: E402
 
 from dataset import maze  # noqa: E402
-from dataset.common import dihedral_transform, progress, run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
+from dataset.common import (  # noqa: E402
+    count_name,
+    dihedral_transform,
+    progress,
+    run_build,
+    save_grid_split,
+    split_counts,
+    write_identifiers,
+)
 from dataset.hub import check_source_dir, download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -36,7 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Build the Maze dataset for HRM training.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--source-repo", default="sapientinc/maze-30x30-hard-1k", help="Hugging Face dataset to download")
-    p.add_argument("--output-dir", default="data/maze-30x30-hard-1k")
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        help="[data/maze-30x30-hard-1k; with --generate N: data/maze-gen-N, + -aug with --aug]",
+    )
     p.add_argument("--subsample-size", type=int, default=None, help="keep this many random train mazes")
     p.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each train maze")
     src = p.add_mutually_exclusive_group()
@@ -63,6 +75,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--subsample-size must be >= 1")
     if args.source_dir is not None:
         check_source_dir(args.source_dir, SPLITS)
+    if args.output_dir is None:  # generated mazes get a name of their own, not the folder the Maze recipe trains on
+        args.output_dir = (
+            "data/maze-30x30-hard-1k"  # the original's default, for the real data
+            if args.generate is None
+            else f"data/maze-gen-{count_name(args.generate)}" + ("-aug" if args.aug else "")
+        )
 
 
 def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator, side: int | None) -> maze.MazeSet:

@@ -24,7 +24,14 @@ sys.path.insert(0, REPO_ROOT)
 import numpy as np  # noqa: E402
 
 from dataset import sudoku, sudoku_mix  # noqa: E402
-from dataset.common import progress, run_build, save_grid_split, split_counts, write_identifiers  # noqa: E402
+from dataset.common import (  # noqa: E402
+    count_name,
+    progress,
+    run_build,
+    save_grid_split,
+    split_counts,
+    write_identifiers,
+)
 from dataset.hub import check_source_dir, download  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -37,7 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--source-repo", default="sapientinc/sudoku-extreme", help="Hugging Face dataset to download")
-    p.add_argument("--output-dir", default="data/sudoku-extreme-full")
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        help="[data/sudoku-extreme-full; with --generate N: data/sudoku-gen-N, with --mix: data/sudoku-mix-v2-N "
+        "(v1: data/sudoku-mix-N; N = --subsample-size), each + -aug-K with --num-aug K]",
+    )
     p.add_argument("--subsample-size", type=int, default=None, help="keep this many random train puzzles")
     p.add_argument("--min-difficulty", type=int, default=None, help="drop CSV rows rated below this")
     p.add_argument("--num-aug", type=int, default=0, help="augmented copies of each train puzzle")
@@ -48,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mix",
         default=None,
         metavar="DIR",
-        help="Sudoku-Extreme-like set from the raw tdoku/Kaggle lists in DIR (tdoku/..., kaggle-bryanpark/sudoku.csv); "
+        help="Sudoku-Extreme-like set from the raw tdoku/Kaggle lists in DIR (layout: README 'Datasets'); "
         "--subsample-size train puzzles [1000], 26%% easy in both splits (see --mix-version)",
     )
     p.add_argument(
@@ -77,7 +89,7 @@ def check_args(args: argparse.Namespace) -> None:
         if args.min_difficulty is not None or args.min_guesses is not None:
             raise UserError("--min-difficulty / --min-guesses do not apply to --mix (it keeps the lists' own mix)")
         if not os.path.isdir(args.mix):
-            raise UserError(f"--mix folder {args.mix} not found (expected the layout of ../shared/data/sudoku)")
+            raise UserError(f"--mix folder {args.mix} not found (the lists it needs: README 'Datasets')")
         args.subsample_size = 1000 if args.subsample_size is None else args.subsample_size
         args.mix_version = 2 if args.mix_version is None else args.mix_version
         if args.mix_version not in (1, 2):
@@ -109,6 +121,19 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--subsample-size must be >= 1")
     if args.source_dir is not None:
         check_source_dir(args.source_dir, SPLITS)
+    if args.output_dir is None:
+        args.output_dir = default_output_dir(args)
+
+
+def default_output_dir(args: argparse.Namespace) -> str:
+    """Generated puzzles and the mix get names of their own: the real benchmark's folder name (the original's
+    default) would pass them off as Sudoku-Extreme."""
+    if args.generate is None and args.mix is None:
+        return "data/sudoku-extreme-full"
+    kind, n = ("gen", args.generate) if args.generate is not None else ("mix", args.subsample_size)
+    if args.mix is not None and args.mix_version == 2:
+        kind = "mix-v2"
+    return f"data/sudoku-{kind}-{count_name(n)}" + (f"-aug-{args.num_aug}" if args.num_aug else "")
 
 
 def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator) -> sudoku.SudokuSet:

@@ -109,6 +109,11 @@ def save_grid_split(
     return groups, len(arrays["puzzle_identifiers"]), len(arrays["inputs"])
 
 
+def count_name(n: int) -> str:
+    """A count as the dataset folder names write it: 1000 -> '1k', 250 -> '250'."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
 def prepare_output(output_dir: str, overwrite: bool) -> str:
     """Refuse to clobber an existing dataset unless asked; return a fresh temporary folder beside it.
 

@@ -5,9 +5,9 @@ puzzles1_unbiased, puzzles2_17_clue) with 3.1M "hard" ones (puzzles3_magictour_t
 puzzles4_forum_hardest_1905, puzzles6_forum_hardest_1106, ph_2010/01_file1), exact-deduplicated, each randomly
 permuted by row, column, box and digit, with train puzzles mathematically inequivalent to test puzzles.
 
-Version 1 (`assemble`, `--mix-version 1`, the README's published results). Of those lists, the source folder
-holds top1465 and forum_hardest_1106 (hard), 17_clue and 10k Kaggle rows (easy). The recipe keeps the card's easy
-share (1.1 / 4.2 = 26%) in both splits, solves every puzzle with our solver (labels, uniqueness, and the guess
+Version 1 (`assemble`, `--mix-version 1`, the README's published results). Of those lists, the `--mix` folder
+(layout: `SOURCES`, README "Datasets") holds top1465 and forum_hardest_1106 (hard), 17_clue and 10k Kaggle rows
+(easy). The recipe keeps the card's easy share (1.1 / 4.2 = 26%) in both splits, solves every puzzle with our solver (labels, uniqueness, and the guess
 count as a difficulty rating), draws the train puzzles, and sends the remaining hard puzzles plus easy ones in
 the same share to test, dropping any test puzzle that could be equivalent to a train puzzle (see `invariant`).
 What it cannot copy: forum_hardest_1905 (2.1M puzzles, the bulk of the hard part) and the 1M unbiased puzzles
@@ -128,8 +128,8 @@ def read_pool(source_dir: str) -> tuple[Pool, int]:
         path = os.path.join(source_dir, rel)
         if not os.path.isfile(path):
             raise UserError(
-                f"{path} not found: --mix expects a folder laid out like ../shared/data/sudoku "
-                f"({', '.join(r for r, _, _ in SOURCES.values())})"
+                f"{path} not found: the --mix folder holds {', '.join(r for r, _, _ in SOURCES.values())} "
+                "(where to get them: README 'Datasets')"
             )
         data = sudoku.read_any(path)  # puzzle lists are solved here, with uniqueness checked
         if solved:  # a file's own solutions prove nothing about uniqueness: check it

@@ -1,6 +1,6 @@
 """Look at a dataset's puzzles, and a model's answers to them, offline: a PNG or one self-contained HTML page.
 
-    python dataset/view.py data/sudoku-extreme-1k-aug-1000        # -> ./sudoku-extreme-1k-aug-1000-test-0.html
+    python dataset/view.py data/sudoku-extreme-1k-aug-1000        # -> data/sudoku-extreme-1k-aug-1000/view-test-0.html
     python dataset/view.py data/arc-aug-1000 --split train --n 24 --start 100 --png arc.png
     python dataset/view.py data/maze-30x30-hard-1k --preds <run>/step_<N>_all_preds.0 --html maze.html --png maze.png
 
@@ -18,7 +18,8 @@ evaluation (pass them all, or their folder: its latest step) hold interleaved ba
 is found by its puzzle identifier and input. Either way the inputs are checked against the dataset.
 
 `--html` writes one static page (inline CSS and SVG, no scripts, no external addresses) that opens from disk;
-`--png` a matplotlib figure. Neither given: the HTML page, in the current folder.
+`--png` a matplotlib figure. Neither given: the HTML page, in the dataset's folder (the system's temporary folder if
+that is not writable), never the current folder, which may be a checkout; the path is printed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -689,9 +691,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--html",
         default=None,
         metavar="PATH",
-        help="write one HTML page [neither given: ./<data>-<split>-<start>.html]",
+        help="write one HTML page [neither given: <data>/view-<split>-<start>.html]",
     )
     return p.parse_args(argv)
+
+
+def default_html(data_dir: str, split: str, start: int) -> str:
+    """Where the page goes when no output is named: beside the data it shows (datasets live under the git-ignored
+    data/), or the temporary folder for a read-only dataset; not the working directory, a checkout for most users."""
+    folder = data_dir if os.access(data_dir, os.W_OK) else os.path.join(tempfile.gettempdir(), "hrm-view")
+    os.makedirs(folder, exist_ok=True)
+    name = f"view-{split}-{start}.html"
+    if folder != data_dir:  # the shared folder holds pages of several datasets
+        name = f"{os.path.basename(os.path.normpath(data_dir))}-{name}"
+    return os.path.join(folder, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -732,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = ["python", "dataset/view.py", args.data, "--split", args.split, "--n", str(args.n)]
             cmd += ["--start", str(shown[-1] + 1)] + (["--preds", *args.preds] if args.preds else [])
             next_page = shlex.join(cmd)
-        html_out = args.html or (None if args.png else f"{name}-{args.split}-{args.start}.html")
+        html_out = args.html or (None if args.png else default_html(args.data, args.split, args.start))
         if html_out:
             page = render_html(examples, data, header, next_page)
             try:
@@ -740,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
                     f.write(page)
             except OSError as e:
                 raise UserError(f"cannot write {html_out}: {e.strerror or e}") from None
-            print(f"wrote {html_out} ({len(examples)} examples; open it in a browser, no network needed)")
+            print(f"wrote {shlex.quote(html_out)} ({len(examples)} examples; open it in a browser, no network needed)")
         if args.png:
             w, h = render_png(examples, data, header, args.png)
             print(f"wrote {args.png} ({w}x{h} px, {len(examples)} examples)")

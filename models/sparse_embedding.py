@@ -117,6 +117,11 @@ def group_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return torch.where(valid, uniq, sorted_ids[0]), inverse, valid
 
 
+# torch 2.13 renamed all_gather_into_tensor to all_gather_single (same call, same result) and made the old name warn
+# (FutureWarning on every rank); older torch has only the old name.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 def sparse_signsgd_step(
     local_grad: torch.Tensor,
     local_ids: torch.Tensor,
@@ -131,8 +136,8 @@ def sparse_signsgd_step(
     if world_size > 1:
         all_grad = torch.empty(world_size * N, D, dtype=local_grad.dtype, device=local_grad.device)
         all_ids = torch.empty(world_size * N, dtype=local_ids.dtype, device=local_ids.device)
-        dist.all_gather_into_tensor(all_grad, local_grad)
-        dist.all_gather_into_tensor(all_ids, local_ids)
+        _all_gather_single(all_grad, local_grad)
+        _all_gather_single(all_ids, local_ids)
 
     uniq, inv, valid = group_ids(all_ids)
     summed = torch.zeros(len(uniq), D, dtype=all_grad.dtype, device=all_grad.device)

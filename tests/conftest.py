@@ -2,14 +2,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("HRM_SHARED_DATA", REPO.parent / "shared" / "data"))
+# Small samples of the public raw data, committed (tests/fixtures/data/README.md): what the tests read by default.
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"
+# The full public data, for the few tests of exact counts (README "Tests"): a folder laid out like FIXTURE_DATA.
+FULL_DATA = Path(os.environ["HRM_TEST_DATA"]) if os.environ.get("HRM_TEST_DATA") else None
+FULL_DATA_SKIP = (
+    "needs the full public data: HRM_TEST_DATA=DIR python -m pytest -q, DIR holding sudoku/ and raw-data/ "
+    "(README 'Tests')"
+)
 
 # A model small enough to train for a few dozen steps in seconds on 2 CPU cores.
 TINY_ARCH = [
@@ -40,15 +50,41 @@ WALL_CLOCK_KEYS = ("time", "elapsed_s")
 
 
 def pretrain_args(data: Path, run_dir: Path, base: list[str], *extra: str) -> list[str]:
-    return ["pretrain.py", f"data_path={data}", f"checkpoint_path={run_dir}", *base, *extra]
+    return [str(REPO / "pretrain.py"), f"data_path={data}", f"checkpoint_path={run_dir}", *base, *extra]
+
+
+# Commands run in a fresh folder of their own, never in the checkout: what a script writes relative to its working
+# directory (Hydra's outputs/<date>/<time>/ logs, checkpoints/<project>/ run folders without checkpoint_path,
+# default dataset folders under data/) lands there and is deleted with the session's temporary folders.
+_SCRATCH = Path(tempfile.mkdtemp(prefix="hrm-tests-"))
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(dir=_SCRATCH))
+
+
+def repo_args(args: list[str]) -> list[str]:
+    """Relative paths of the repo's scripts (`pretrain.py`, `dataset/view.py`) made absolute, so a command runs
+    from any working directory."""
+    return [str(REPO / a) if a.endswith(".py") and (REPO / a).is_file() else a for a in args]
+
+
+def py_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    base = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    return {**os.environ, **base, **(env or {})}
 
 
 def run_py(
-    args: list[str], cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 600
+    args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    """`python args...` in `cwd` (default: a fresh scratch folder)."""
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *repo_args(args)],
+        cwd=cwd or scratch_dir(),
+        env=py_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -94,7 +130,66 @@ def tiny_sudoku(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA} (set HRM_SHARED_DATA)")
-    return SHARED_DATA
+def full_data() -> Path:
+    if FULL_DATA is None or not FULL_DATA.is_dir():
+        pytest.skip(FULL_DATA_SKIP)
+    return FULL_DATA
+
+
+def kaggle_like_csv(path: Path, n: int, seed: int = 0) -> Path:
+    """A CSV in the Kaggle bryanpark/sudoku format (`quizzes,solutions`, 0 = blank) of easy puzzles like its own
+    (34 clues, solved by singles alone), made by our generator: the Kaggle file's licence cannot be checked."""
+    from dataset import sudoku
+
+    inputs, labels, ratings = sudoku.generate(2 * n, np.random.default_rng(seed), min_clues=34)
+    keep = np.flatnonzero(ratings == 0)[:n]
+    assert len(keep) == n, "too few generated puzzles need no guess"
+    rows = [
+        f"{sudoku.format_puzzle(q, blank='0')},{sudoku.format_puzzle(a, blank='0')}"
+        for q, a in zip(inputs[keep], labels[keep])
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("quizzes,solutions\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sudoku_lists(tmp_path_factory) -> Path:
+    """A `--mix` folder: the committed tdoku samples and a Kaggle-format CSV of 200 generated puzzles."""
+    root = tmp_path_factory.mktemp("lists") / "sudoku"
+    shutil.copytree(FIXTURE_DATA / "sudoku" / "tdoku", root / "tdoku")
+    kaggle_like_csv(root / "kaggle-bryanpark" / "sudoku.csv", 200)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The suite leaves the checkout as it found it: enforced, not hoped for.
+
+_CACHES = {".git", "__pycache__", ".pytest_cache", ".ruff_cache"}  # Python's and pytest's own caches
+
+
+def checkout_listing(root: Path = REPO) -> set[str]:
+    """Every file and folder under the checkout, caches and virtual environments left out; folders too, so an
+    empty run folder counts."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _CACHES and not (Path(dirpath, d) / "pyvenv.cfg").exists()]
+        for name in dirnames + [f for f in filenames if not f.endswith(".pyc")]:
+            out.add(str(Path(dirpath, name).relative_to(root)))
+    return out
+
+
+def listing_changes(before: set[str], after: set[str]) -> list[str]:
+    # files edited in place are left out: a developer may be editing while the tests run
+    return [f"added {p}" for p in sorted(after - before)] + [f"removed {p}" for p in sorted(before - after)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_unchanged():
+    before = checkout_listing()
+    yield
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
+    changes = listing_changes(before, checkout_listing())
+    if changes:
+        shown = "\n  ".join(changes[:20]) + (f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else "")
+        pytest.fail(f"the tests changed the checkout {REPO} (they must write under tmp_path):\n  {shown}")

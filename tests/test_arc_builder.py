@@ -15,6 +15,7 @@ import pytest
 from dataset import arc
 from dataset.build_arc_dataset import DEFAULT_DIRS, parse_args
 from dataset.build_arc_dataset import main as build_main
+from tests.conftest import FIXTURE_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "dataset" / "build_arc_dataset.py"
@@ -39,13 +40,12 @@ def sha(a: np.ndarray) -> str:
 
 
 @pytest.fixture
-def small_raw(shared_data: Path, tmp_path: Path) -> Path:
-    """A few real tasks in the submodule layout: 6 training and 4 evaluation tasks of ARC-AGI-1."""
+def small_raw(tmp_path: Path) -> Path:
+    """A few real tasks in the submodule layout: 6 training and 4 evaluation tasks of ARC-AGI-1 (the committed
+    sample, tests/fixtures/data)."""
     root = tmp_path / "raw" / "ARC"
-    for sub, n in (("training", 6), ("evaluation", 4)):
-        (root / sub).mkdir(parents=True)
-        for f in sorted((shared_data / "raw-data" / "ARC-AGI" / "data" / sub).glob("*.json"))[:n]:
-            shutil.copy(f, root / sub / f.name)
+    shutil.copytree(FIXTURE_DATA / "raw-data" / "ARC-AGI" / "data", root)
+    assert [len(list((root / sub).glob("*.json"))) for sub in ("training", "evaluation")] == [6, 4]
     return root
 
 
@@ -87,8 +87,8 @@ ORIGINAL_NUM_AUG_8 = {
 }
 
 
-def test_real_data_matches_original_builder(shared_data: Path, tmp_path: Path) -> None:
-    raw = shared_data / "raw-data"
+def test_real_data_matches_original_builder(full_data: Path, tmp_path: Path) -> None:
+    raw = full_data / "raw-data"
     out = tmp_path / "arc8"
     r = run_cli(
         "--dataset-dirs", str(raw / "ARC-AGI" / "data"), str(raw / "ConceptARC" / "corpus"),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
+import os
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -133,3 +136,28 @@ def test_full_run_with_compile(small_sudoku: Path) -> None:
     if status_of(line) == "ok":
         assert "compiled on" in line
     assert elapsed < 60, f"doctor took {elapsed:.1f} s"
+
+
+def fake_cuda_torch_without_gpu() -> SimpleNamespace:
+    """A CUDA build of torch that sees no GPU (what pip installs by default on a machine without one)."""
+    return SimpleNamespace(
+        version=SimpleNamespace(cuda="13.0"),
+        cuda=SimpleNamespace(is_available=lambda: False),
+        backends=SimpleNamespace(mps=None),
+    )
+
+
+@pytest.mark.parametrize("trace", [None, "proc", "nvidia-smi", "libcuda"])
+def test_cuda_torch_without_gpu_advice_depends_on_the_driver(trace: str | None, monkeypatch) -> None:
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: trace == "proc" if p == "/proc/driver/nvidia" else real_exists(p))
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi" if trace == "nvidia-smi" else None)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libcuda.so.1" if trace == "libcuda" else None)
+    c = doctor.check_gpu(fake_cuda_torch_without_gpu())
+    assert c.status == "warn" and "CUDA 13.0 build but sees no GPU" in c.detail
+    if trace is None:  # no NVIDIA driver at all: the fix is the CPU build, not driver advice
+        assert "no NVIDIA driver" in c.detail
+        assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in c.fix and "GB" in c.fix
+        assert "nvidia-smi" not in c.fix
+    else:  # a driver is there, the GPU is not visible: check the driver
+        assert "nvidia-smi" in c.fix and "CUDA_VISIBLE_DEVICES" in c.fix and "whl/cpu" not in c.fix

@@ -15,19 +15,22 @@ import numpy as np
 import pytest
 
 from dataset import maze
+from dataset.build_maze_dataset import check_args, parse_args
 from dataset.build_maze_dataset import main as build_main
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "dataset" / "build_maze_dataset.py"
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(CLI), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=REPO,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
     )
 
@@ -148,6 +151,19 @@ def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_csv(d / "train.csv", rows[:5])
     write_csv(d / "test.csv", rows[5:])
     return d
+
+
+def test_generated_mazes_are_not_named_after_the_benchmark(tmp_path: Path) -> None:
+    # without --output-dir: data/maze-gen-<N>[-aug], not data/maze-30x30-hard-1k (the folder the Maze recipe trains on)
+    for extra, name in (([], "maze-gen-3"), (["--aug"], "maze-gen-3-aug")):
+        r = run_cli("--generate", "3", "--test-size", "1", *extra, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert f"wrote data/{name}:" in r.stdout
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["maze-gen-3", "maze-gen-3-aug"]
+    for argv, want in ((["--generate", "1000"], "data/maze-gen-1k"), ([], "data/maze-30x30-hard-1k")):
+        args = parse_args(argv)
+        check_args(args)
+        assert args.output_dir == want
 
 
 def test_source_dir_reads_the_hf_layout(hf_dir: Path, tmp_path: Path) -> None:

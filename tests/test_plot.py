@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import plot
-from tests.conftest import run_py
+from tests.conftest import REPO, run_py
 
 
 def write_run(folder: Path, steps: int = 60, eval_every: int = 20, scale: float = 1.0) -> Path:
@@ -131,7 +131,7 @@ def test_missing_matplotlib_prints_install_hint(two_runs: tuple[Path, Path]) -> 
     # sys.modules[name] = None makes `import matplotlib` fail, as on a machine without it
     code = (
         "import runpy, sys; sys.modules['matplotlib'] = None; "
-        f"sys.argv = ['plot.py', {str(two_runs[0])!r}]; runpy.run_path('plot.py', run_name='__main__')"
+        f"sys.argv = ['plot.py', {str(two_runs[0])!r}]; runpy.run_path({str(REPO / 'plot.py')!r}, run_name='__main__')"
     )
     r = run_py(["-c", code])
     assert r.returncode == 2

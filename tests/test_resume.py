@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, SHORT_RUN, pretrain_args, read_metrics, run_py, tiny_config
+from tests.conftest import SHORT_RUN, pretrain_args, read_metrics, run_py, scratch_dir, tiny_config
 
 BASE = [*SHORT_RUN, "seed=1"]
 
@@ -45,7 +45,7 @@ def reference(tiny_sudoku: Path, tmp_path_factory) -> Path:
 def start(a: list[str]) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, *a], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, *a], cwd=scratch_dir(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
@@ -192,7 +192,7 @@ def test_disk_full_during_save_keeps_previous_checkpoint(
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
         [sys.executable, *args(tiny_sudoku, run_dir, "resume=auto", f"save_error={policy}")],
-        cwd=REPO,
+        cwd=scratch_dir(),
         env=env,
         capture_output=True,
         text=True,

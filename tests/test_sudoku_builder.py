@@ -14,18 +14,13 @@ import numpy as np
 import pytest
 
 from dataset import sudoku
+from dataset.build_sudoku_dataset import default_output_dir, parse_args
+from tests.conftest import FIXTURE_DATA
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "dataset" / "build_sudoku_dataset.py"
-SHARED = Path(os.environ.get("HRM_SHARED_DATA", REPO.parent / "shared" / "data"))
-TDOKU = SHARED / "sudoku" / "tdoku"
-KAGGLE = SHARED / "sudoku" / "kaggle-bryanpark" / "sudoku.csv"
-
-needs_data = pytest.mark.skipif(
-    not (TDOKU.is_dir() and KAGGLE.is_file()),
-    reason=f"shared Sudoku data not found at {SHARED} (set HRM_SHARED_DATA to the shared/data folder)",
-)
+TDOKU = FIXTURE_DATA / "sudoku" / "tdoku"  # the start of each public list (tests/fixtures/data/README.md)
 
 
 def first_puzzles(name: str, n: int) -> np.ndarray:
@@ -41,13 +36,13 @@ def first_puzzles(name: str, n: int) -> np.ndarray:
     return np.stack(out)
 
 
-def kaggle_rows(n: int) -> tuple[np.ndarray, np.ndarray]:
-    data = sudoku.read_kaggle_csv(str(KAGGLE))
+def kaggle_rows(lists: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    data = sudoku.read_kaggle_csv(str(lists / "kaggle-bryanpark" / "sudoku.csv"))
     return data.inputs[:n], data.labels[:n]
 
 
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def leftovers(out: Path) -> list[str]:
@@ -87,7 +82,6 @@ def test_parse_rejects_with_reason(text: str, reason: str) -> None:
 # solver
 
 
-@needs_data
 def test_solver_on_top1465() -> None:
     puzzles = first_puzzles("puzzles3_magictour_top1465", 50)
     solutions, counts, guesses = sudoku.solve_many(puzzles)
@@ -99,12 +93,11 @@ def test_solver_on_top1465() -> None:
     assert one.count == 1 and (one.solution == solutions[0]).all() and one.guesses == guesses[0]
 
 
-@needs_data
-def test_solver_on_17_clue_and_kaggle() -> None:
+def test_solver_on_17_clue_and_kaggle(sudoku_lists: Path) -> None:
     puzzles = first_puzzles("puzzles2_17_clue", 200)
     solutions, counts, _ = sudoku.solve_many(puzzles)
     assert (counts == 1).all() and sudoku.is_solution(solutions).all() and sudoku.agrees(puzzles, solutions).all()
-    inputs, labels = kaggle_rows(300)
+    inputs, labels = kaggle_rows(sudoku_lists, 200)
     solutions, counts, guesses = sudoku.solve_many(inputs)
     assert (counts == 1).all() and (solutions == labels).all()
     assert (guesses == 0).all()  # easy puzzles: singles alone
@@ -200,8 +193,7 @@ def test_augment_valid_and_varied() -> None:
 # readers
 
 
-@needs_data
-def test_readers_on_shared_files(tmp_path: Path) -> None:
+def test_readers_on_the_public_formats(sudoku_lists: Path, tmp_path: Path) -> None:
     # the 17-clue list: comment lines, then CRLF lines; keep its bytes as they are
     raw = (TDOKU / "puzzles2_17_clue").read_bytes().split(b"\n")
     small = tmp_path / "17clue"
@@ -212,7 +204,8 @@ def test_readers_on_shared_files(tmp_path: Path) -> None:
     assert sudoku.is_solution(lines.labels).all() and sudoku.agrees(lines.inputs, lines.labels).all()
 
     kag = tmp_path / "kaggle.csv"
-    kag.write_text("\n".join(KAGGLE.read_text().splitlines()[:51]) + "\n")
+    kaggle = sudoku_lists / "kaggle-bryanpark" / "sudoku.csv"
+    kag.write_text("\n".join(kaggle.read_text().splitlines()[:51]) + "\n")
     k = sudoku.read_kaggle_csv(str(kag))
     assert len(k.inputs) == 50 and sudoku.is_solution(k.labels).all()
 
@@ -315,9 +308,27 @@ def test_cli_generate_end_to_end(tmp_path: Path) -> None:
             assert (np.load(out / split / f"all__{k}.npy") == np.load(again / split / f"all__{k}.npy")).all()
 
 
-@needs_data
-def test_cli_source_dir(tmp_path: Path) -> None:
-    inputs, labels = kaggle_rows(40)
+def test_cli_generated_data_is_not_named_after_the_benchmark(tmp_path: Path) -> None:
+    # without --output-dir: data/sudoku-gen-<N>[-aug-<K>], never the real benchmark's data/sudoku-extreme-full
+    for extra, name in (([], "sudoku-gen-12"), (["--num-aug", "2"], "sudoku-gen-12-aug-2")):
+        res = run_cli("--generate", "12", "--test-size", "4", *extra, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert f"wrote data/{name}:" in res.stdout
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["sudoku-gen-12", "sudoku-gen-12-aug-2"]
+    # the real data keeps the original's default; the mix is named like the README's folder
+    defaults = {
+        (): "data/sudoku-extreme-full",
+        ("--source-dir", "x", "--subsample-size", "1000"): "data/sudoku-extreme-full",
+        ("--generate", "1000", "--num-aug", "1000"): "data/sudoku-gen-1k-aug-1000",
+        ("--mix", "x", "--subsample-size", "1000", "--num-aug", "1000"): "data/sudoku-mix-1k-aug-1000",
+        ("--mix", "x", "--subsample-size", "300"): "data/sudoku-mix-300",
+    }
+    for argv, want in defaults.items():
+        assert default_output_dir(parse_args(list(argv))) == want
+
+
+def test_cli_source_dir(sudoku_lists: Path, tmp_path: Path) -> None:
+    inputs, labels = kaggle_rows(sudoku_lists, 40)
     src = tmp_path / "src"
     src.mkdir()
     ratings = np.arange(40) % 3

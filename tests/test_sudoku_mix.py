@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,7 @@ import torch
 
 from dataset import sudoku, sudoku_mix
 from dataset.score_sudoku import score
-from tests.conftest import REPO
-
-SHARED = Path(os.environ.get("HRM_SHARED_DATA", REPO.parent / "shared" / "data"))
-needs_lists = pytest.mark.skipif(
-    not (SHARED / "sudoku" / "tdoku").is_dir(),
-    reason=f"shared Sudoku lists not found at {SHARED}/sudoku (set HRM_SHARED_DATA to the shared/data folder)",
-)
+from tests.conftest import FULL_DATA, FULL_DATA_SKIP, REPO
 
 
 def build(*args: str) -> subprocess.CompletedProcess:
@@ -44,43 +37,75 @@ def test_invariant_ignores_symmetry_and_tells_puzzles_apart() -> None:
     assert sudoku_mix.invariant(more[None])[0] != keys[0]
 
 
-@pytest.fixture(scope="module")
-def mix_dir(tmp_path_factory) -> Path:
-    if not (SHARED / "sudoku" / "tdoku").is_dir():
-        pytest.skip(f"shared Sudoku lists not found at {SHARED}/sudoku (set HRM_SHARED_DATA)")
+# (folder of lists, --subsample-size): the committed samples with a Kaggle-format CSV made here, and (opt-in) the
+# full public lists with the README's 1000 train puzzles
+MIXES = {"sample": 200, "full": 1000}
+
+
+@pytest.fixture(scope="module", params=list(MIXES))
+def mix(request, tmp_path_factory) -> tuple[Path, Path, int]:
+    """(lists folder, built dataset, train size)."""
+    if request.param == "full":
+        if FULL_DATA is None or not (FULL_DATA / "sudoku" / "tdoku").is_dir():
+            pytest.skip(FULL_DATA_SKIP)
+        lists = FULL_DATA / "sudoku"
+    else:
+        lists = request.getfixturevalue("sudoku_lists")
+    size = MIXES[request.param]
     out = tmp_path_factory.mktemp("mix") / "sudoku-mix"
-    r = build("--mix", str(SHARED / "sudoku"), "--mix-version", "1", "--num-aug", "2", "--output-dir", str(out))
+    r = build(
+        "--mix",
+        str(lists),
+        "--mix-version",
+        "1",
+        "--subsample-size",
+        str(size),
+        "--num-aug",
+        "2",
+        "--output-dir",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    return out
+    return lists, out, size
 
 
-@needs_lists
-def test_mix_splits_follow_the_recipe(mix_dir: Path) -> None:
+def count_puzzles(lists: Path, source: str) -> int:
+    return len(sudoku.read_any(str(lists / sudoku_mix.SOURCES[source][0])).inputs)
+
+
+def test_mix_splits_follow_the_recipe(mix: tuple[Path, Path, int]) -> None:
+    lists, mix_dir, size = mix
     info = json.loads((mix_dir / "mix.json").read_text())
     train_in = np.load(mix_dir / "train" / "all__inputs.npy")[::3].astype(np.int64) - 1  # originals, not augments
     test_in = np.load(mix_dir / "test" / "all__inputs.npy").astype(np.int64) - 1
     test_lab = np.load(mix_dir / "test" / "all__labels.npy").astype(np.int64) - 1
-    assert len(train_in) == info["train"]["puzzles"] == 1000
-    assert len(test_in) == info["test"]["puzzles"] == len(info["test_sources"]) > 1000
+    assert len(train_in) == info["train"]["puzzles"] == size
+    assert len(test_in) == info["test"]["puzzles"] == len(info["test_sources"]) > size / 2
     for split in ("train", "test"):  # Sudoku-Extreme's easy share, 1.1M of 4.2M
         assert abs(info[split]["easy_share"] - 1.1 / 4.2) < 0.01
-    # all of the lists' hard puzzles are used: train's 738, the rest in test unless possibly equivalent
-    hard = sum(n for s, n in info["test"]["by_source"].items() if "hard" in s or "top1465" in s)
-    assert hard + 738 + info["test_dropped_as_possibly_equivalent_to_train"] >= 1465 + 375
+    # all of the lists' hard puzzles are used: train's, the rest in test unless possibly equivalent
+    hard_sources = [s for s, (_, group, _) in sudoku_mix.SOURCES.items() if group == "hard"]
+    train_hard = sum(info["train"]["by_source"].get(s, 0) for s in hard_sources)
+    assert train_hard == size - round(size * sudoku_mix.EASY_SHARE)
+    test_hard = sum(info["test"]["by_source"].get(s, 0) for s in hard_sources)
+    lists_hard = sum(count_puzzles(lists, s) for s in hard_sources)
+    assert test_hard + train_hard + info["test_dropped_as_possibly_equivalent_to_train"] >= lists_hard
     # real puzzles, unique solutions, labels that solve them
     _, counts, guesses = sudoku.solve_many(test_in, limit=2)
     assert (counts == 1).all() and sudoku.is_solution(test_lab).all() and sudoku.agrees(test_in, test_lab).all()
     assert guesses.tolist() == info["test_guesses"]  # the rating of each stored puzzle, in test order
     # no test puzzle can be equivalent to a train puzzle
     assert not set(sudoku_mix.invariant(test_in)) & set(sudoku_mix.invariant(train_in))
-    assert info["train"]["guesses"]["mean"] > 20 and info["test"]["guesses"]["max"] > 500  # hard puzzles in both
+    for split in ("train", "test"):  # the hard lists are harder than the easy ones, in both splits
+        by = info[split]["guesses_mean_by_source"]
+        assert min(by[s] for s in hard_sources) > max(by["puzzles2_17_clue"], by["kaggle"])
     # v1 is v1 although the folder also holds the 11+ list: its four sources only, and mix.json's v1 keys
     assert set(info["train"]["by_source"]) | set(info["test"]["by_source"]) == set(sudoku_mix.SOURCES)
     assert "mix_version" not in info
 
 
-@needs_lists
-def test_scorer_reports_exact_accuracy_per_source(mix_dir: Path, tmp_path: Path) -> None:
+def test_scorer_reports_exact_accuracy_per_source(mix: tuple[Path, Path, int], tmp_path: Path) -> None:
+    mix_dir = mix[1]
     info = json.loads((mix_dir / "mix.json").read_text())
     inputs = torch.from_numpy(np.load(mix_dir / "test" / "all__inputs.npy").astype(np.int32))
     labels = torch.from_numpy(np.load(mix_dir / "test" / "all__labels.npy").astype(np.int32))
@@ -108,11 +133,10 @@ def test_mix_bad_options_fail_cleanly(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-@needs_lists
-def test_mix_too_many_train_puzzles_is_explained(tmp_path: Path) -> None:
+def test_mix_too_many_train_puzzles_is_explained(sudoku_lists: Path, tmp_path: Path) -> None:
     r = build(
         "--mix",
-        str(SHARED / "sudoku"),
+        str(sudoku_lists),
         "--mix-version",
         "1",
         "--subsample-size",
@@ -136,10 +160,11 @@ def one_line_error(r: subprocess.CompletedProcess, *words: str) -> bool:
 
 @pytest.fixture(scope="module")
 def mix_v2_dir(tmp_path_factory) -> Path:
-    if not (SHARED / "sudoku" / "tdoku").is_dir():
-        pytest.skip(f"shared Sudoku lists not found at {SHARED}/sudoku (set HRM_SHARED_DATA)")
+    """v2 from the full public lists (opt-in: the split rules need the real sizes)."""
+    if FULL_DATA is None or not (FULL_DATA / "sudoku" / "tdoku").is_dir():
+        pytest.skip(FULL_DATA_SKIP)
     out = tmp_path_factory.mktemp("mix2") / "sudoku-mix-v2"
-    r = build("--mix", str(SHARED / "sudoku"), "--num-aug", "1", "--output-dir", str(out))  # v2 is the default
+    r = build("--mix", str(FULL_DATA / "sudoku"), "--num-aug", "1", "--output-dir", str(out))  # v2 is the default
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -150,7 +175,6 @@ def hard_counts(by_source: dict) -> tuple[int, int]:
     return p5, sum(n for s, n in by_source.items() if sudoku_mix.SOURCES_V2[s][1] == "hard") - p5
 
 
-@needs_lists
 def test_mix_v2_splits_follow_the_recipe(mix_v2_dir: Path) -> None:
     info = json.loads((mix_v2_dir / "mix.json").read_text())
     train_in = np.load(mix_v2_dir / "train" / "all__inputs.npy")[::2].astype(np.int64) - 1
@@ -185,33 +209,43 @@ def write_list(path: Path, puzzles: list[str]) -> None:
     path.write_text("# a part of a list\n" + "".join(p + "\n" for p in puzzles))
 
 
-@needs_lists
-def test_mix_v2_builds_from_another_part_of_the_lists(tmp_path: Path) -> None:
+def test_mix_v2_builds_from_another_part_of_the_lists(sudoku_lists: Path, tmp_path: Path) -> None:
     """A held-out folder of the same layout: other puzzles, other lengths, the 11+ list under another part name."""
-    src = SHARED / "sudoku"
+    src = sudoku_lists
 
     def lines(rel: str) -> list[str]:
         return [x.strip() for x in (src / rel).read_text().splitlines() if x.strip() and not x.startswith("#")]
 
     folder = tmp_path / "lists"
-    write_list(folder / "tdoku" / "puzzles3_magictour_top1465", lines("tdoku/puzzles3_magictour_top1465")[-600:])
+    write_list(folder / "tdoku" / "puzzles3_magictour_top1465", lines("tdoku/puzzles3_magictour_top1465")[-250:])
     write_list(folder / "tdoku" / "puzzles6_forum_hardest_1106", lines("tdoku/puzzles6_forum_hardest_1106")[:20])
-    write_list(folder / "tdoku" / "puzzles2_17_clue", lines("tdoku/puzzles2_17_clue")[-400:])
-    part = lines("tdoku/puzzles5_forum_hardest_1905_11+_part1")[-700:]
+    write_list(folder / "tdoku" / "puzzles2_17_clue", lines("tdoku/puzzles2_17_clue")[-250:])
+    part = lines("tdoku/puzzles5_forum_hardest_1905_11+_part1")[-90:]
     write_list(folder / "tdoku" / "puzzles5_forum_hardest_1905_11+_part2", part)
     kaggle = (src / "kaggle-bryanpark" / "sudoku.csv").read_text().splitlines()
     (folder / "kaggle-bryanpark").mkdir()
     (folder / "kaggle-bryanpark" / "sudoku.csv").write_text("\n".join(kaggle[:1] + kaggle[-150:]) + "\n")
     out = tmp_path / "out"
-    args = ("--mix", str(folder), "--subsample-size", "100", "--test-size", "400", "--output-dir", str(out))
+    train_n, test_n = 40, 160
+    args = (
+        "--mix",
+        str(folder),
+        "--subsample-size",
+        str(train_n),
+        "--test-size",
+        str(test_n),
+        "--output-dir",
+        str(out),
+    )
     r = build(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     info = json.loads((out / "mix.json").read_text())
-    assert (info["train"]["puzzles"], info["test"]["puzzles"]) == (100, 400)
-    assert info["train"]["easy_share"] == round(26 / 100, 3) and info["test"]["easy_share"] == round(105 / 400, 3)
+    assert (info["train"]["puzzles"], info["test"]["puzzles"]) == (train_n, test_n)
+    for split, n in (("train", train_n), ("test", test_n)):
+        assert info[split]["easy_share"] == round(sudoku_mix._split_counts(n, sudoku_mix.EASY_SHARE)[1] / n, 3)
     # more other hard puzzles than needed here: a random subset of them, the 11+ part at its floor share
     (t5, t_other), (s5, s_other) = hard_counts(info["train"]["by_source"]), hard_counts(info["test"]["by_source"])
-    assert (t5 + s5) / (t5 + t_other + s5 + s_other) >= sudoku_mix.P5_MIN_SHARE and t_other + s_other < 600 + 20
+    assert (t5 + s5) / (t5 + t_other + s5 + s_other) >= sudoku_mix.P5_MIN_SHARE and t_other + s_other < 250 + 20
     # every stored puzzle is one of the folder's puzzles, transformed
     folder_keys = set(sudoku_mix.invariant(sudoku_mix.read_givens_pool(str(folder))[0].inputs))
     for split in ("train", "test"):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import html.parser
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from PIL import Image
 
 from dataset import arc, view
 from dataset.build_arc_dataset import main as build_arc
-from tests.conftest import SHARED_DATA, run_py
+from tests.conftest import FIXTURE_DATA, run_py
 
 # test example -> how many of its cells the fabricated model gets wrong (the rest are right)
 WRONG_CELLS = {0: 0, 1: 3}
@@ -42,23 +45,14 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for kind, args in builds.items():
         r = run_py([*args, "--output-dir", str(out[kind])])
         assert r.returncode == 0, r.stderr
-    src = SHARED_DATA / "raw-data" / "ARC-AGI" / "data"
-    if src.is_dir():  # a few real tasks; ARC tests skip without the shared data
-        for sub, n in (("training", 2), ("evaluation", 3)):
-            (root / "raw" / sub).mkdir(parents=True)
-            for f in sorted((src / sub).glob("*.json"))[:n]:
-                shutil.copy(f, root / "raw" / sub / f.name)
-        assert (
-            build_arc(["--dataset-dirs", str(root / "raw"), "--num-aug", "1", "--output-dir", str(root / "arc")]) == 0
-        )
-        out["arc"] = root / "arc"
+    src = FIXTURE_DATA / "raw-data" / "ARC-AGI" / "data"  # a few real tasks
+    for sub, n in (("training", 2), ("evaluation", 3)):
+        (root / "raw" / sub).mkdir(parents=True)
+        for f in sorted((src / sub).glob("*.json"))[:n]:
+            shutil.copy(f, root / "raw" / sub / f.name)
+    assert build_arc(["--dataset-dirs", str(root / "raw"), "--num-aug", "1", "--output-dir", str(root / "arc")]) == 0
+    out["arc"] = root / "arc"
     return out
-
-
-def data_for(datasets: dict[str, Path], kind: str) -> Path:
-    if kind not in datasets:
-        pytest.skip(f"ARC raw data not found at {SHARED_DATA} (set HRM_SHARED_DATA)")
-    return datasets[kind]
 
 
 def fabricate(data: Path, run: Path, ranks: int = 1, step: int = 5) -> np.ndarray:
@@ -158,7 +152,7 @@ def check_png(path: Path, printed: str) -> Image.Image:
 def test_png_and_html_with_predictions(
     kind: str, datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    data = data_for(datasets, kind)
+    data = datasets[kind]
     run = tmp_path / "run"
     answers = fabricate(data, run)
     png, page_path = tmp_path / "v.png", tmp_path / "v.html"
@@ -187,7 +181,7 @@ def test_png_and_html_with_predictions(
 
 def test_arc_train_grids_are_cut_out_where_they_sit(datasets: dict[str, Path], tmp_path: Path) -> None:
     """Train examples sit at random offsets of the canvas; the panels must show the task file's grids."""
-    data = data_for(datasets, "arc")
+    data = datasets["arc"]
     ds = view.open_dataset(str(data), "train")
     names = json.loads((data / "identifiers.json").read_text())
     raw = data.parent / "raw"
@@ -264,7 +258,7 @@ def screenshot(page: Path, tmp_path: Path) -> Image.Image:
 
 @pytest.mark.parametrize("kind", ["sudoku", "maze", "arc"])
 def test_html_renders_in_chromium(kind: str, datasets: dict[str, Path], tmp_path: Path) -> None:
-    data = data_for(datasets, kind)
+    data = datasets[kind]
     chromium()  # skip before building anything
     fabricate(data, tmp_path / "run")
     page = tmp_path / "page.html"
@@ -280,6 +274,34 @@ def test_html_renders_in_chromium(kind: str, datasets: dict[str, Path], tmp_path
         palette = view.ARC_PALETTE if kind == "arc" else view.MAZE_PALETTE
         present = [c for c, _ in palette.values() if colours.get(rgb(c), 0) > 20]
         assert len(present) >= 4, present
+
+
+def test_default_page_goes_beside_the_data(datasets: dict[str, Path], tmp_path: Path) -> None:
+    data = tmp_path / "my sudoku"  # a space: the printed path must still paste into a shell
+    shutil.copytree(datasets["sudoku"], data)
+    work = tmp_path / "checkout"  # the working folder: a user's checkout, which must stay clean
+    work.mkdir()
+    r = run_py(["dataset/view.py", str(data), "--n", "2"], cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert list(work.iterdir()) == []
+    line = r.stdout.splitlines()[0]
+    assert shlex.split(line)[:2] == ["wrote", str(data / "view-test-0.html")], line
+    assert len(parse(data / "view-test-0.html").titles) == 2
+
+
+def test_default_page_of_a_read_only_dataset_goes_to_the_temp_folder(
+    datasets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    data = datasets["sudoku"]
+    before = sorted(data.iterdir())
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == data else real_access(p, mode))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert view.main([str(data), "--n", "1"]) == 0
+    page = tmp_path / "hrm-view" / f"{data.name}-view-test-0.html"
+    assert f"wrote {page} " in capsys.readouterr().out and len(parse(page).titles) == 1
+    assert sorted(data.iterdir()) == before and sorted(tmp_path.iterdir()) == [tmp_path / "hrm-view"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""README claims that can be checked: the quick start's install line installs what its test line needs, no path or
+words that only make sense on the project's own machines, the demo's parameter count."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import yaml
+
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def quick_start_lines() -> list[str]:
+    block = README.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return block.strip().splitlines()
+
+
+def requirement_names(path: str) -> set[str]:
+    names = set()
+    for line in (REPO / path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower())
+    return names
+
+
+def test_install_line_installs_what_the_test_line_needs() -> None:
+    install, run = quick_start_lines()
+    assert run == "python demo.py"
+    args = shlex.split(install)
+    files = [args[i + 1] for i, a in enumerate(args) if a == "-r"]
+    assert args[:2] == ["pip", "install"] and files, install
+    names = set().union(*(requirement_names(f) for f in files))
+    assert {"pytest", "matplotlib"} <= names  # the test runner; PIL (view tests) and plot.py come with matplotlib
+    assert "Tests: `python -m pytest -q`" in README
+    assert "\npython -m pytest -q\n" in (REPO / ".ci" / "run").read_text()  # CI runs the README's test line
+
+
+def test_docs_hold_no_private_paths_or_infrastructure() -> None:
+    for doc in ("README.md", "TROUBLESHOOTING.md", "Makefile"):
+        text = (REPO / doc).read_text()
+        assert "../shared" not in text, doc
+        for words in ("device call", "lent", "could not leave", "64 MiB", "our machines"):
+            assert not re.search(rf"\b{words}\b", text), (doc, words)
+
+
+def test_demo_parameter_count_in_readme() -> None:
+    import demo
+    from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
+
+    arch = yaml.safe_load((REPO / "config" / "arch" / "hrm_v1.yaml").read_text())
+    for arg in demo.TRAIN:
+        if arg.startswith("arch."):
+            key, value = arg[len("arch.") :].split("=")
+            arch[key] = int(value)
+    del arch["name"], arch["loss"]
+    arch["puzzle_emb_ndim"] = arch["hidden_size"]  # ${.hidden_size} in the YAML
+    meta = dict(batch_size=8, vocab_size=11, seq_len=81, num_puzzle_identifiers=1, causal=False)
+    model = HierarchicalReasoningModel_ACTV1({**arch, **meta, "forward_dtype": "float32"})
+    n = sum(p.numel() for p in model.parameters())
+    assert f"trains a\n{n:,}-parameter HRM" in README or f"trains a {n:,}-parameter HRM" in README, n
