@@ -70,7 +70,9 @@ def repo_args(args: list[str]) -> list[str]:
 
 
 def py_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    base = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    # the repo first, then whatever PYTHONPATH the environment already has (packages installed with --target)
+    path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    base = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     return {**os.environ, **base, **(env or {})}
 
 
