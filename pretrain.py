@@ -300,7 +300,7 @@ def resolve_resume(config: PretrainConfig) -> None:
         config.resume = None
         return
     step, weights, full, folder = found
-    problem = ckpt.health_problem(weights, full) if config.resume == "auto" else None
+    problem = ckpt.health_problem(weights, full, folder) if config.resume == "auto" else None
     if problem:
         healthy = (full.get("progress") or {}).get("healthy_step")
         raise UserError(
@@ -1140,7 +1140,13 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         metrics = r.metrics
         if prog.pending_check is not None and r.step == prog.pending_check + 1:
             # the first loss computed with that checkpoint's weights: its verdict
-            prog.healthy_step = prog.pending_check if not r.nonfinite else prog.healthy_step
+            if not r.nonfinite:
+                prog.healthy_step = prog.pending_check
+            elif d.is_main:
+                why = f"step {r.step}, the first with its weights, had a non-finite loss"
+                writes.call(
+                    "a checkpoint's health marker", ckpt.mark_unhealthy, config.checkpoint_path, prog.pending_check, why
+                )
             prog.pending_check = None
         if r.nonfinite:
             prog.nan_streak += 1

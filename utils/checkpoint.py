@@ -192,9 +192,26 @@ def nonfinite(obj: Any) -> list[str]:
     return [n for (n, _), ok in zip(named, flags) if not ok.item()]
 
 
-def health_problem(weights: dict[str, Any], state: dict[str, Any]) -> str | None:
+UNHEALTHY_SUFFIX = ".unhealthy"
+
+
+def mark_unhealthy(run_dir: str, step: int, why: str) -> None:
+    """The verdict on a checkpoint that arrives after it was written (the next step's loss was non-finite):
+    a small `step_N.unhealthy` beside it, read by resume=auto."""
+    path = paths(run_dir, step)[0] + UNHEALTHY_SUFFIX
+    with open(path + f".tmp-{os.getpid()}", "w") as f:
+        f.write(why + "\n")
+    os.replace(path + f".tmp-{os.getpid()}", path)
+
+
+def health_problem(weights: dict[str, Any], state: dict[str, Any], run_dir: str) -> str | None:
     """Why a loadable checkpoint is not one to continue from automatically, or None. Cheap: the flags saved
-    with it, and (for checkpoints written before saving refused non-finite values) a scan of its tensors."""
+    with it or beside it, and (for checkpoints written before saving refused non-finite values) a scan of
+    its tensors."""
+    marker = paths(run_dir, int(state["step"]))[0] + UNHEALTHY_SUFFIX
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            return f.read().strip() or "marked unhealthy"
     bad = nonfinite(weights) + nonfinite({"optimizers": state.get("optimizers"), "carry": state.get("carry")})
     if bad:
         return f"non-finite values in {', '.join(bad[:3])}{'...' if len(bad) > 3 else ''}"
@@ -303,7 +320,8 @@ def remove(run_dir: str, step: int, keep_weights: bool) -> None:
     """Weights first, rank files, the `.state` marker last: a kill in between leaves a `.state` without
     weights (never complete, removed by `clean_stale`) rather than weights that look like kept eval weights."""
     w, s = paths(run_dir, step)
-    for p in ([] if keep_weights else [w]) + sorted(glob.glob(glob.escape(s) + ".rank*")) + [s]:
+    marker = w + UNHEALTHY_SUFFIX
+    for p in ([] if keep_weights else [w]) + sorted(glob.glob(glob.escape(s) + ".rank*")) + [marker, s]:
         try:
             os.remove(p)
         except FileNotFoundError:
@@ -339,7 +357,11 @@ def clean_stale(run_dir: str, log=print) -> None:
             doomed.append(name)
         elif _STEP_RE.match(name) and name.removesuffix(STATE_SUFFIX) not in names:
             doomed.append(name)
-        elif re.match(r"^step_\d+\.state\.rank\d+$", name) and name.split(".rank")[0] not in names:
+    for name in names:  # rank files and verdicts whose state is missing or just doomed
+        state = name.split(".rank")[0] if re.match(r"^step_\d+\.state\.rank\d+$", name) else None
+        if re.match(r"^step_\d+\.unhealthy$", name):
+            state = name.removesuffix(UNHEALTHY_SUFFIX) + STATE_SUFFIX
+        if state is not None and (state not in names or state in doomed):
             doomed.append(name)
     freed = 0
     for name in sorted(doomed):
