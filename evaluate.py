@@ -33,6 +33,7 @@ from pretrain import (
     setup_runtime,
     validate_config,
 )
+from utils import checkpoint as ckpt_io
 from utils.checkpoint import EMA_SUFFIX
 from utils.errors import UserError, close_matches, exit_with
 from utils.runtime import init_distributed
@@ -115,6 +116,10 @@ def load_checkpoint(path: str, model: torch.nn.Module, data_path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    try:  # a .state beside the weights holds their checksum: a flipped byte is refused, not evaluated
+        ckpt_io.verify_weights(path, state)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # full-state checkpoint: take the weights
     state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ from utils.ema import EMA
 from utils.errors import UserError, close_matches, exit_with
 from utils.functions import get_model_source_path, load_model_class
 from utils.records import TimeToAccuracy
+from utils.rng import ExploreRNG, loader_generator
 from utils.runtime import (
     CompileGuard,
     Dist,
@@ -47,6 +49,7 @@ from utils.runtime import (
 )
 from utils.signals import StopSignals, ignore_stop_signals
 from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
+from utils.writes import WriteGuard
 
 # ----------------------------------------------------------------------------------------------------------
 # Config
@@ -358,7 +361,14 @@ def resolve_resume(config: PretrainConfig) -> None:
     if found is None:
         config.resume = None
         return
-    step, _, full, folder = found
+    step, weights, full, folder = found
+    problem = ckpt.health_problem(weights, full, folder) if config.resume == "auto" else None
+    if problem:
+        healthy = (full.get("progress") or {}).get("healthy_step")
+        raise UserError(
+            f"resume=auto: the newest checkpoint step_{step} in {folder} is not healthy ({problem}); "
+            + healthy_hint(config, healthy, newest=step)
+        )
     saved_cfg = dict(full["config"])
     for key in ("data_path", "global_batch_size", "epochs", "eval_interval"):
         if saved_cfg.get(key) != getattr(config, key):
@@ -407,6 +417,7 @@ class TrainState:
     total_steps: int
     pending: PendingStep | None = None  # the last launched step, its metrics not read yet
     ema: EMA | None = None  # the weight average (ema=true)
+    explore: ExploreRNG | None = None  # ACT exploration's own random stream (None: the global one)
 
 
 def create_dataloader(
@@ -433,6 +444,7 @@ def create_dataloader(
         prefetch_factor=8 if workers else None,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
+        generator=loader_generator(config.seed, d.rank),  # not the global RNG, which exploration uses
     )
     return loader, dataset.metadata
 
@@ -591,7 +603,8 @@ def train_batch(
         if emb is not None:
             emb.pending.clear()
 
-    state.carry, loss, metrics = state.model.run("train", step, cleanup)
+    with state.explore.active() if state.explore is not None else nullcontext():
+        state.carry, loss, metrics = state.model.run("train", step, cleanup)
     state.step += 1
 
     params = [p for p in state.model.eager.parameters() if p.grad is not None]
@@ -659,6 +672,7 @@ def evaluate(
     meta: PuzzleDatasetMetadata,
     d: Dist,
     device: torch.device,
+    writes: WriteGuard | None = None,
 ):
     """Run every test example for the full halt_max_steps; returns {set: {metric: mean}} on rank 0.
 
@@ -736,7 +750,11 @@ def evaluate(
     if saved and config.checkpoint_path is not None:
         os.makedirs(config.checkpoint_path, exist_ok=True)
         path = os.path.join(config.checkpoint_path, f"step_{state.step}_all_preds.{d.rank}")
-        ckpt.atomic_save({k: torch.cat(v, dim=0) for k, v in saved.items()}, path)
+        preds = {k: torch.cat(v, dim=0) for k, v in saved.items()}
+        if writes is None:
+            ckpt.atomic_save(preds, path)
+        else:
+            writes.call(f"the eval predictions {path}", ckpt.atomic_save, preds, path)
 
     if totals is None:
         return None
@@ -785,51 +803,110 @@ class Progress:
     nan_streak: int = 0
     early_stop_streak: int = 0
     timing: dict = field(default_factory=dict)  # time to accuracy so far (utils/records.py)
+    # Health: a checkpoint is healthy when a forward pass with its weights gave finite values: its own eval
+    # (evals run on exactly the saved weights), or else the next training step's loss. Never pruned.
+    healthy_step: int | None = None  # the newest checkpoint known healthy
+    pending_check: int | None = None  # the newest checkpoint, waiting for the next step's loss to judge it
 
 
-def save_checkpoint(config: PretrainConfig, state: TrainState, prog: Progress, d: Dist, why: str) -> str | None:
-    """Write a complete checkpoint (see utils/checkpoint.py); returns its weights path, None if not written."""
+def save_checkpoint(
+    config: PretrainConfig,
+    state: TrainState,
+    prog: Progress,
+    d: Dist,
+    why: str,
+    eval_finite: bool | None = None,
+    tracker: Tracker | None = None,
+    writes: WriteGuard | None = None,
+) -> str | None:
+    """Write a complete checkpoint (see utils/checkpoint.py); returns its weights path, None if not written.
+    `eval_finite`: for the checkpoint of an eval, whether all its metrics were finite."""
     if config.checkpoint_path is None:
         return None
     w_path, s_path = ckpt.paths(config.checkpoint_path, state.step)
+    device = next(state.model.eager.parameters()).device
+
+    # Nothing non-finite is written: checked on the device, before any write, by every rank (carries differ;
+    # weights and moments are the same on every rank, so rank 0 checks those).
+    weights = state.model.eager.state_dict()
+    averaged = state.ema.weights(state.model.eager) if state.ema is not None else None
+    optim = [o.state_dict() for o in state.optimizers]
+    bad_model = ckpt.nonfinite({"weights": weights, "ema": averaged, "optimizers": optim}) if d.is_main else []
+    bad_carry = ckpt.nonfinite({"carry": state.carry})
+    bad = [bool(bad_model), bool(bad_carry)]
+    if d.world_size > 1:
+        flags = torch.tensor([float(b) for b in bad], device=device)
+        dist.all_reduce(flags)
+        bad = [f > 0 for f in flags.tolist()]
+    if any(bad):
+        names = ", ".join((bad_model + bad_carry)[:3]) or "another rank's ACT carry"
+        hint = healthy_hint(config, prog.healthy_step)
+        if bad[0]:
+            raise UserError(f"step {state.step}: non-finite values in {names}; not saved, training stopped; {hint}")
+        if d.is_main and writes is not None:
+            writes.warn_once(
+                "nonfinite",
+                f"not saving checkpoint step_{state.step}: non-finite values in {names} (said once until a save succeeds); {hint}",
+            )
+        return None
+
+    # This checkpoint's own verdict: its eval, else the next step's loss (pending); a step that was just
+    # skipped for a non-finite loss means these weights already gave one.
+    saved = dataclasses.replace(prog)
+    if eval_finite is not None:
+        saved.pending_check = None
+        if eval_finite:
+            saved.healthy_step = state.step
+    else:
+        saved.pending_check = state.step if prog.nan_streak == 0 else None
+    verdict = eval_finite if eval_finite is not None else (None if prog.nan_streak == 0 else False)
+
     ok = True
     error = ""
     try:
         os.makedirs(config.checkpoint_path, exist_ok=True)
         if not d.is_main:
-            ckpt.atomic_save(
-                {"carry": ckpt.carry_to_dict(state.carry), "rng": ckpt.rng_state()}, f"{s_path}.rank{d.rank}"
-            )
+            extra = {"carry": ckpt.carry_to_dict(state.carry), "rng": ckpt.rng_state() | explore_state(state)}
+            ckpt.atomic_save(extra, f"{s_path}.rank{d.rank}")
     except OSError as e:
         ok, error = False, f"rank {d.rank}: {e}"
     if d.world_size > 1:
-        flag = torch.tensor([0.0 if ok else 1.0], device=next(state.model.eager.parameters()).device)
+        flag = torch.tensor([0.0 if ok else 1.0], device=device)
         dist.all_reduce(flag)
         ok = flag.item() == 0
     if ok and d.is_main:
         try:
-            ckpt.atomic_save(state.model.eager.state_dict(), w_path)
-            if state.ema is not None:
-                ckpt.atomic_save(state.ema.weights(state.model.eager), w_path + ckpt.EMA_SUFFIX)
-            full = {
-                "format": "hrm-fork-state-v1",
-                "step": state.step,
-                "total_steps": state.total_steps,
-                "optimizers": [o.state_dict() for o in state.optimizers],
-                "carry": ckpt.carry_to_dict(state.carry),
-                "rng": ckpt.rng_state(),
-                "progress": dataclasses.asdict(prog),
-                "world_size": d.world_size,
-                "config": config.model_dump(),
-                "dataset": ckpt.dataset_fingerprint(config.data_path),
-                "versions": ckpt.versions(),
-                "why": why,
-            }
+            weights = ckpt.to_cpu(weights)  # one transfer: hashed and written from the same copy
+            ckpt.atomic_save(weights, w_path)
+            if averaged is not None:
+                averaged = ckpt.to_cpu(averaged)
+                ckpt.atomic_save(averaged, w_path + ckpt.EMA_SUFFIX)
+            full = ckpt.to_cpu(
+                {
+                    "format": ckpt.FORMAT,
+                    "step": state.step,
+                    "total_steps": state.total_steps,
+                    "optimizers": optim,
+                    "carry": ckpt.carry_to_dict(state.carry),
+                    "rng": ckpt.rng_state() | explore_state(state),
+                    "progress": dataclasses.asdict(saved),
+                    "world_size": d.world_size,
+                    "config": config.model_dump(),
+                    "dataset": ckpt.dataset_fingerprint(config.data_path),
+                    "versions": ckpt.versions(),
+                    "why": why,
+                    "health": {"verdict": verdict},
+                    "metrics_bytes": tracker.size() if tracker is not None else None,
+                }
+            )
+            full["checksums"] = {"weights": ckpt.digest(weights), "state": ckpt.digest(full)}
+            if averaged is not None:
+                full["checksums"]["ema"] = ckpt.digest(averaged)
             ckpt.atomic_save(full, s_path)  # last: its presence marks the checkpoint complete
         except OSError as e:
             ok, error = False, str(e)
     if d.world_size > 1:
-        flag = torch.tensor([0.0 if ok else 1.0], device=next(state.model.eager.parameters()).device)
+        flag = torch.tensor([0.0 if ok else 1.0], device=device)
         dist.all_reduce(flag)
         ok = flag.item() == 0
     if not ok:
@@ -839,10 +916,18 @@ def save_checkpoint(config: PretrainConfig, state: TrainState, prog: Progress, d
         if d.is_main:
             print(f"warning: {msg}; continuing (save_error=continue)", flush=True)
         return None
+    prog.healthy_step, prog.pending_check = saved.healthy_step, saved.pending_check
+    if writes is not None:
+        writes.reset("nonfinite")
     if d.is_main:
-        protect = {prog.best_step} if prog.best_step is not None else set()
+        protect = {s for s in (prog.best_step, prog.healthy_step) if s is not None}
         ckpt.prune(config.checkpoint_path, config.keep_last, protect_full=protect, keep_weights=set(prog.eval_steps))
     return w_path
+
+
+def explore_state(state: TrainState) -> dict[str, Any]:
+    sd = state.explore.state_dict() if state.explore is not None else None
+    return {"explore": sd} if sd is not None else {}
 
 
 def save_code_and_config(config: PretrainConfig) -> None:
@@ -851,12 +936,31 @@ def save_code_and_config(config: PretrainConfig) -> None:
     if config.checkpoint_path is None:
         return
     os.makedirs(config.checkpoint_path, exist_ok=True)
+    # each through a temporary name: a full disk never leaves a truncated all_config.yaml for evaluate.py
     for ident in (config.arch.name, config.arch.loss.name):
         src = get_model_source_path(ident)
         if src:
-            shutil.copy(src, os.path.join(config.checkpoint_path, os.path.basename(src)))
-    with open(os.path.join(config.checkpoint_path, "all_config.yaml"), "w") as f:
-        yaml.safe_dump(config.model_dump(), f)
+            _replace_atomically(
+                os.path.join(config.checkpoint_path, os.path.basename(src)), lambda p, s=src: shutil.copy(s, p)
+            )
+    path = os.path.join(config.checkpoint_path, "all_config.yaml")
+    _replace_atomically(path, lambda p: _dump_yaml(config.model_dump(), p))
+
+
+def _dump_yaml(obj: Any, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(obj, f)
+
+
+def _replace_atomically(path: str, write: Any) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -935,11 +1039,12 @@ def oom_message(e: BaseException, config: PretrainConfig, d: Dist, device: torch
     )
 
 
-def resume_command(config: PretrainConfig) -> str:
+def resume_command(config: PretrainConfig, target: str = "auto") -> str:
     """The command that continues this run, pasted into a shell as printed: the arguments as the shell
-    handed them to us (already in Hydra's syntax), quoted for the shell, plus the run folder for Hydra."""
+    handed them to us (already in Hydra's syntax), quoted for the shell, plus the run folder for Hydra.
+    `target`: auto, or a step_<N> path to go back to."""
     args = [a for a in sys.argv[1:] if not a.lstrip("+").startswith(("resume=", "checkpoint_path="))]
-    args += [shell.override("checkpoint_path", str(config.checkpoint_path)), "resume=auto"]
+    args += [shell.override("checkpoint_path", str(config.checkpoint_path)), shell.override("resume", target)]
     launcher = ["python"]
     if "LOCAL_RANK" in os.environ:
         launcher = ["torchrun", "--nproc-per-node", os.environ.get("LOCAL_WORLD_SIZE", "1")]
@@ -982,6 +1087,20 @@ def plan_line(
     return text
 
 
+def healthy_hint(config: PretrainConfig, healthy: int | None, newest: int | None = None) -> str:
+    """Which checkpoint to go back to after non-finite values, as a command to paste. `healthy`: the newest
+    known healthy one; checkpoints written before health was tracked fall back to the one before `newest`."""
+    run_dir = str(config.checkpoint_path)
+    done = ckpt.list_complete(run_dir)
+    if healthy not in done:
+        older = [s for s in done if newest is not None and s < newest]
+        healthy = older[0] if older else None
+    if healthy is None:
+        return "no earlier healthy checkpoint: start again with a lower lr (or more lr_warmup_steps) and another checkpoint_path"
+    cmd = resume_command(config, target=os.path.join(run_dir, f"step_{healthy}"))
+    return f"the last healthy checkpoint is step_{healthy}; continue from it (lower lr or more lr_warmup_steps first): {cmd}"
+
+
 def restore(
     state: TrainState,
     saved: tuple,
@@ -994,14 +1113,33 @@ def restore(
 ) -> Progress:
     """Load a full-state checkpoint into a freshly built run (weights, optimizers, RNG, carry, position)."""
     step, weights, full, folder = saved
-    state.model.eager.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in weights.items()})
+    weights = {k.removeprefix("_orig_mod."): v for k, v in weights.items()}
+    own = state.model.eager.state_dict()
+    wrong = [k for k in own if k in weights and weights[k].shape != own[k].shape]
+    if wrong or own.keys() != weights.keys():
+        what = (
+            f"tensor {wrong[0]} has shape {tuple(weights[wrong[0]].shape)}, the model of its {ckpt.STATE_SUFFIX} expects {tuple(own[wrong[0]].shape)}"
+            if wrong
+            else "its tensor names differ from the model's"
+        )
+        raise UserError(
+            f"{os.path.join(folder, f'step_{step}')}: the weights file does not belong to its {ckpt.STATE_SUFFIX} ({what}); "
+            "resume from another checkpoint"
+        )
+    state.model.eager.load_state_dict(weights)
     for opt, sd in zip(state.optimizers, full["optimizers"]):
         opt.load_state_dict(sd)
     state.step = step
     if state.ema is not None:
         ema_path = os.path.join(folder, f"step_{step}{ckpt.EMA_SUFFIX}")
         if os.path.isfile(ema_path):
-            state.ema.load_state_dict(ckpt.load(ema_path))
+            averaged = ckpt.load(ema_path)
+            want = (full.get("checksums") or {}).get("ema")
+            if want is not None and ckpt.digest(averaged) != want:
+                raise UserError(
+                    f"{ema_path} does not match the checksum in its {ckpt.STATE_SUFFIX} (corrupt or replaced)"
+                )
+            state.ema.load_state_dict(averaged)
         else:
             log(f"step_{step} has no weight average (trained without ema=true): the average starts from its weights")
     carry, rng = full["carry"], full["rng"]
@@ -1024,6 +1162,13 @@ def restore(
         template = state.model.eager.initial_carry(dummy)  # type: ignore[operator]
         state.carry = [ckpt.carry_from_dict(template, c, device) for c in carry]
     ckpt.set_rng_state(rng)
+    if state.explore is not None:
+        # Checkpoints written before exploration had its own stream: it drew from the device's global one,
+        # saved beside it, so it continues from there (as the old code would have, minus the loader's draw).
+        explore = rng.get("explore")
+        if explore is None:
+            explore = {"device": device.type, "state": rng.get("cuda" if device.type == "cuda" else "torch")}
+        state.explore.load_state_dict(explore)
     return Progress(**full["progress"])
 
 
@@ -1076,9 +1221,11 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
     )
     if config.ema:
         state.ema = EMA(model.eager, config.ema_rate)
+    state.explore = ExploreRNG(config.seed, d.rank, device)
 
     prog = Progress()
     resumed_at: int | None = None
+    metrics_bytes = None
     if config.resume is not None:
         saved = _RESUMED.pop("found", None) if d.is_main else None
         if saved is None:  # other ranks (or rank 0 without a cache) read the files named in the config
@@ -1095,20 +1242,26 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         )
         train_loader.dataset.set_position(prog.passes_done, prog.batches_into_pass)  # type: ignore[attr-defined]
         resumed_at = state.step
+        metrics_bytes = saved[2].get("metrics_bytes")
+        if d.is_main and os.path.realpath(saved[3]) == os.path.realpath(str(config.checkpoint_path)):
+            ckpt.supersede_newer(saved[3], saved[0], log)
         if prog.passes_done >= total_iters:  # nothing left to train or evaluate
             log(finished_message(config, prog, state.step, already=True))
             return
 
+    writes = WriteGuard(config.save_error, hint=lambda: resume_command(config), log=log)
     tracker = Tracker(config.checkpoint_path, enabled=d.is_main)
+    tracker.on_error = lambda e: writes.failed("metrics.jsonl", e)
     progress = None
     if d.is_main:
-        if config.resume is not None:
-            tracker.truncate_after(state.step)  # steps after the checkpoint will be trained (and logged) again
+        ckpt.clean_stale(str(config.checkpoint_path), log)
+        if config.resume is not None:  # steps after the checkpoint will be trained (and logged) again
+            writes.call("metrics.jsonl", tracker.rewind, state.step, metrics_bytes)
         n_params = sum(p.numel() for p in model.eager.parameters())
         wandb_status = tracker.start_wandb(
             config.wandb_mode, config.project_name or "", config.run_name or "", config.model_dump()
         )
-        save_code_and_config(config)
+        writes.call("all_config.yaml or the model code copy", save_code_and_config, config)
         print(f"HRM training: {config.run_name}")
         train_examples = int(train_meta.total_groups * train_meta.mean_puzzle_examples)
         test_examples = sum(len(a["inputs"]) for a in eval_loader.dataset._lazy_load().values())  # type: ignore[attr-defined]
@@ -1169,11 +1322,22 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
 
     last_save = time.monotonic()
     stop_reason = ""
+    eval_finite = True
 
     def handle(r: StepResult) -> bool:
         """Bookkeeping of one finished step (steps finish one behind the launches). True: a save is asked for."""
         nonlocal shown_acc, stop_reason
         metrics = r.metrics
+        if prog.pending_check is not None and r.step == prog.pending_check + 1:
+            # the first loss computed with that checkpoint's weights: its verdict
+            if not r.nonfinite:
+                prog.healthy_step = prog.pending_check
+            elif d.is_main:
+                why = f"step {r.step}, the first with its weights, had a non-finite loss"
+                writes.call(
+                    "a checkpoint's health marker", ckpt.mark_unhealthy, config.checkpoint_path, prog.pending_check, why
+                )
+            prog.pending_check = None
         if r.nonfinite:
             prog.nan_streak += 1
             log(f"step {r.step}: non-finite loss or gradient; step skipped ({prog.nan_streak} in a row)")
@@ -1213,7 +1377,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 break
             results = [finish_step(state)]  # a checkpoint holds every launched step, read and counted
         if save or stop_reason:
-            if save_checkpoint(config, state, prog, d, why=stop_reason or "interval") and d.is_main:
+            if save_checkpoint(config, state, prog, d, stop_reason or "interval", None, tracker, writes) and d.is_main:
                 last_save = time.monotonic()
             rate.pause()  # the write is not a training step
         return bool(stop_reason)
@@ -1264,11 +1428,14 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
             model.eager.eval()
             phase = "eval"
             with state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext():
-                results = evaluate(config, state, eval_loader, eval_meta, d, device)
+                results = evaluate(config, state, eval_loader, eval_meta, d, device, writes)
             raw = None
             if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
                 quiet = config.model_copy(update={"eval_save_outputs": []})
-                raw = evaluate(quiet, state, eval_loader, eval_meta, d, device)
+                raw = evaluate(quiet, state, eval_loader, eval_meta, d, device, writes)
+            eval_finite = all(
+                math.isfinite(v) for r in (results, raw) if r is not None for m in r.values() for v in m.values()
+            )
             prog.passes_done, prog.batches_into_pass = it + 1, 0
             if d.is_main and results is not None:
                 flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
@@ -1290,12 +1457,12 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                         print(f"  {line}", flush=True)
                     prog.timing = timing.state_dict()
             if d.world_size > 1:  # every rank needs rank 0's best_step for pruning decisions to agree
-                obj = [(prog.best_step, prog.best_value)]
+                obj = [(prog.best_step, prog.best_value, eval_finite)]
                 dist.broadcast_object_list(obj, src=0)
-                prog.best_step, prog.best_value = obj[0]
+                prog.best_step, prog.best_value, eval_finite = obj[0]
             if config.checkpoint_every_eval or it == total_iters - 1:
                 prog.eval_steps.append(state.step)
-            path = save_checkpoint(config, state, prog, d, why="eval")
+            path = save_checkpoint(config, state, prog, d, "eval", eval_finite, tracker, writes)
             if path:
                 last_save = time.monotonic()
                 log(f"checkpoint: {shell.quote(path)}")
@@ -1314,13 +1481,20 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         log(finished_message(config, prog, state.step, already=False))
     if stop_reason:
         log(f"stopped at step {state.step}: {stop_reason}")
+        if stop_reason.startswith("non-finite"):
+            raise UserError(f"training stopped on non-finite values; {healthy_hint(config, prog.healthy_step)}")
         done = ckpt.list_complete(config.checkpoint_path or "")
         if done:
             log(f"last complete checkpoint: step_{done[0]}. To continue:\n  {resume_command(config)}")
-        if stop_reason.startswith("non-finite"):
-            raise UserError("training stopped on non-finite values; lower lr or raise lr_warmup_steps before resuming")
         if "received" in stop_reason:
             sys.exit(130)
+    elif prog.nan_streak > 0 or not eval_finite:  # never a success with non-finite losses or evals at the end
+        what = (
+            f"the last {prog.nan_streak} step(s) had non-finite losses"
+            if prog.nan_streak
+            else "the last eval was non-finite"
+        )
+        raise UserError(f"training ended on non-finite values ({what}); {healthy_hint(config, prog.healthy_step)}")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, SHORT_RUN, read_metrics, run_py
+from tests.conftest import REPO, SHORT_RUN, read_metrics, run_py, scratch_dir
 from tests.test_resume import BASE, args, assert_identical, final_weights
 from utils import shell
 
@@ -138,8 +138,8 @@ def test_ctrl_c_stops_after_the_current_step(tiny_sudoku: Path, tmp_path: Path) 
     one_pass = ["eval_interval=8", "global_batch_size=32"]  # 16 steps in one pass: no pass end to stop at
     args = [f"data_path={tiny_sudoku}", f"checkpoint_path={run_dir}", *SHORT_RUN, *one_pass, *slow]
     proc = subprocess.Popen(
-        [sys.executable, "pretrain.py", *args],
-        cwd=REPO,
+        [sys.executable, str(REPO / "pretrain.py"), *args],
+        cwd=scratch_dir(),  # Hydra's outputs/ goes there, not into the checkout
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

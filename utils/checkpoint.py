@@ -8,6 +8,11 @@ With several processes, each rank r > 0 first writes `step_N.state.rank<r>` (its
 writes its files last. Every file is written to a temporary name, fsync'ed and renamed, and `step_N.state`
 is written last of all, so its presence marks a complete checkpoint: `kill -9` at any moment leaves the
 previous one loadable. Loading uses `weights_only=True`: a checkpoint cannot run code.
+
+Nothing non-finite is ever written (`nonfinite`), and `step_N.state` holds a checksum of its own contents
+and of the weights (`digest`, verified by `load_complete` and `verify_weights`): a flipped byte is refused.
+Deleting goes the other way round (weights, rank files, then the marker), so what a kill leaves behind is
+complete or clearly incomplete (a `.state` without weights), and `clean_stale` removes it at the next start.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import os
 import random
 import re
 import sys
+import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,7 +36,9 @@ from utils.errors import UserError
 
 STATE_SUFFIX = ".state"
 EMA_SUFFIX = ".ema"  # step_N.ema: the weights with the EMA parameters (ema=true), kept as long as step_N
+FORMAT = "hrm-fork-state-v1"  # checksums, health, the exploration RNG, EMA are optional keys: no new version
 _STEP_RE = re.compile(r"^step_(\d+)\.state$")
+_TMP_RE = re.compile(r"\.tmp-(\d+)$")
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -129,6 +138,112 @@ def versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Checks: finite values, checksums, health
+
+
+def to_cpu(obj: Any) -> Any:
+    """A copy of nested dicts/lists with every tensor on the CPU (one transfer, then hashed and written)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def _leaves(obj: Any, name: str = "") -> Iterator[tuple[str, Any]]:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # an ACT carry, read in place
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, f"{name}.{k}" if name else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, f"{name}[{i}]")
+    else:
+        yield name, obj
+
+
+def digest(obj: Any) -> str:
+    """CRC-32 over every leaf (names, dtypes, shapes, tensor bytes, other values), in order: catches a flipped
+    byte anywhere in the contents. 330 MB hash in ~0.12 s on one CPU core (sha256: ~0.26 s)."""
+    crc = 0
+    for name, v in _leaves(obj):
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            crc = zlib.crc32(f"{name}|{t.dtype}|{tuple(t.shape)}".encode(), crc)
+            if t.numel():
+                crc = zlib.crc32(t.reshape(-1).view(torch.uint8).numpy(), crc)
+        else:
+            crc = zlib.crc32(f"{name}|{v!r}".encode(), crc)
+    return f"crc32:{crc:08x}"
+
+
+def nonfinite(obj: Any) -> list[str]:
+    """Names of floating-point tensors holding NaN or inf. Min and max per tensor on its device (NaN
+    propagates, no overflow on huge finite values), one host sync for all of them."""
+    named = [(n, v) for n, v in _leaves(obj) if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel()]
+    if not named:
+        return []
+    flags = [
+        torch.isfinite(torch.stack(torch.aminmax(v.detach()))).all().to("cpu", non_blocking=True) for _, v in named
+    ]
+    if any(v.is_cuda for _, v in named):
+        torch.cuda.synchronize()
+    return [n for (n, _), ok in zip(named, flags) if not ok.item()]
+
+
+UNHEALTHY_SUFFIX = ".unhealthy"
+
+
+def mark_unhealthy(run_dir: str, step: int, why: str) -> None:
+    """The verdict on a checkpoint that arrives after it was written (the next step's loss was non-finite):
+    a small `step_N.unhealthy` beside it, read by resume=auto."""
+    path = paths(run_dir, step)[0] + UNHEALTHY_SUFFIX
+    with open(path + f".tmp-{os.getpid()}", "w") as f:
+        f.write(why + "\n")
+    os.replace(path + f".tmp-{os.getpid()}", path)
+
+
+def health_problem(weights: dict[str, Any], state: dict[str, Any], run_dir: str) -> str | None:
+    """Why a loadable checkpoint is not one to continue from automatically, or None. Cheap: the flags saved
+    with it or beside it, and (for checkpoints written before saving refused non-finite values) a scan of
+    its tensors."""
+    marker = paths(run_dir, int(state["step"]))[0] + UNHEALTHY_SUFFIX
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            return f.read().strip() or "marked unhealthy"
+    bad = nonfinite(weights) + nonfinite({"optimizers": state.get("optimizers"), "carry": state.get("carry")})
+    if bad:
+        return f"non-finite values in {', '.join(bad[:3])}{'...' if len(bad) > 3 else ''}"
+    if (state.get("progress") or {}).get("nan_streak", 0) > 0:
+        return "its last training step had a non-finite loss"
+    if (state.get("health") or {}).get("eval_finite") is False:
+        return "its evaluation gave non-finite metrics"
+    return None
+
+
+def verify_weights(path: str, weights: Any) -> None:
+    """evaluate.py/predict.py: a weights file beside its `.state` must match the checksum stored there.
+    The `.state` is memory-mapped, so only its small checksum entry is read. Raises ValueError."""
+    averaged = path.endswith(EMA_SUFFIX)  # step_N.ema: its checksum is the "ema" entry of step_N.state
+    s_path = path.removesuffix(EMA_SUFFIX) + STATE_SUFFIX if averaged else path + STATE_SUFFIX
+    if not os.path.isfile(s_path):
+        return
+    try:
+        state = torch.load(s_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return  # an unreadable .state says nothing about the weights; evaluate needs only these
+    key = "ema" if averaged else "weights"
+    want = (state.get("checksums") or {}).get(key) if isinstance(state, dict) else None
+    if want is not None and digest(weights) != want:
+        raise ValueError(
+            f"checksum mismatch: {path} does not match the checksum in {os.path.basename(s_path)} (corrupt or replaced)"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Finding and pruning
 
 
@@ -157,8 +272,16 @@ def load_complete(run_dir: str, step: int) -> tuple[dict[str, Any], dict[str, An
         weights = load(w_path)
     except Exception as e:
         raise ValueError(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
-    if not isinstance(state, dict) or state.get("format") != "hrm-fork-state-v1" or state.get("step") != step:
+    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("step") != step:
         raise ValueError("not a training-state file of this fork")
+    sums = state.get("checksums")  # absent in checkpoints written before checksums
+    if sums is not None:
+        if digest({k: v for k, v in state.items() if k != "checksums"}) != sums.get("state"):
+            raise ValueError(f"checksum mismatch: {os.path.basename(s_path)} is corrupt")
+        if digest(weights) != sums.get("weights"):
+            raise ValueError(
+                f"checksum mismatch: {os.path.basename(w_path)} does not match its {STATE_SUFFIX} (corrupt or replaced)"
+            )
     return weights, state
 
 
@@ -188,17 +311,87 @@ def find_resume(resume: str, run_dir: str, log=print) -> tuple[int, dict[str, An
 
 
 def prune(run_dir: str, keep_last: int, protect_full: set[int], keep_weights: set[int]) -> None:
-    """Keep the newest `keep_last` complete checkpoints and those in `protect_full` (the best); of the rest,
-    delete the training state, and the weights too unless the step is in `keep_weights` (eval checkpoints)."""
+    """Keep the newest `keep_last` complete checkpoints and those in `protect_full` (the best, the last healthy);
+    of the rest, delete the training state, and the weights too unless the step is in `keep_weights` (evals)."""
     if keep_last <= 0:
         return
     for step in list_complete(run_dir)[keep_last:]:
-        if step in protect_full:
-            continue
-        w, s = paths(run_dir, step)
-        doomed = [s, *glob.glob(s + ".rank*")] + ([] if step in keep_weights else [w, w + EMA_SUFFIX])
-        for p in doomed:  # the marker goes first: a half-deleted checkpoint is never "complete"
-            try:
-                os.remove(p)
-            except FileNotFoundError:
-                pass
+        if step not in protect_full:
+            remove(run_dir, step, keep_weights=step in keep_weights)
+
+
+def remove(run_dir: str, step: int, keep_weights: bool) -> None:
+    """Weights first, rank files, the `.state` marker last: a kill in between leaves a `.state` without
+    weights (never complete, removed by `clean_stale`) rather than weights that look like kept eval weights."""
+    w, s = paths(run_dir, step)
+    marker = w + UNHEALTHY_SUFFIX
+    for p in ([] if keep_weights else [w, w + EMA_SUFFIX]) + sorted(glob.glob(glob.escape(s) + ".rank*")) + [marker, s]:
+        try:
+            os.remove(p)
+        except FileNotFoundError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def clean_stale(run_dir: str, log=print) -> None:
+    """At start, on rank 0, before anything of this launch is written: remove what killed runs left.
+
+    - `*.tmp-PID` of dead PIDs: atomic_save's temporaries (a `.state` one is the size of the state). Live
+      PIDs are spared: that can only be another launch on the same folder (misuse, but not ours to break),
+      or, with a folder shared by several hosts, a PID of another host that happens to be alive here.
+    - `step_N.state` without its weights, `step_N.state.rank<r>` without `step_N.state`: a kill while
+      deleting or writing a checkpoint. Weights without a `.state` stay: pruning keeps eval weights so.
+    """
+    if not os.path.isdir(run_dir):
+        return
+    names = set(os.listdir(run_dir))
+    doomed = []
+    for name in names:
+        m = _TMP_RE.search(name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            doomed.append(name)
+        elif _STEP_RE.match(name) and name.removesuffix(STATE_SUFFIX) not in names:
+            doomed.append(name)
+        elif re.match(r"^step_\d+\.ema$", name) and name.removesuffix(EMA_SUFFIX) not in names:
+            doomed.append(name)  # an average whose weights were pruned by a kill mid-way
+    for name in names:  # rank files and verdicts whose state is missing or just doomed
+        state = name.split(".rank")[0] if re.match(r"^step_\d+\.state\.rank\d+$", name) else None
+        if re.match(r"^step_\d+\.unhealthy$", name):
+            state = name.removesuffix(UNHEALTHY_SUFFIX) + STATE_SUFFIX
+        if state is not None and (state not in names or state in doomed):
+            doomed.append(name)
+    freed = 0
+    for name in sorted(doomed):
+        path = os.path.join(run_dir, name)
+        try:
+            freed += os.path.getsize(path)
+            os.remove(path)
+        except OSError:
+            pass
+    if doomed:
+        log(
+            f"removed {len(doomed)} file(s) left by an interrupted run ({freed / 2**20:.1f} MiB): {', '.join(sorted(doomed)[:4])}"
+        )
+
+
+def supersede_newer(run_dir: str, step: int, log=print) -> None:
+    """Resuming from an earlier checkpoint of this folder rewinds the run: the newer checkpoints belong to
+    the abandoned continuation (often a diverged one) and must not win a later resume=auto or pruning.
+    Their training states go; their weights stay, for evaluate.py, until the run writes those steps again."""
+    newer = [s for s in list_complete(run_dir) if s > step]
+    for s in newer:
+        remove(run_dir, s, keep_weights=True)
+    if newer:
+        log(
+            f"resumed from step_{step}: the newer checkpoint(s) {', '.join(f'step_{s}' for s in newer)} of the abandoned "
+            "continuation are no longer resumable (training states removed, weights kept)"
+        )

@@ -13,7 +13,10 @@ import os
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
+
+from utils.writes import append_all
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -43,6 +46,7 @@ class Tracker:
         self.wandb: Any = None
         self.wandb_status = "disabled"
         self.t0 = time.time()
+        self.on_error: Callable[[OSError], None] | None = None  # a failed metrics write (disk full); None: raise
         if self.path:
             os.makedirs(run_dir, exist_ok=True)  # type: ignore[arg-type]
 
@@ -96,9 +100,28 @@ class Tracker:
                 except json.JSONDecodeError:
                     pass  # a line cut short by kill -9
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(rows)
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w") as f:
+                f.writelines(rows)
+            os.replace(tmp, self.path)
+        except OSError:
+            if os.path.exists(tmp):  # a full disk: the original stays, no half-written copy beside it
+                os.remove(tmp)
+            raise
+
+    def size(self) -> int | None:
+        """Bytes of metrics.jsonl now: saved with each checkpoint, so a resume can cut the file back to it."""
+        return os.path.getsize(self.path) if self.path and os.path.isfile(self.path) else None
+
+    def rewind(self, step: int, size: int | None) -> None:
+        """Resume: metrics.jsonl as it was when the checkpoint was written (`size` bytes), which also drops
+        an eval row logged after it by a run killed before its eval checkpoint. Checkpoints without the size
+        (older ones, or the file was replaced) fall back to dropping the rows after `step`."""
+        now = self.size()
+        if size is not None and now is not None and now >= size:
+            os.truncate(self.path, size)  # type: ignore[arg-type]
+        else:
+            self.truncate_after(step)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if not self.enabled:
@@ -106,8 +129,12 @@ class Tracker:
         if self.path:
             row = {"step": step, "time": round(time.time() - self.t0, 3)}
             row.update({k: _jsonable(v) for k, v in metrics.items()})
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            try:
+                append_all(self.path, (json.dumps(row) + "\n").encode())
+            except OSError as e:
+                if self.on_error is None:
+                    raise
+                self.on_error(e)
         if self.wandb is not None:
             self.wandb.log(metrics, step=step)
 
