@@ -48,7 +48,8 @@ def build_hint(data_path: str) -> str:
 
 def missing_folder_message(data_path: str) -> str:
     """Where it looked (a relative path is relative to the current directory), and a close match among the
-    folders beside it (a typo) before the advice to build it."""
+    folders beside it (a typo) before the advice to build it (a close name can also be another dataset:
+    arc-aug-1000 and arc-2-aug-1000)."""
     full = os.path.abspath(data_path)
     where = f"{data_path!r} does not exist" + (
         f" (looked for {full}: relative to the current directory {os.getcwd()})" if full != data_path else ""
@@ -59,7 +60,9 @@ def missing_folder_message(data_path: str) -> str:
         near = difflib.get_close_matches(os.path.basename(full), siblings, n=1, cutoff=0.6)
         if near:
             fix = os.path.join(os.path.dirname(os.path.normpath(data_path)), near[0])
-            return f"dataset folder {where}; did you mean data_path={shlex.quote(fix)}?"
+            return (
+                f"dataset folder {where}; did you mean data_path={shlex.quote(fix)}? (if not: {build_hint(data_path)})"
+            )
     return f"dataset folder {where}; {build_hint(data_path)}"
 
 
