@@ -4,7 +4,8 @@ Reads `all_config.yaml` beside the checkpoint (as the original). Checkpoints wit
 Hugging Face ones) need `data_path=...` and any non-default `arch.*` on the command line; other
 `key=value` pairs override the saved config (e.g. `global_batch_size=256 device=cpu`). Accepts keys with
 or without torch.compile's `_orig_mod.` prefix. Writes `step_<N>_all_preds.<rank>` beside the checkpoint
-(a dict of the tensors named in `save_outputs`), the original's format.
+(a dict of the tensors named in `save_outputs`), the original's format; `output_dir=<folder>` writes it
+elsewhere (a read-only run folder), `save_outputs=[]` writes nothing.
 
 `tta=K` (Sudoku, Maze) also solves K transformed copies of every test puzzle and votes (utils/tta.py);
 `tta_prefer_valid=false` drops the preference for valid Sudoku solutions, `tta_seed` picks the transforms.
@@ -12,8 +13,15 @@ or without torch.compile's `_orig_mod.` prefix. Writes `step_<N>_all_preds.<rank
 
 from __future__ import annotations
 
+import utils.interrupt  # noqa: F401  (first: Ctrl-C during the imports below prints one line)
+
+# isort: split
+
 import os
+import re
+import shlex
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -35,7 +43,7 @@ from pretrain import (
 )
 from utils import checkpoint as ckpt_io
 from utils.checkpoint import EMA_SUFFIX
-from utils.errors import UserError, close_matches, exit_with
+from utils.errors import UserError, close_matches, exit_with, load_error
 from utils.runtime import init_distributed
 from utils.trm_config import from_trm_config
 from utils.tta import evaluate_tta, puzzle_kind
@@ -58,15 +66,13 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     ckpt = cli.pop("checkpoint", None)
     if not ckpt:
         raise UserError("usage: python evaluate.py checkpoint=<path to step_N file> [data_path=...] [key=value ...]")
-    ckpt = str(ckpt)
-    if not os.path.isfile(ckpt):
-        raise UserError(f"checkpoint file {ckpt!r} does not exist")
+    ckpt = checkpoint_file(str(ckpt))
     save_outputs = cli.pop("save_outputs", DEFAULT_OUTPUTS)
+    out_dir = str(cli.pop("output_dir", None) or os.path.dirname(ckpt) or ".")
 
     cfg_file = os.path.join(os.path.dirname(ckpt), "all_config.yaml")
     if os.path.isfile(cfg_file):
-        with open(cfg_file) as f:
-            base = from_trm_config(yaml.safe_load(f), cli)  # TRM's file: data_paths list, its extra keys
+        base = from_trm_config(read_config_file(cfg_file), cli)  # TRM's file: data_paths list, its extra keys
         source = cfg_file
     else:
         if "data_path" not in cli:
@@ -88,7 +94,9 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
         raise _config_error(e) from None
     validate_config(config)
     config.eval_save_outputs = list(save_outputs)
-    config.checkpoint_path = os.path.dirname(ckpt)
+    if config.eval_save_outputs:
+        check_output_dir(out_dir, ckpt)
+    config.checkpoint_path = out_dir
     print(f"config: {source}")
     return config, ckpt, list(save_outputs)
 
@@ -110,39 +118,128 @@ def weights_file(ckpt: str, ema: Any) -> str:
     return averaged
 
 
+def step_files(folder: str) -> list[str]:
+    """The step_N weight files in a folder, newest step first."""
+    if not os.path.isdir(folder):
+        return []
+    found = [n for n in os.listdir(folder) if re.fullmatch(r"step_\d+", n) and os.path.isfile(os.path.join(folder, n))]
+    return sorted(found, key=lambda n: -int(n.removeprefix("step_")))
+
+
+def checkpoint_file(path: str) -> str:
+    """The weights file `checkpoint=` names; a run folder, a `.state` file or a missing file is answered with
+    the step files there (the weights are the `step_N` beside `step_N.state`)."""
+    if os.path.isfile(path) and not path.endswith(ckpt_io.STATE_SUFFIX):
+        return path
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    weights = path.removesuffix(ckpt_io.STATE_SUFFIX)
+    if os.path.isdir(path):
+        what = f"{path!r} is a folder, not a checkpoint file"
+    elif os.path.isfile(path):
+        what = f"{path!r} is a training state (optimizers, RNG, data position), not weights"
+        if os.path.isfile(weights):
+            raise UserError(f"{what}; its weights are checkpoint={shlex.quote(weights)}")
+    else:
+        what = f"checkpoint file {path!r} does not exist"
+    steps = step_files(folder)
+    if not steps:
+        raise UserError(f"{what}; give checkpoint=<run folder>/step_N")
+    listed = ", ".join(shlex.quote(os.path.join(folder, n)) for n in steps[:5]) + (", ..." if len(steps) > 5 else "")
+    raise UserError(f"{what}; step files in {folder}: {listed} (give one as checkpoint=...)")
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """all_config.yaml as plain YAML: a python tag (`!!python/object...`) or other non-data is refused."""
+    try:
+        with open(path) as f:
+            base = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise UserError(
+            f"{path} is not a plain YAML config ({first}); it must be the all_config.yaml pretrain.py writes"
+        ) from None
+    if not isinstance(base, dict):
+        raise UserError(
+            f"{path} holds a {type(base).__name__}, not a config; it must be the all_config.yaml pretrain.py writes"
+        )
+    return base
+
+
+def check_output_dir(out_dir: str, ckpt: str) -> None:
+    """Predictions go beside the checkpoint; a read-only folder is found now, not after the whole evaluation."""
+    probe = os.path.join(out_dir, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(
+            f"cannot write predictions (step_N_all_preds.*) to {out_dir} ({e.strerror or e}); "
+            f"add output_dir=<writable folder>, or save_outputs=[] to write none"
+        ) from None
+
+
+def saved_arch(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """arch.* values readable off the weights' shapes (what a mismatch message can tell the user to set)."""
+    out: dict[str, int] = {}
+    emb = state.get("model.inner.embed_tokens.embedding_weight")
+    if emb is not None and emb.ndim == 2:
+        out["hidden_size"] = int(emb.shape[1])
+    pe = state.get("model.inner.puzzle_emb.weights")
+    out["puzzle_emb_ndim"] = int(pe.shape[1]) if pe is not None and pe.ndim == 2 else 0
+    for level in ("H", "L"):
+        layers = {k.split(".")[4] for k in state if k.startswith(f"model.inner.{level}_level.layers.")}
+        if layers:
+            out[f"{level}_layers"] = len(layers)
+    return out
+
+
 def load_checkpoint(path: str, model: torch.nn.Module, data_path: str) -> None:
     """Load the original's or our weights (weights_only: a checkpoint cannot run code)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a crafted file's pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot read checkpoint {path}: {load_error(e)}") from None
     try:  # a .state beside the weights holds their checksum: a flipped byte is refused, not evaluated
         ckpt_io.verify_weights(path, state)
     except ValueError as e:
         raise UserError(str(e)) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # full-state checkpoint: take the weights
-    state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} holds no model weights (a {type(state).__name__} of other things)")
+    state = {str(k).removeprefix("_orig_mod."): v for k, v in state.items()}
 
     own = model.state_dict()
-    key = "model.inner.puzzle_emb.weights"
-    if key in state and key in own and state[key].shape != own[key].shape:
-        raise UserError(
-            f"checkpoint has {state[key].shape[0]} puzzle identifiers but dataset {data_path} has {own[key].shape[0]}: "
-            "it was trained on another dataset build; pass the data_path it was trained with"
-        )
+    # Counts that come from the dataset: a mismatch means another dataset (build).
+    for key, what in (
+        ("model.inner.puzzle_emb.weights", "puzzle identifiers"),
+        ("model.inner.embed_tokens.embedding_weight", "tokens in its vocabulary"),
+    ):
+        if key in state and key in own and state[key].ndim == 2 and state[key].shape[0] != own[key].shape[0]:
+            raise UserError(
+                f"checkpoint has {state[key].shape[0]} {what} but dataset {data_path} has {own[key].shape[0]}: "
+                "it was trained on another dataset build; pass the data_path it was trained with"
+            )
+    # Sizes that come from arch.*: name the keys to set.
+    saved, current = saved_arch(state), saved_arch(own)
+    fix = " ".join(f"arch.{k}={v}" for k, v in saved.items() if current.get(k) != v)
+    for k in sorted(set(state) & set(own)):
+        if state[k].shape != own[k].shape:
+            raise UserError(
+                f"checkpoint tensor {k} is {tuple(state[k].shape)} in {path} but {tuple(own[k].shape)} in this model: "
+                + (f"it was trained with {fix}; add that" if fix else "check the arch.* settings it was trained with")
+            )
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise UserError(
             f"checkpoint {path} does not match the model: missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
-            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}; check arch.* settings"
+            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}; "
+            + (f"it was trained with {fix}; add that" if fix else "check arch.* settings")
         )
-    for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise UserError(
-                f"checkpoint tensor {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}; check arch.* settings"
-            )
     model.load_state_dict(state, strict=True)
 
 

@@ -5,8 +5,8 @@
 RUN_DIR is a run folder (`checkpoints/<project>/<run>`, the one holding metrics.jsonl) or the metrics.jsonl
 itself (also gzipped); `LABEL=RUN_DIR` names its line. `--smooth N` draws train curves as means over N logged
 steps (per-step values are noisy); `--max-step` cuts every run there (to compare runs of different lengths).
-Default panels: train lm_loss; token accuracy, exact accuracy and average ACT steps (train and every eval set);
-learning rate. `--keys` replaces them: one panel per argument; a full key (`train/lm_loss`,
+Default panels: train lm_loss; token accuracy, exact accuracy and average ACT steps (train and every eval set;
+for eval sets also where the Q-head halts, `*_at_halt`); learning rate. `--keys` replaces them: one panel per argument; a full key (`train/lm_loss`,
 `all/exact_accuracy`), a bare metric (`accuracy`: train and every eval set), or several joined by commas
 (`train/lm_loss,all/lm_loss`) to share a panel. Runs are told apart by colour, train/eval sets by line style.
 
@@ -15,6 +15,10 @@ Train rows count accuracy and steps only over the rows that halted in that step;
 """
 
 from __future__ import annotations
+
+import utils.interrupt  # noqa: F401  (first: Ctrl-C during the imports below prints one line)
+
+# isort: split
 
 import argparse
 import json
@@ -29,8 +33,9 @@ from utils.errors import UserError, close_matches, exit_with
 DEFAULT_PANELS: list[tuple[str, list[str]]] = [
     ("lm loss (train)", ["train/lm_loss"]),
     ("token accuracy", ["accuracy"]),
-    ("exact accuracy", ["exact_accuracy"]),
-    ("average ACT steps", ["steps"]),
+    # the paper's protocol (all halt_max_steps segments) beside the segment where the Q-head halts (eval sets)
+    ("exact accuracy", ["exact_accuracy", "exact_accuracy_at_halt"]),
+    ("average ACT steps", ["steps", "steps_at_halt"]),
     ("learning rate", ["train/lr"]),
 ]
 # Train metrics that are averages over the halted rows of a step (pretrain.train_batch divides them by count).
@@ -80,14 +85,14 @@ def metrics_file(path: str) -> str:
 def read_run(path: str, label: str, max_step: int | None = None) -> Run:
     fname = metrics_file(path)
     run = Run(label=label, path=fname)
-    if fname.endswith(".gz"):
-        import gzip
+    import gzip
+    import zlib
 
-        with gzip.open(fname, "rt") as f:
+    try:
+        with gzip.open(fname, "rt") if fname.endswith(".gz") else open(fname) as f:
             lines = f.readlines()
-    else:
-        with open(fname) as f:
-            lines = f.readlines()
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as e:  # binary junk, a broken .gz
+        raise UserError(f"{fname} is not a metrics.jsonl text file ({type(e).__name__})") from None
     if lines and not lines[-1].endswith("\n"):
         lines.pop()  # the half-written last line of a run still going: not worth a warning
     for line in filter(None, (ln.strip() for ln in lines)):
@@ -173,7 +178,59 @@ def panels_for(args_keys: list[str] | None, runs: list[Run]) -> list[tuple[str, 
     return panels
 
 
-def draw(runs: list[Run], panels: list[tuple[str, list[str]]], output: str) -> None:
+# y-axis label per metric; panels holding several metrics list theirs
+_YLABELS = {
+    "lm_loss": "loss (cross-entropy)",
+    "q_halt_loss": "loss",
+    "q_continue_loss": "loss",
+    "accuracy": "token accuracy",
+    "exact_accuracy": "exact accuracy",
+    "q_halt_accuracy": "Q-halt accuracy",
+    "steps": "ACT steps",
+    "exact_accuracy_at_halt": "exact accuracy",
+    "accuracy_at_halt": "token accuracy",
+    "steps_at_halt": "ACT steps",
+    "lr": "learning rate",
+}
+_FRACTIONS = (
+    "accuracy",
+    "exact_accuracy",
+    "q_halt_accuracy",
+    "accuracy_at_halt",
+    "exact_accuracy_at_halt",
+)  # metrics that live in 0..1
+
+
+def set_label(name: str) -> str:
+    """The test split's set is called "all" in the data; the plot says "test" (other sets keep their name)."""
+    return "test" if name == "all" else name
+
+
+def key_label(key: str) -> str:
+    set_name, _, metric = key.partition("/")
+    return f"{set_label(set_name)}/{metric}"
+
+
+def ylabel(keys: list[str]) -> str:
+    metrics = dict.fromkeys(k.partition("/")[2] for k in keys)
+    return ", ".join(dict.fromkeys(_YLABELS.get(m, m) for m in metrics))
+
+
+def flat_limits(keys: list[str], values: list[float]) -> tuple[float, float] | None:
+    """Limits for a panel whose curves are one constant (matplotlib would zoom into +-4% of it, e.g. -0.04..0.04
+    around a flat zero): 0..1 for fractions, else the value with a margin, not below 0 for a non-negative one."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite or max(finite) - min(finite) > 1e-12 * max(1.0, abs(max(finite))):
+        return None
+    v = finite[0]
+    if all(k.partition("/")[2] in _FRACTIONS for k in keys) and 0 <= v <= 1:
+        return (0.0, 1.0)
+    pad = abs(v) * 0.1 or 1.0
+    return (max(0.0, v - pad) if v >= 0 else v - pad, v + pad)
+
+
+def make_figure(runs: list[Run], panels: list[tuple[str, list[str]]]) -> Any:
+    """The matplotlib Figure: one panel per (title, keys); runs by colour, sets by line style."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed (servers, tmux, CI)
@@ -193,6 +250,7 @@ def draw(runs: list[Run], panels: list[tuple[str, list[str]]], output: str) -> N
     flat = axes.ravel()
     for ax, (title, keys) in zip(flat, panels):
         drawn = 0
+        plotted: list[float] = []
         # several metrics in one panel (--keys a,b): colour and style no longer say which line is which
         mixed = len({k.partition("/")[2] for k in keys}) > 1
         markers = iter("osd^v<>p*hx+") if mixed else None
@@ -203,27 +261,33 @@ def draw(runs: list[Run], panels: list[tuple[str, list[str]]], output: str) -> N
                     continue
                 steps, values = run.series[key]
                 set_name = key.partition("/")[0]
-                sparse = len(steps) <= 50  # eval points: few, so mark them
                 metric = key.partition("/")[2]
+                evals = set_name != "train"  # eval points: few, so mark them; train lines (smoothed or not) unmarked
                 ax.plot(
                     steps,
                     values,
                     color=color[run.label],
                     linestyle=style.get(set_name, "-"),
-                    marker=metric_marker.get(metric, "o" if sparse else None),
+                    marker=metric_marker.get(metric, "o") if evals or mixed else None,
                     markersize=3,
                     linewidth=1.2,
-                    label=(f"{run.label}: {key}" if len(runs) > 1 else key) if mixed else None,
+                    label=(f"{run.label}: {key_label(key)}" if len(runs) > 1 else key_label(key)) if mixed else None,
                 )
+                plotted += values
                 drawn += 1
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
+        if keys:
+            ax.set_ylabel(ylabel(keys), fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         if mixed and drawn:
             ax.legend(fontsize=7)
         if keys and all(k.endswith("/lr") for k in keys):
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        limits = flat_limits(keys, plotted) if drawn else None
+        if limits:
+            ax.set_ylim(*limits)
         if not drawn:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
     for ax in flat[len(panels) :]:
@@ -231,8 +295,15 @@ def draw(runs: list[Run], panels: list[tuple[str, list[str]]], output: str) -> N
 
     handles = [Line2D([], [], color=color[r.label], linewidth=2, label=r.label) for r in runs]
     if len(sets) > 1:  # line styles only need a key when they differ
-        handles += [Line2D([], [], color="gray", linestyle=style[s], label=s) for s in sets]
+        handles += [Line2D([], [], color="gray", linestyle=style[s], label=set_label(s)) for s in sets]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    return fig
+
+
+def draw(runs: list[Run], panels: list[tuple[str, list[str]]], output: str) -> None:
+    fig = make_figure(runs, panels)  # first: it picks the Agg backend before pyplot loads
+    import matplotlib.pyplot as plt
+
     parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
     fig.savefig(output, dpi=120)

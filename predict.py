@@ -12,7 +12,12 @@ the dataset's metadata (data_path) tells which one the checkpoint was trained on
 
 from __future__ import annotations
 
+import utils.interrupt  # noqa: F401  (first: Ctrl-C during the imports below prints one line)
+
+# isort: split
+
 import os
+import re
 import sys
 from typing import Any
 
@@ -29,10 +34,31 @@ MAZE_CHARS = "# SGo"  # tokens 1..5 (0 = pad)
 
 
 def read_text(arg: str) -> str:
+    """`puzzle=` is a file when one exists by that name, or when it looks like a path (a `/` or a file
+    extension: puzzle text has neither); otherwise it is the puzzle text itself."""
     if os.path.isfile(arg):
-        with open(arg) as f:
-            return f.read()
+        try:
+            with open(arg) as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read puzzle file {arg!r} ({getattr(e, 'strerror', None) or e})") from None
+    if os.path.isdir(arg):
+        raise UserError(f"puzzle={arg!r} is a folder; give puzzle text or a file holding one puzzle")
+    if "/" in arg or os.sep in arg or re.search(r"\.[A-Za-z][A-Za-z0-9]{0,5}$", arg):
+        raise UserError(
+            f"puzzle file {arg!r} not found (looked for {os.path.abspath(arg)}); give an existing file or the puzzle text"
+        )
     return arg
+
+
+def positive_int(name: str, value: Any) -> int:
+    try:
+        n = int(str(value))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"{name}={value!r} must be a whole number >= 1")
+    return n
 
 
 def encode(text: str, seq_len: int, vocab: int) -> tuple[np.ndarray, str]:
@@ -103,6 +129,10 @@ def main() -> None:
         if halt not in ("q", "max"):
             raise UserError(f"halt must be q (stop when the Q head says so) or max (run max_steps), got {halt!r}")
 
+        if max_steps is not None:
+            positive_int("max_steps", max_steps)
+        text = read_text(str(puzzle))
+        cli["save_outputs"] = []  # predict.py writes no prediction files (so a read-only run folder is fine)
         config, ckpt, _ = load_eval_config(cli)
         d = Dist()
         rt = setup_runtime(config, d)
@@ -115,11 +145,9 @@ def main() -> None:
         model.eager.eval()
         inner = model.eager.model.inner  # type: ignore[union-attr]
         steps_cfg = inner.config.halt_max_steps
-        max_steps = int(max_steps) if max_steps is not None else steps_cfg
-        if max_steps < 1:
-            raise UserError("max_steps must be >= 1")
+        max_steps = positive_int("max_steps", max_steps) if max_steps is not None else steps_cfg
 
-        tokens, kind = encode(read_text(str(puzzle)), meta.seq_len, meta.vocab_size)
+        tokens, kind = encode(text, meta.seq_len, meta.vocab_size)
         pred, used, q = solve(inner, tokens, rt.device, max_steps, halt, model.eager.model.says_halt)  # type: ignore[union-attr]
         print(
             f"{kind} from {ckpt}:\n{show(tokens, kind)}\n\nprediction after {used} ACT step(s) (training used {steps_cfg}):"

@@ -7,7 +7,11 @@ once at start with clear errors, bucketed gradient all-reduce, metrics also in <
 
 from __future__ import annotations
 
-import contextlib
+import utils.interrupt  # noqa: F401  (first: Ctrl-C during the imports below prints one line)
+import utils.records  # noqa: F401  (early too: its clock, the time to accuracy, starts before torch's import)
+
+# isort: split
+
 import dataclasses
 import math
 import os
@@ -239,9 +243,8 @@ def validate_config(config: PretrainConfig) -> None:
                 f"eval_interval={config.eval_interval} must divide epochs={config.epochs}; "
                 f"try eval_interval={' or '.join(map(str, sorted(near)))}"
             )
-    for name in ("lr", "puzzle_emb_lr", "weight_decay", "puzzle_emb_weight_decay", "lr_warmup_steps", "keep_last"):
-        if getattr(config, name) < 0:
-            raise UserError(f"{name} must be >= 0, got {getattr(config, name)}")
+    for name, lo, hi, below in CONFIG_RANGES:
+        check_range(name, getattr(config, name), lo, hi, below)
     for name, allowed in (("nan_policy", ("skip", "stop")), ("save_error", ("stop", "continue"))):
         if getattr(config, name) not in allowed:
             raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
@@ -249,8 +252,50 @@ def validate_config(config: PretrainConfig) -> None:
         raise UserError(f"ema_rate must be between 0 and 1 (TRM uses 0.999), got {config.ema_rate}")
     for name in ("checkpoint_interval", "checkpoint_minutes", "eval_batches", "micro_batch_size"):
         v = getattr(config, name)
-        if v is not None and v <= 0:
+        if v is not None and not (0 < v < math.inf):  # `not`: NaN fails too
             raise UserError(f"{name} must be positive or null, got {v}")
+    validate_arch(config)
+
+
+# (key, low, high, high excluded) of numeric keys; NaN and inf never pass (a NaN learning rate trained to NaN
+# weights and exited 0; beta1=1.5 failed in the optimizer, lr_min_ratio=-1 gave negative learning rates).
+CONFIG_RANGES: tuple[tuple[str, float, float | None, bool], ...] = (
+    ("lr", 0, None, False),
+    ("puzzle_emb_lr", 0, None, False),
+    ("weight_decay", 0, None, False),
+    ("puzzle_emb_weight_decay", 0, None, False),
+    ("lr_warmup_steps", 0, None, False),
+    ("lr_min_ratio", 0, 1, False),
+    ("beta1", 0, 1, True),
+    ("beta2", 0, 1, True),
+    ("keep_last", 0, None, False),
+    ("seed", 0, None, False),
+    ("max_nan_skips", 1, None, False),
+    ("early_stop_exact_accuracy", 0, 1, False),
+    ("early_stop_patience", 1, None, False),
+)
+
+
+def check_range(name: str, value: float | None, lo: float, hi: float | None, below: bool) -> None:
+    """One line naming the key, the value and the accepted range; None (unset) passes."""
+    if value is None:
+        return
+    if not (math.isfinite(value) and value >= lo and (hi is None or (value < hi if below else value <= hi))):
+        upper = f"{'<' if below else '<='} {hi}" if hi is not None else "finite"
+        raise UserError(f"{name}={value} is out of range: it must be >= {lo} and {upper}")
+
+
+def validate_arch(config: PretrainConfig) -> None:
+    """The model config's own checks (types, ranges, num_heads dividing hidden_size), run now with stand-ins
+    for the keys filled from the data, so a bad arch.* value fails before any data or run folder is touched."""
+    cfg_cls = arch_config_class(config.arch.name)
+    if cfg_cls is None:
+        return
+    stand_ins = {"batch_size": 1, "seq_len": 1, "num_puzzle_identifiers": 1, "vocab_size": 1, "causal": False}
+    try:
+        cfg_cls(**((config.arch.__pydantic_extra__ or {}) | stand_ins))
+    except pydantic.ValidationError as e:
+        raise _config_error(e, prefix="arch.") from None
 
 
 def load_synced_config(hydra_config: Any, d: Dist) -> PretrainConfig:
@@ -329,9 +374,17 @@ def keep_saved_names(config: PretrainConfig, named: dict[str, bool]) -> None:
             setattr(config, key, saved[key])
 
 
+_MADE_DIRS: list[str] = []  # folders check_writable created, deepest first
+
+
 def check_writable(run_dir: str) -> None:
+    missing, p = [], os.path.abspath(run_dir)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        missing.append(p)
+        p = os.path.dirname(p)
     try:
         os.makedirs(run_dir, exist_ok=True)
+        _MADE_DIRS.extend(missing)
         probe = os.path.join(run_dir, f".write-test-{os.getpid()}")
         with open(probe, "w") as f:
             f.write("ok")
@@ -381,16 +434,29 @@ def resolve_resume(config: PretrainConfig) -> None:
     config.resume = os.path.join(folder, f"step_{step}")
 
 
-def _config_error(e: Exception) -> UserError:
+def remove_made_dirs() -> None:
+    """A run that stops before writing anything leaves no empty run folder behind (rmdir: never one with files)."""
+    while _MADE_DIRS:
+        try:
+            os.rmdir(_MADE_DIRS.pop(0))
+        except OSError:
+            _MADE_DIRS.clear()
+
+
+def _config_error(e: Exception, prefix: str = "") -> UserError:
     if isinstance(e, UserError):
         return e
     parts = []
     for err in e.errors():  # type: ignore[attr-defined]
-        loc = ".".join(map(str, err["loc"]))
+        loc = prefix + ".".join(map(str, err["loc"]))
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown config key {loc!r}{close_matches(loc, PretrainConfig.model_fields)}")
-        else:
+        elif err["type"] == "missing":
             parts.append(f"{loc}: {err['msg']}")
+        elif not err["loc"]:  # a check across keys (e.g. num_heads must divide hidden_size)
+            parts.append(f"{loc.rstrip('.') or 'config'}: {err['msg'].removeprefix('Value error, ')}")
+        else:  # key=value: what is wrong with it (pydantic says the accepted type or range)
+            parts.append(f"{loc}={err.get('input')!r}: {err['msg']}")
     return UserError("bad config: " + "; ".join(parts))
 
 
@@ -1019,7 +1085,13 @@ def launch(hydra_config: Any) -> None:
             dist.destroy_process_group()
 
 
-def oom_message(e: BaseException, config: PretrainConfig, d: Dist, device: torch.device) -> str:
+def is_oom(e: BaseException) -> bool:
+    """Out of memory on the GPU, or on the CPU: torch's allocator raises a RuntimeError
+    ("[enforce fail at alloc_cpu.cpp:...] DefaultCPUAllocator: can't allocate memory"), numpy a MemoryError."""
+    return isinstance(e, torch.OutOfMemoryError | MemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(e)
+
+
+def oom_message(e: BaseException, config: PretrainConfig, d: Dist, device: torch.device, phase: str = "train") -> str:
     local = config.global_batch_size // d.world_size
     micro = config.micro_batch_size or local
     figures = ""
@@ -1029,13 +1101,25 @@ def oom_message(e: BaseException, config: PretrainConfig, d: Dist, device: torch
             f" (GPU {torch.cuda.get_device_name(device)}: {total / 2**30:.1f} GiB, {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB "
             f"allocated by this run, {free / 2**30:.1f} GiB free)"
         )
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        figures = (
+            f" (CPU memory: {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB in this machine)"
+        )
+    first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+    where = "GPU memory" if device.type == "cuda" else "memory"
+    if phase == "eval":
+        batch = eval_batch(config)
+        return (
+            f"out of {where} while evaluating batches of {batch}{figures}. Set eval_batch_size={max(1, batch // 2)} "
+            f"(same metrics, less memory); close other programs. {first}"
+        )
     half = max(1, micro // 2)
     while local % half:
         half -= 1
     return (
-        f"out of memory at {micro} examples per forward pass{figures}. "
+        f"out of {where} at {micro} examples per forward pass{figures}. "
         f"Set micro_batch_size={half} (same results, less memory) or lower global_batch_size; "
-        f"close other programs on the GPU. {str(e).splitlines()[0][:160] if str(e) else ''}"
+        f"close other programs{' on the GPU' if device.type == 'cuda' else ''}. {first}"
     )
 
 
@@ -1411,7 +1495,9 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 )
                 try:
                     res = train_batch(config, state, batch, gbs, d, device, signals.requested is not None, timed)
-                except torch.OutOfMemoryError as e:
+                except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+                    if not is_oom(e):
+                        raise
                     raise UserError(oom_message(e, config, d, device)) from None
                 prog.batches_into_pass += 1
                 if d.is_main:
@@ -1427,12 +1513,17 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
 
             model.eager.eval()
             phase = "eval"
-            with state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext():
-                results = evaluate(config, state, eval_loader, eval_meta, d, device, writes)
-            raw = None
-            if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
-                quiet = config.model_copy(update={"eval_save_outputs": []})
-                raw = evaluate(quiet, state, eval_loader, eval_meta, d, device, writes)
+            try:
+                with state.ema.swapped_in() if state.ema is not None else nullcontext():
+                    results = evaluate(config, state, eval_loader, eval_meta, d, device, writes)
+                raw = None
+                if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
+                    quiet = config.model_copy(update={"eval_save_outputs": []})
+                    raw = evaluate(quiet, state, eval_loader, eval_meta, d, device, writes)
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+                if not is_oom(e):
+                    raise
+                raise UserError(oom_message(e, config, d, device, phase="eval")) from None
             eval_finite = all(
                 math.isfinite(v) for r in (results, raw) if r is not None for m in r.values() for v in m.values()
             )
@@ -1511,6 +1602,8 @@ def main() -> None:
             launch(hydra_config)
         except UserError as e:
             exit_with(e)
+        finally:
+            remove_made_dirs()
 
     _entry()
 

@@ -13,8 +13,11 @@ as the original, so on datasets with one example per puzzle (Sudoku, Maze) batch
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import os
+import shlex
 from collections.abc import Iterator
 
 import numpy as np
@@ -43,11 +46,37 @@ def build_hint(data_path: str) -> str:
     return "build it first with one of the dataset/build_*_dataset.py scripts (see README)"
 
 
+def missing_folder_message(data_path: str) -> str:
+    """Where it looked (a relative path is relative to the current directory), and a close match among the
+    folders beside it (a typo) before the advice to build it (a close name can also be another dataset:
+    arc-aug-1000 and arc-2-aug-1000)."""
+    full = os.path.abspath(data_path)
+    where = f"{data_path!r} does not exist" + (
+        f" (looked for {full}: relative to the current directory {os.getcwd()})" if full != data_path else ""
+    )
+    parent = os.path.dirname(full)
+    if os.path.isdir(parent):
+        siblings = [n for n in os.listdir(parent) if os.path.isdir(os.path.join(parent, n))]
+        near = difflib.get_close_matches(os.path.basename(full), siblings, n=1, cutoff=0.6)
+        if near:
+            fix = os.path.join(os.path.dirname(os.path.normpath(data_path)), near[0])
+            return (
+                f"dataset folder {where}; did you mean data_path={shlex.quote(fix)}? (if not: {build_hint(data_path)})"
+            )
+    return f"dataset folder {where}; {build_hint(data_path)}"
+
+
 def load_metadata(data_path: str, split: str) -> PuzzleDatasetMetadata:
     """Read and check `<data_path>/<split>/dataset.json`, with errors that say how to fix the folder."""
     if not os.path.isdir(data_path):
-        raise UserError(f"dataset folder {data_path!r} does not exist; {build_hint(data_path)}")
+        raise UserError(missing_folder_message(data_path))
     path = os.path.join(data_path, split, "dataset.json")
+    if os.path.basename(os.path.normpath(data_path)) in ("train", "test") and not os.path.isfile(path):
+        parent = os.path.dirname(os.path.normpath(data_path)) or "."
+        if os.path.isfile(os.path.join(data_path, "dataset.json")):
+            raise UserError(
+                f"{data_path!r} is one split of a dataset; use the parent folder: data_path={shlex.quote(parent)}"
+            )
     if not os.path.isfile(path):
         raise UserError(f"{path} is missing: {data_path!r} is not a complete dataset; {build_hint(data_path)}")
     try:
@@ -61,8 +90,11 @@ def load_metadata(data_path: str, split: str) -> PuzzleDatasetMetadata:
         raise UserError(f"{path} has bad metadata ({problems}); rebuild the dataset") from None
 
 
-def load_arrays(data_path: str, split: str, metadata: PuzzleDatasetMetadata) -> dict[str, dict[str, np.ndarray]]:
-    """Open every set of a split (inputs/labels memory-mapped) and check the arrays agree with each other."""
+def load_arrays(
+    data_path: str, split: str, metadata: PuzzleDatasetMetadata, check: bool = True
+) -> dict[str, dict[str, np.ndarray]]:
+    """Open every set of a split (inputs/labels memory-mapped) and, unless check=False, check them
+    (check_split). PuzzleDataset checks once at construction and opens unchecked afterwards."""
     data: dict[str, dict[str, np.ndarray]] = {}
     for set_name in metadata.sets:
         arrays = {}
@@ -74,27 +106,102 @@ def load_arrays(data_path: str, split: str, metadata: PuzzleDatasetMetadata) -> 
                 arrays[field] = np.load(path, mmap_mode="r" if field in ("inputs", "labels") else None)
             except Exception as e:
                 raise UserError(f"{path} cannot be read ({type(e).__name__}: {e}); rebuild the dataset") from None
-        _check_set(os.path.join(data_path, split, set_name), arrays, metadata)
         data[set_name] = arrays
+    if check:
+        check_split(os.path.join(data_path, split), data, metadata)
     return data
 
 
-def _check_set(where: str, a: dict[str, np.ndarray], m: PuzzleDatasetMetadata) -> None:
-    problems = []
-    n = a["inputs"].shape[0]
-    if a["inputs"].ndim != 2 or a["inputs"].shape[1] != m.seq_len:
-        problems.append(f"inputs shape {a['inputs'].shape} != (N, seq_len={m.seq_len})")
-    if a["labels"].shape != a["inputs"].shape:
-        problems.append(f"labels shape {a['labels'].shape} != inputs shape {a['inputs'].shape}")
-    pi, gi = a["puzzle_indices"], a["group_indices"]
-    if pi.size < 1 or int(pi[0]) != 0 or int(pi[-1]) != n:
-        problems.append(f"puzzle_indices must run from 0 to the number of examples ({n})")
-    if gi.size < 1 or int(gi[0]) != 0 or int(gi[-1]) != pi.size - 1:
-        problems.append(f"group_indices must run from 0 to the number of puzzles ({pi.size - 1})")
-    if a["puzzle_identifiers"].size != pi.size - 1:
-        problems.append(f"{a['puzzle_identifiers'].size} puzzle_identifiers for {pi.size - 1} puzzles")
-    if problems:
-        raise UserError(f"dataset set {where} is inconsistent: {'; '.join(problems)}; rebuild the dataset")
+def check_split(split_dir: str, data: dict[str, dict[str, np.ndarray]], m: PuzzleDatasetMetadata) -> None:
+    """Everything the model would trip over later (an IndexError on CPU, a device-side assert on a GPU) or
+    get silently wrong (a schedule from a wrong total_groups, float tokens truncated), checked once at load:
+    dtypes, value ranges (min/max over the memory-mapped arrays), monotonic indices, dataset.json vs the
+    arrays. The first problem found is raised as one line naming the file and the fix."""
+    meta_file = os.path.join(split_dir, "dataset.json")
+
+    def bad(file: str, problem: str, fix: str = "rebuild the dataset") -> UserError:
+        return UserError(f"{file}: {problem}; {fix}")
+
+    for name, value, low in (
+        ("vocab_size", m.vocab_size, 1),
+        ("seq_len", m.seq_len, 1),
+        ("num_puzzle_identifiers", m.num_puzzle_identifiers, 1),
+        ("total_groups", m.total_groups, 0),
+    ):
+        if value < low:
+            raise bad(meta_file, f"{name}={value} must be >= {low}")
+    if not 0 <= m.pad_id < m.vocab_size:
+        raise bad(meta_file, f"pad_id={m.pad_id} is outside the vocabulary 0..{m.vocab_size - 1}")
+    if not 0 <= m.blank_identifier_id < m.num_puzzle_identifiers:
+        raise bad(
+            meta_file, f"blank_identifier_id={m.blank_identifier_id} is outside 0..{m.num_puzzle_identifiers - 1}"
+        )
+    groups = examples = puzzles = 0
+    for set_name, a in data.items():
+        file = {f: os.path.join(split_dir, f"{set_name}__{f}.npy") for f in FIELDS}
+        for f in FIELDS:
+            if a[f].dtype == np.bool_ or not np.issubdtype(a[f].dtype, np.integer):
+                raise bad(file[f], f"dtype {a[f].dtype} is not an integer type (values would be truncated or fail)")
+        n = a["inputs"].shape[0]
+        if a["inputs"].ndim != 2 or a["inputs"].shape[1] != m.seq_len:
+            raise bad(file["inputs"], f"shape {a['inputs'].shape} is not (examples, seq_len={m.seq_len})")
+        if a["labels"].shape != a["inputs"].shape:
+            raise bad(file["labels"], f"shape {a['labels'].shape} differs from the inputs' {a['inputs'].shape}")
+        pi, gi, ids = a["puzzle_indices"], a["group_indices"], a["puzzle_identifiers"]
+        for f, arr in (("puzzle_indices", pi), ("group_indices", gi), ("puzzle_identifiers", ids)):
+            if arr.ndim != 1:
+                raise bad(file[f], f"shape {arr.shape} is not one-dimensional")
+        if pi.size < 1 or int(pi[0]) != 0 or int(pi[-1]) != n:
+            raise bad(file["puzzle_indices"], f"must run from 0 to the number of examples ({n})")
+        if gi.size < 1 or int(gi[0]) != 0 or int(gi[-1]) != pi.size - 1:
+            raise bad(file["group_indices"], f"must run from 0 to the number of puzzles ({pi.size - 1})")
+        for f, arr in (("puzzle_indices", pi), ("group_indices", gi)):
+            if arr.size > 1 and not (np.diff(arr) > 0).all():
+                at = int(np.argmax(np.diff(arr) <= 0))
+                raise bad(file[f], f"must increase, but entry {at + 1} ({int(arr[at + 1])}) follows {int(arr[at])}")
+        if ids.size != pi.size - 1:
+            raise bad(file["puzzle_identifiers"], f"{ids.size} entries for {pi.size - 1} puzzles")
+        if n:
+            for f, hi in (("inputs", m.vocab_size), ("labels", m.vocab_size)):
+                lo_v, hi_v = int(a[f].min()), int(a[f].max())
+                if lo_v >= 0 and hi_v < hi:
+                    continue
+                if f == "labels" and m.ignore_label_id is not None:  # the ignored label may lie outside the vocabulary
+                    arr = a[f]
+                    if not (((arr < 0) | (arr >= hi)) & (arr != m.ignore_label_id)).any():
+                        continue
+                raise bad(
+                    file[f], f"token values {lo_v}..{hi_v} outside vocab_size {hi} (tokens 0..{hi - 1}, {meta_file})"
+                )
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= m.num_puzzle_identifiers):
+                raise bad(
+                    file["puzzle_identifiers"],
+                    f"identifiers {int(ids.min())}..{int(ids.max())} fall outside 0..{m.num_puzzle_identifiers - 1} "
+                    f"(num_puzzle_identifiers in {meta_file})",
+                )
+        groups, examples, puzzles = groups + gi.size - 1, examples + n, puzzles + pi.size - 1
+    if examples == 0:
+        raise bad(
+            split_dir,
+            "the split has no examples (nothing to train on or evaluate)",
+            "rebuild the dataset with a non-empty split",
+        )
+    if m.total_groups != groups:
+        raise bad(
+            meta_file,
+            f"total_groups={m.total_groups} but the arrays hold {groups} groups (the step schedule depends on it)",
+        )
+    if not math.isclose(m.mean_puzzle_examples, examples / puzzles, rel_tol=1e-3):
+        raise bad(
+            meta_file,
+            f"mean_puzzle_examples={m.mean_puzzle_examples} but the arrays hold {examples / puzzles:.4g} examples per puzzle",
+        )
+    train_file = os.path.join(os.path.dirname(split_dir), "train", "dataset.json")
+    if os.path.basename(split_dir) == "test" and os.path.isfile(train_file):  # the model is built from train's
+        train = load_metadata(os.path.dirname(split_dir), "train")
+        for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
+            if getattr(train, key) != getattr(m, key):
+                raise bad(meta_file, f"{key}={getattr(m, key)} but the train split's is {getattr(train, key)}")
 
 
 class PuzzleDatasetConfig(pydantic.BaseModel):
@@ -147,6 +254,8 @@ class PuzzleDataset(IterableDataset):
                 f"{config.batch_key} {config.global_batch_size} must be divisible by the number of processes {config.num_replicas}"
             )
         self.local_batch_size = config.global_batch_size // config.num_replicas
+        # checked here, once; opened again lazily (a DataLoader worker gets the dataset without its arrays)
+        load_arrays(config.dataset_path, split, self.metadata)
         self._data: dict[str, dict[str, np.ndarray]] | None = None
         self._iters = 0  # passes over the training data so far; seeds each pass
         self._skip = 0  # batches of the next pass to draw and drop (resuming mid-pass)
@@ -159,7 +268,7 @@ class PuzzleDataset(IterableDataset):
 
     def _lazy_load(self) -> dict[str, dict[str, np.ndarray]]:
         if self._data is None:
-            self._data = load_arrays(self.config.dataset_path, self.split, self.metadata)
+            self._data = load_arrays(self.config.dataset_path, self.split, self.metadata, check=False)
         return self._data
 
     def _collate(self, batch: dict[str, np.ndarray]) -> Batch:

@@ -14,14 +14,19 @@ import glob
 import json
 import os
 import sys
+import warnings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+import utils.interrupt  # noqa: E402, F401  (first: Ctrl-C while torch imports prints one line)
+
+# isort: split
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from utils.errors import UserError, exit_with  # noqa: E402
+from utils.errors import UserError, exit_with, load_error  # noqa: E402
 
 BANDS = ((0, 0, "0 guesses"), (1, 9, "1-9"), (10, 99, "10-99"), (100, 10**9, ">=100"))
 
@@ -30,11 +35,33 @@ def load_preds(pattern: str) -> dict[str, np.ndarray]:
     files = sorted(glob.glob(pattern + "*")) if not os.path.isfile(pattern) else [pattern]
     if not files:
         raise UserError(f"no prediction file matches {pattern} (set eval_save_outputs=[inputs,labels,logits])")
-    parts = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
-    for key in ("inputs", "labels", "logits"):
-        if key not in parts[0]:
-            raise UserError(f"{files[0]} has no '{key}' (it has {sorted(parts[0])}); save inputs, labels and logits")
+    parts = [read_preds(f) for f in files]
     return {k: torch.cat([p[k] for p in parts]).float().numpy() for k in ("inputs", "labels", "logits")}
+
+
+def read_preds(path: str) -> dict[str, torch.Tensor]:
+    """One step_N_all_preds.<rank> file, checked (weights_only: a crafted file cannot run code, and one of
+    another shape is refused here rather than deep inside the scoring)."""
+    try:
+        with warnings.catch_warnings():  # torch warns about a crafted file's pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            part = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a prediction file ({load_error(e)})") from None
+    if not isinstance(part, dict):
+        raise UserError(f"{path} holds a {type(part).__name__}, not the dict of tensors evaluate.py writes")
+    for key in ("inputs", "labels", "logits"):
+        if key not in part:
+            raise UserError(f"{path} has no '{key}' (it has {sorted(map(str, part))}); save inputs, labels and logits")
+        if not isinstance(part[key], torch.Tensor):
+            raise UserError(f"{path}: '{key}' is a {type(part[key]).__name__}, not a tensor")
+    inputs, labels, logits = part["inputs"], part["labels"], part["logits"]
+    if inputs.ndim != 2 or labels.shape != inputs.shape or logits.ndim != 3 or logits.shape[:2] != inputs.shape:
+        raise UserError(
+            f"{path}: shapes inputs {tuple(inputs.shape)}, labels {tuple(labels.shape)}, logits {tuple(logits.shape)} "
+            "do not fit (rows x 81, rows x 81, rows x 81 x vocab)"
+        )
+    return part
 
 
 def score(data_dir: str, preds_path: str) -> dict:

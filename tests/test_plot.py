@@ -38,8 +38,11 @@ def write_run(folder: Path, steps: int = 60, eval_every: int = 20, scale: float 
                     "time": 0.1 * s,
                     "all/accuracy": 0.2 + 0.6 * s / steps * scale,
                     "all/exact_accuracy": 0.4 * s / steps,
+                    "all/exact_accuracy_at_halt": 0.45 * s / steps,
                     "all/lm_loss": 2.0 * math.exp(-s / 30),
                     "all/steps": 8.0,
+                    "all/steps_at_halt": 6.0,
+                    "elapsed_s": 0.1 * s,
                 }
             )
     rows[5]["train/lm_loss"] = "nan"  # the tracker writes non-finite values as strings
@@ -159,3 +162,80 @@ def test_smooth_cut_gzip_and_labels(two_runs: tuple[Path, Path], tmp_path: Path)
     assert r.returncode == 0 and out.stat().st_size > 10_000, r.stderr
     r = run_py(["plot.py", str(src), "--smooth", "0"])
     assert r.returncode == 2 and "--smooth" in r.stderr and "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The figure itself (issue 14.11): axis labels, the test set's name, markers, flat curves
+
+
+def figure_of(runs: list[plot.Run], keys: list[str] | None = None):
+    pytest.importorskip("matplotlib")
+    return plot.make_figure(runs, plot.panels_for(keys, runs))
+
+
+def close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_panels_have_y_axis_labels(two_runs: tuple[Path, Path]) -> None:
+    fig = figure_of([plot.read_run(str(p), p.name) for p in two_runs])
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_visible()]
+    assert labels == ["loss (cross-entropy)", "token accuracy", "exact accuracy", "ACT steps", "learning rate"]
+    close(fig)
+
+
+def test_eval_set_all_is_called_test(two_runs: tuple[Path, Path]) -> None:
+    run = plot.read_run(str(two_runs[0]), "run-a")
+    fig = figure_of([run])
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "test" in legend and "all" not in legend and "train" in legend
+    close(fig)
+    fig = figure_of([run], ["accuracy,steps"])  # several metrics in a panel: the per-line legend names the set too
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "test/accuracy" in texts and not any(t.startswith("all/") for t in texts)
+    close(fig)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_markers_only_on_eval_points(two_runs: tuple[Path, Path], n: int) -> None:
+    run = plot.read_run(str(two_runs[0]), "run-a")
+    plot.smooth(run, n)  # smoothed train lines have few points: they used to get the eval points' markers
+    fig = figure_of([run])
+    acc = fig.axes[1]
+    by_style = {line.get_linestyle(): line.get_marker() for line in acc.get_lines()}
+    assert by_style == {"-": "None", "--": "o"}, by_style  # train solid without markers, test dashed with
+    close(fig)
+
+
+def test_flat_curves_get_sensible_limits(tmp_path: Path) -> None:
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    rows = [
+        {"step": s, "train/lm_loss": 0.0, "train/accuracy": 0.0, "train/count": 1.0, "train/lr": 1e-4}
+        for s in range(1, 9)
+    ]
+    rows.append({"step": 8, "all/accuracy": 0.0, "all/exact_accuracy": 0.0})
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fig = figure_of([plot.read_run(str(folder), "flat")])
+    loss, token, exact, _, lr = fig.axes[:5]
+    assert token.get_ylim() == (0.0, 1.0) and exact.get_ylim() == (0.0, 1.0)  # fractions: 0..1
+    assert loss.get_ylim() == (0.0, 1.0)  # a flat zero: not -0.04..0.04
+    lo, hi = lr.get_ylim()
+    assert lo == pytest.approx(0.9e-4) and hi == pytest.approx(1.1e-4)  # a flat non-zero value: +-10%
+    close(fig)
+    assert plot.flat_limits(["train/lm_loss"], [1.0, 2.0]) is None  # curves that move keep matplotlib's limits
+
+
+def test_halting_aware_eval_curves_share_the_paper_protocol_panels(two_runs: tuple[Path, Path]) -> None:
+    runs = [plot.read_run(str(p), p.name) for p in two_runs]
+    panels = dict(plot.panels_for(None, runs))
+    assert panels["exact accuracy"] == ["train/exact_accuracy", "all/exact_accuracy", "all/exact_accuracy_at_halt"]
+    assert panels["average ACT steps"] == ["train/steps", "all/steps", "all/steps_at_halt"]
+    assert "elapsed_s" not in runs[0].series or all("elapsed_s" not in k for v in panels.values() for k in v)
+    fig = figure_of(runs[:1])
+    exact = next(ax for ax in fig.axes if ax.get_ylabel() == "exact accuracy")
+    texts = [t.get_text() for t in exact.get_legend().get_texts()] if exact.get_legend() else []
+    assert "test/exact_accuracy_at_halt" in texts and "test/exact_accuracy" in texts
+    close(fig)

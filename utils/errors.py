@@ -21,3 +21,11 @@ def close_matches(word: str, choices: Iterable[str], n: int = 3) -> str:
 def exit_with(err: BaseException, code: int = 2) -> NoReturn:
     print(f"error: {err}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def load_error(e: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words (its own messages run to paragraphs)."""
+    text = str(e).strip()
+    if "Weights only load failed" in text:
+        return f"{type(e).__name__}: it holds Python objects, not only tensors; refused, nothing in it was run"
+    return f"{type(e).__name__}: {text.splitlines()[0][:160] if text else 'empty or truncated file'}"

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from models.common import trunc_normal_init_
@@ -43,33 +44,44 @@ class HierarchicalReasoningModel_ACTV1Carry:
 class HierarchicalReasoningModel_ACTV1Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int
-    seq_len: int
-    puzzle_emb_ndim: int = 0
-    num_puzzle_identifiers: int
-    vocab_size: int
+    # Ranges: a value outside them fails later as a traceback (a zero-size layer, an eval that never runs a
+    # segment) or trains nonsense; pydantic names the key, the value and the range in one line.
+    batch_size: int = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    puzzle_emb_ndim: int = Field(0, ge=0)
+    num_puzzle_identifiers: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
 
-    H_cycles: int
-    L_cycles: int
-    H_layers: int
-    L_layers: int
+    H_cycles: int = Field(ge=1)
+    L_cycles: int = Field(ge=1)
+    H_layers: int = Field(ge=1)
+    L_layers: int = Field(ge=1)
 
-    hidden_size: int
-    expansion: float
-    num_heads: int
-    pos_encodings: str
+    hidden_size: int = Field(gt=0)
+    expansion: float = Field(gt=0, allow_inf_nan=False)
+    num_heads: int = Field(gt=0)
+    pos_encodings: Literal["rope", "learned"]
 
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
+    rms_norm_eps: float = Field(1e-5, gt=0, allow_inf_nan=False)
+    rope_theta: float = Field(10000.0, gt=0, allow_inf_nan=False)
 
-    halt_max_steps: int
-    halt_exploration_prob: float
+    halt_max_steps: int = Field(ge=1)
+    halt_exploration_prob: float = Field(ge=0, le=1)
 
     forward_dtype: str = "bfloat16"
     causal: bool = False
     # Recipe change (TRM's option, off by default): halt when Q_halt > 0 and learn no Q_continue, which
     # drops the Q-target forward (24 of a training step's 64 block-forward equivalents).
     no_ACT_continue: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> HierarchicalReasoningModel_ACTV1Config:
+        head_dim, rest = divmod(self.hidden_size, self.num_heads)
+        if rest:
+            raise ValueError(f"num_heads={self.num_heads} must divide hidden_size={self.hidden_size}")
+        if self.pos_encodings == "rope" and head_dim % 2:
+            raise ValueError(f"rope needs an even head size; hidden_size / num_heads = {head_dim}")
+        return self
 
 
 class HierarchicalReasoningModel_ACTV1Block(nn.Module):
