@@ -1388,7 +1388,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         progress = progress_bar(planned, state.step, config.global_batch_size, rate=rate)
 
     shown_acc = 0.0
-    estimate = Estimate(state.step, planned, total_iters - prog.passes_done, log, rate)
+    estimate = Estimate(state.step, planned, total_iters - prog.passes_done, log, rate, compiled=rt.use_compile)
     timing = TimeToAccuracy.resumed(prog.timing)
     phase = "train"
 

@@ -291,8 +291,9 @@ class Estimate:
     after the first step (its time, warm-up included, labelled so), after the first steady step, and once
     more when `span` steady steps are measured."""
 
-    def __init__(self, start_step: int, total: int, evals: int, log, rate: StepRate) -> None:
+    def __init__(self, start_step: int, total: int, evals: int, log, rate: StepRate, compiled: bool = False) -> None:
         self.start, self.total, self.evals, self.log, self.rate = start_step, total, evals, log, rate
+        self.compiled = compiled  # the first step holds torch.compile's minute: extrapolating it says nothing
         self.span = max(1, min(20, (total - start_step) // 2))
         self.said: set[str] = set()
 
@@ -304,10 +305,16 @@ class Estimate:
         sps = self.rate.seconds_per_step()
         if "first" not in self.said and self.rate.first is not None and sps is None:
             self.said.add("first")
-            self.log(
-                f"first step took {fmt_seconds(self.rate.first)} (start-up and compile included, so later steps are "
-                f"usually faster); at that pace the remaining {left:,} steps would take {fmt_duration(left * self.rate.first)}"
-            )
+            if self.compiled:
+                self.log(
+                    f"first step took {fmt_seconds(self.rate.first)} (start-up and torch.compile included); "
+                    "an estimate follows after a few steady steps"
+                )
+            else:
+                self.log(
+                    f"first step took {fmt_seconds(self.rate.first)} (start-up included, so later steps are usually "
+                    f"faster); at that pace the remaining {left:,} steps would take {fmt_duration(left * self.rate.first)}"
+                )
         elif sps is not None and (n == 1 or n == self.span) and str(n) not in self.said:
             self.said.add(str(n))
             basis = f"timed over {n} steady step{'s' if n > 1 else ''}" + ("; refined later" if n < self.span else "")
