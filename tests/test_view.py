@@ -18,7 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset import arc, view
+from dataset import arc
+from dataset import viewer as view
 from dataset.build_arc_dataset import main as build_arc
 from tests.conftest import FIXTURE_DATA, run_py
 
