@@ -9,7 +9,7 @@ import shlex
 import tempfile
 
 from dataset.viewer.data import Preds, load_pred_file, match_preds, open_dataset, pred_files
-from dataset.viewer.html import render_html
+from dataset.viewer.page import render_html
 from dataset.viewer.panels import build_example, summary_line
 from dataset.viewer.png import render_png
 from dataset.viewer.style import KIND_TITLES
