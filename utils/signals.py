@@ -50,6 +50,13 @@ class StopSignals:
         sys.stdout.flush()  # at once, also when stdout is a log file
 
     def __exit__(self, *exc: Any) -> None:
+        if self.requested is not None:
+            # The run is stopping, its checkpoint saved: a duplicate delivery on the way out (`timeout` signals
+            # twice) must not kill it before exit 130. Python resets its own handlers while it shuts down, an
+            # ignored signal stays ignored.
+            for sig in self._old:
+                signal.signal(sig, signal.SIG_IGN)
+            return
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
