@@ -29,20 +29,10 @@ import torch.distributed as dist
 import yaml
 from omegaconf import OmegaConf
 
-from pretrain import (
-    PretrainConfig,
-    TrainState,
-    _config_error,
-    create_dataloader,
-    create_model,
-    eval_batch,
-    eval_headline,
-    evaluate,
-    setup_runtime,
-    validate_config,
-)
+from pretrain import TrainState, create_dataloader, create_model, eval_headline, evaluate, setup_runtime
 from utils import checkpoint as ckpt_io
 from utils.checkpoint import EMA_SUFFIX
+from utils.config import PretrainConfig, config_error, eval_batch, validate_config
 from utils.errors import UserError, close_matches, exit_with, load_error
 from utils.runtime import init_distributed
 from utils.trm_config import from_trm_config
@@ -91,7 +81,7 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     try:
         config = PretrainConfig(**OmegaConf.to_container(merged, resolve=True))  # type: ignore[arg-type]
     except Exception as e:
-        raise _config_error(e) from None
+        raise config_error(e) from None
     validate_config(config)
     config.eval_save_outputs = list(save_outputs)
     if config.eval_save_outputs:

@@ -111,7 +111,7 @@ def config_error(*overrides: str) -> str:
         try:
             pretrain.validate_config(pretrain.PretrainConfig(**OmegaConf.to_container(cfg)))  # type: ignore[arg-type]
         except pydantic.ValidationError as e:
-            raise pretrain._config_error(e) from None
+            raise pretrain.config_error(e) from None
     msg = str(err.value)
     assert "\n" not in msg
     return msg

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
+from utils.functions import arch_config_class
 
 STATE_SUFFIX = ".state"
 EMA_SUFFIX = ".ema"  # step_N.ema: the weights with the EMA parameters (ema=true), kept as long as step_N
@@ -245,6 +246,17 @@ def verify_weights(path: str, weights: Any) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 # Finding and pruning
+
+
+def same_arch(saved: dict, current: dict, arch_name: str) -> bool:
+    """Equal arch settings, where a key the checkpoint predates counts as its default (e.g. no_ACT_continue)."""
+    cfg_cls = arch_config_class(arch_name)
+    defaults = {k: f.default for k, f in cfg_cls.model_fields.items() if not f.is_required()} if cfg_cls else {}
+    saved = dict(saved)
+    for k, v in current.items():
+        if k not in saved and k in defaults and defaults[k] == v:
+            saved[k] = v
+    return saved == current
 
 
 def list_complete(run_dir: str) -> list[int]:
