@@ -732,7 +732,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
     ],
 )
 def test_ctrl_c_during_imports_is_one_line(tmp_path: Path, script: str, module: str, args: list[str]) -> None:
-    code = _INTERRUPT_IMPORT.format(module=module, argv=[script, *args])
+    code = _INTERRUPT_IMPORT.format(module=module, argv=[str(REPO / script), *args])
     r = run_py(["-c", code], timeout=120)
     assert r.returncode in (130, -signal.SIGINT), (r.returncode, r.stderr)  # killed by SIGINT: 130 in a shell
     assert r.stderr.strip() == "interrupted (Ctrl-C)", r.stderr
