@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from evaluate import load_checkpoint, load_eval_config, weights_file
+from evaluate import load_eval_config
 from pretrain import create_model, setup_runtime
+from utils.checkpoint import load_checkpoint, weights_file
 from utils.errors import UserError, exit_with
 from utils.runtime import Dist
 

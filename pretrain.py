@@ -513,7 +513,7 @@ def save_checkpoint(
     `eval_finite`: for the checkpoint of an eval, whether all its metrics were finite."""
     if config.checkpoint_path is None:
         return None
-    w_path, s_path = ckpt.paths(config.checkpoint_path, state.step)
+    w_path = ckpt.paths(config.checkpoint_path, state.step)[0]
     device = next(state.model.eager.parameters()).device
 
     # Nothing non-finite is written: checked on the device, before any write, by every rank (carries differ;
@@ -556,8 +556,9 @@ def save_checkpoint(
     try:
         os.makedirs(config.checkpoint_path, exist_ok=True)
         if not d.is_main:
-            extra = {"carry": ckpt.carry_to_dict(state.carry), "rng": ckpt.rng_state() | explore_state(state)}
-            ckpt.atomic_save(extra, f"{s_path}.rank{d.rank}")
+            ckpt.write_rank(
+                config.checkpoint_path, state.step, d.rank, state.carry, ckpt.rng_state() | explore_state(state)
+            )
     except OSError as e:
         ok, error = False, f"rank {d.rank}: {e}"
     if d.world_size > 1:
@@ -566,33 +567,23 @@ def save_checkpoint(
         ok = flag.item() == 0
     if ok and d.is_main:
         try:
-            weights = ckpt.to_cpu(weights)  # one transfer: hashed and written from the same copy
-            ckpt.atomic_save(weights, w_path)
-            if averaged is not None:
-                averaged = ckpt.to_cpu(averaged)
-                ckpt.atomic_save(averaged, w_path + ckpt.EMA_SUFFIX)
-            full = ckpt.to_cpu(
-                {
-                    "format": ckpt.FORMAT,
-                    "step": state.step,
-                    "total_steps": state.total_steps,
-                    "optimizers": optim,
-                    "carry": ckpt.carry_to_dict(state.carry),
-                    "rng": ckpt.rng_state() | explore_state(state),
-                    "progress": dataclasses.asdict(saved),
-                    "world_size": d.world_size,
-                    "config": config.model_dump(),
-                    "dataset": ckpt.dataset_fingerprint(config.data_path),
-                    "versions": ckpt.versions(),
-                    "why": why,
-                    "health": {"verdict": verdict},
-                    "metrics_bytes": tracker.size() if tracker is not None else None,
-                }
+            ckpt.write(
+                config.checkpoint_path,
+                state.step,
+                weights,
+                averaged,
+                total_steps=state.total_steps,
+                optimizers=optim,
+                carry=state.carry,
+                rng=ckpt.rng_state() | explore_state(state),
+                progress=dataclasses.asdict(saved),
+                world_size=d.world_size,
+                config=config.model_dump(),
+                data_path=config.data_path,
+                why=why,
+                verdict=verdict,
+                metrics_bytes=tracker.size() if tracker is not None else None,
             )
-            full["checksums"] = {"weights": ckpt.digest(weights), "state": ckpt.digest(full)}
-            if averaged is not None:
-                full["checksums"]["ema"] = ckpt.digest(averaged)
-            ckpt.atomic_save(full, s_path)  # last: its presence marks the checkpoint complete
         except OSError as e:
             ok, error = False, str(e)
     if d.world_size > 1:
@@ -813,14 +804,8 @@ def restore(
         opt.load_state_dict(sd)
     state.step = step
     if state.ema is not None:
-        ema_path = os.path.join(folder, f"step_{step}{ckpt.EMA_SUFFIX}")
-        if os.path.isfile(ema_path):
-            averaged = ckpt.load(ema_path)
-            want = (full.get("checksums") or {}).get("ema")
-            if want is not None and ckpt.digest(averaged) != want:
-                raise UserError(
-                    f"{ema_path} does not match the checksum in its {ckpt.STATE_SUFFIX} (corrupt or replaced)"
-                )
+        averaged = ckpt.load_ema(folder, step, full)
+        if averaged is not None:
             state.ema.load_state_dict(averaged)
         else:
             log(f"step_{step} has no weight average (trained without ema=true): the average starts from its weights")
@@ -831,8 +816,7 @@ def restore(
         )
         carry = None
     elif d.rank > 0:
-        extra = ckpt.load(os.path.join(folder, f"step_{step}{ckpt.STATE_SUFFIX}.rank{d.rank}"))
-        carry, rng = extra["carry"], extra["rng"]
+        carry, rng = ckpt.read_rank(folder, step, d.rank)
     if carry is not None and len(carry) != -(local_batch // -micro_batch):
         log("resuming with another micro_batch_size: ACT carries restart (rows in flight begin anew)")
         carry = None
