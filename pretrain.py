@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader
 from adam_atan2 import AdamATan2
 from dataset.common import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
-from models.layers import select_attention_backend, select_mlp_kernel
+from models.attention import select_attention_backend
+from models.layers import select_mlp_kernel
 from models.losses import IGNORE_LABEL_ID
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils import checkpoint as ckpt

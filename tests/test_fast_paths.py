@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from models.attention import select_attention_backend
 from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
-from models.layers import select_attention_backend
 from models.losses import ACTLossHead
 from utils.checkpoint import same_arch
 

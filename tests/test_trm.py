@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import models.layers as layers
-from models.layers import select_attention_backend
+from models.attention import select_attention_backend
 from models.losses import ACTLossHead
 from pretrain import check_cli_overrides
 from tests.conftest import REPO, WALL_CLOCK_KEYS, read_metrics, run_py
