@@ -196,11 +196,11 @@ def launch(cli: dict[str, Any]) -> None:
         if d.is_main and metrics is not None:
             for set_name, m in metrics.items():
                 print(f"{set_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
-            for line in eval_headline(metrics, model.eager.model.config.halt_max_steps):  # type: ignore[union-attr]
+            for line in eval_headline(metrics, state.head.halt_max_steps):
                 print(line)
             print(f"predictions: {os.path.join(config.checkpoint_path or '', f'step_{step}_all_preds.{d.rank}')}")
         if tta > 1 and d.is_main:  # one process: K copies of each test puzzle, voted on whole grids
-            steps = model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
+            steps = state.head.halt_max_steps
             scores = evaluate_tta(
                 model, model.eager, config.data_path, eval_meta, tta, eval_batch(config) // d.world_size, steps,
                 rt.device, prefer_valid=tta_prefer_valid, seed=tta_seed,

@@ -20,7 +20,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 import torch
@@ -34,7 +34,7 @@ from dataset.common import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
 from models.attention import select_attention_backend
 from models.layers import select_mlp_kernel
-from models.losses import IGNORE_LABEL_ID
+from models.losses import IGNORE_LABEL_ID, ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils import checkpoint as ckpt
 from utils import shell
@@ -110,6 +110,11 @@ class TrainState:
     ema: EMA | None = None  # the weight average (ema=true)
     explore: ExploreRNG | None = None  # ACT exploration's own random stream (None: the global one)
 
+    @property
+    def head(self) -> ACTLossHead:
+        """The eager loss head around the ACT model: the trainer's one way into the model (carry, halting, embedding)."""
+        return cast(ACTLossHead, self.model.eager)
+
 
 def create_dataloader(
     config: PretrainConfig, split: str, d: Dist, device: torch.device, **kwargs: Any
@@ -180,15 +185,15 @@ def create_model(
 
     optimizers: list[torch.optim.Optimizer] = []
     lrs: list[float] = []
-    inner = model.model  # type: ignore[attr-defined]
-    if hasattr(inner, "puzzle_emb"):
+    emb = cast(ACTLossHead, model).puzzle_emb
+    if emb is not None:
         optimizers.append(
             CastedSparseEmbeddingSignSGD_Distributed(
-                inner.puzzle_emb.buffers(),
+                emb.buffers(),
                 lr=0,
                 weight_decay=config.puzzle_emb_weight_decay,
                 world_size=d.world_size,
-                module=inner.puzzle_emb,
+                module=emb,
             )
         )
         lrs.append(config.puzzle_emb_lr)
@@ -271,14 +276,14 @@ def train_batch(
     local = len(batch["inputs"])
     micro = config.micro_batch_size or local
     chunks = [{k: v[i : i + micro] for k, v in batch.items()} for i in range(0, local, micro)]
-    emb = getattr(state.model.eager.model.inner, "puzzle_emb", None)  # type: ignore[union-attr]
+    emb = state.head.puzzle_emb
 
     def step(model: nn.Module) -> tuple[list[Any], torch.Tensor, dict[str, torch.Tensor]]:
         # Each micro-batch keeps its own ACT carry (its rows), so the result equals one big batch.
         carries = state.carry if state.carry is not None else [None] * len(chunks)
         new_carries, total_loss, total = [], torch.zeros((), device=device), {}
         for chunk, carry in zip(chunks, carries):
-            carry = carry if carry is not None else state.model.eager.initial_carry(chunk)  # type: ignore[operator]
+            carry = carry if carry is not None else state.head.initial_carry(chunk)
             new_carry, loss, metrics, _, _ = model(carry=carry, batch=chunk, return_keys=[])
             ((1 / global_batch_size) * loss).backward()
             if emb is not None and len(chunks) > 1:  # the embedding's row buffer is reused by the next chunk
@@ -373,12 +378,12 @@ def evaluate(
     saved: dict[str, list[torch.Tensor]] = {}
     keys: list[str] = []
     totals: torch.Tensor | None = None
-    halt_max_steps = state.model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
-    says_halt = state.model.eager.model.says_halt  # type: ignore[union-attr]
+    halt_max_steps = state.head.halt_max_steps
+    says_halt = state.head.says_halt
     return_keys = sorted(set(config.eval_save_outputs) | {"logits", "q_halt_logits", "q_continue_logits"})
 
     def run_batch(model: nn.Module, batch: dict[str, torch.Tensor]):
-        carry = state.model.eager.initial_carry(batch)  # type: ignore[operator]
+        carry = state.head.initial_carry(batch)
         labels = batch["labels"]
         mask = labels != IGNORE_LABEL_ID
         n_labels = mask.sum(-1)
@@ -411,7 +416,7 @@ def evaluate(
     bar = None
     dataset = getattr(eval_loader, "dataset", None)
     if d.is_main and isinstance(dataset, PuzzleDataset):
-        per_set = [-(len(a["inputs"]) // -eval_batch(config)) for a in dataset._lazy_load().values()]
+        per_set = [-(n // -eval_batch(config)) for n in dataset.set_sizes().values()]
         total = sum(min(n, config.eval_batches or n) for n in per_set)
         bar = progress_bar(total, 0, eval_batch(config), desc="eval")
     with torch.inference_mode():
@@ -826,7 +831,7 @@ def restore(
             k: torch.zeros(micro_batch, *shape, dtype=torch.int32, device=device)
             for k, shape in (("inputs", (seq_len,)), ("labels", (seq_len,)), ("puzzle_identifiers", ()))
         }
-        template = state.model.eager.initial_carry(dummy)  # type: ignore[operator]
+        template = state.head.initial_carry(dummy)
         state.carry = [ckpt.carry_from_dict(template, c, device) for c in carry]
     ckpt.set_rng_state(rng)
     if state.explore is not None:
@@ -908,7 +913,7 @@ def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> 
         prog = restore(
             state, saved, d, device, local_batch, config.micro_batch_size or local_batch, train_meta.seq_len, log
         )
-        train_loader.dataset.set_position(prog.passes_done, prog.batches_into_pass)  # type: ignore[attr-defined]
+        cast(PuzzleDataset, train_loader.dataset).set_position(prog.passes_done, prog.batches_into_pass)
         resumed_at = state.step
         metrics_bytes = saved[2].get("metrics_bytes")
         if d.is_main and os.path.realpath(saved[3]) == os.path.realpath(str(config.checkpoint_path)):
@@ -932,9 +937,11 @@ def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> 
         writes.call("all_config.yaml or the model code copy", save_code_and_config, config)
         print(f"HRM training: {config.run_name}")
         train_examples = int(train_meta.total_groups * train_meta.mean_puzzle_examples)
-        test_examples = sum(len(a["inputs"]) for a in eval_loader.dataset._lazy_load().values())  # type: ignore[attr-defined]
+        test_examples = sum(cast(PuzzleDataset, eval_loader.dataset).set_sizes().values())
         emb_params = sum(b.numel() for n, b in model.eager.named_buffers() if n.endswith("puzzle_emb.weights"))
-        eval_plan = f"{total_iters} evals of {test_examples:,} test examples, {state.model.eager.model.config.halt_max_steps} ACT steps each"  # type: ignore[union-attr]
+        eval_plan = (
+            f"{total_iters} evals of {test_examples:,} test examples, {state.head.halt_max_steps} ACT steps each"
+        )
         if config.eval_batches is not None:
             eval_plan += f" (at most {config.eval_batches} batches of {eval_batch(config)} per set)"
         rows = rt.report + [
@@ -1119,7 +1126,7 @@ def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> 
                 flat["elapsed_s"] = timing.elapsed()
                 tracker.log(flat, step=state.step)
                 print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
-                steps = state.model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
+                steps = state.head.halt_max_steps
                 for line in eval_headline(results, steps):
                     print(f"  {'EMA ' if state.ema is not None else ''}{line}", flush=True)
                 for line in eval_headline(raw or {}, steps):
