@@ -406,7 +406,7 @@ def check_gpu(torch: Any) -> Check:
 
 def check_sdpa(torch: Any, device: Any) -> Check:
     """PyTorch SDPA through the model's own wrapper vs an explicit softmax(QK^T / sqrt(d)) V in float64."""
-    from models.layers import _sdpa
+    from models.attention import sdpa
 
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 16, 2, 32, generator=gen, dtype=torch.float64) for _ in range(3))  # (B, S, H, D)
@@ -417,7 +417,7 @@ def check_sdpa(torch: Any, device: Any) -> Check:
         dtypes.append((torch.bfloat16, 5e-2))
     parts = []
     for dtype, tol in dtypes:
-        got = _sdpa(*(t.to(device, dtype) for t in (q, k, v)), False)
+        got = sdpa(*(t.to(device, dtype) for t in (q, k, v)), False)
         err = (got.double().cpu() - ref).abs().max().item()
         name = str(dtype).removeprefix("torch.")
         if not err <= tol:  # also catches NaN
@@ -438,7 +438,7 @@ def check_sdpa(torch: Any, device: Any) -> Check:
 
 
 def check_flash(torch: Any, device: Any, name: str, fa3_ok: bool) -> Check:
-    from models.layers import _MIN_CAPABILITY, _probe
+    from models.attention import MIN_CAPABILITY, probe
 
     module = "flash_attn_interface" if name == "fa3" else "flash_attn"
     installed = importlib.util.find_spec(module) is not None
@@ -447,7 +447,7 @@ def check_flash(torch: Any, device: Any, name: str, fa3_ok: bool) -> Check:
     if device.type != "cuda":
         return Check(name, "info", f"needs a CUDA GPU (running on {device.type}); {where}")
     cap = torch.cuda.get_device_capability(device)
-    need = _MIN_CAPABILITY[name]
+    need = MIN_CAPABILITY[name]
     if cap < need:
         return Check(name, "info", f"needs compute capability >= {need[0]}.{need[1]}, this GPU is {cap[0]}.{cap[1]}")
     if not installed:
@@ -455,7 +455,7 @@ def check_flash(torch: Any, device: Any, name: str, fa3_ok: bool) -> Check:
             return Check(name, "info", f"{where}; not needed, fa3 works")
         return Check(name, "info", f"{where}: runs use sdpa", f"optional, for faster attention: {install}")
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-    impl, why = _probe(name, device, dtype)
+    impl, why = probe(name, device, dtype)
     if impl is None:
         return Check(
             name,

@@ -18,32 +18,17 @@ import utils.interrupt  # noqa: F401  (first: Ctrl-C during the imports below pr
 # isort: split
 
 import os
-import re
-import shlex
 import sys
-import warnings
 from typing import Any
 
-import torch
 import torch.distributed as dist
 import yaml
 from omegaconf import OmegaConf
 
-from pretrain import (
-    PretrainConfig,
-    TrainState,
-    _config_error,
-    create_dataloader,
-    create_model,
-    eval_batch,
-    eval_headline,
-    evaluate,
-    setup_runtime,
-    validate_config,
-)
-from utils import checkpoint as ckpt_io
-from utils.checkpoint import EMA_SUFFIX
-from utils.errors import UserError, close_matches, exit_with, load_error
+from pretrain import TrainState, create_dataloader, create_model, eval_headline, evaluate, setup_runtime
+from utils.checkpoint import checkpoint_file, load_checkpoint, weights_file
+from utils.config import PretrainConfig, config_error, eval_batch, validate_config
+from utils.errors import UserError, close_matches, exit_with
 from utils.runtime import init_distributed
 from utils.trm_config import from_trm_config
 from utils.tta import evaluate_tta, puzzle_kind
@@ -91,7 +76,7 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     try:
         config = PretrainConfig(**OmegaConf.to_container(merged, resolve=True))  # type: ignore[arg-type]
     except Exception as e:
-        raise _config_error(e) from None
+        raise config_error(e) from None
     validate_config(config)
     config.eval_save_outputs = list(save_outputs)
     if config.eval_save_outputs:
@@ -99,53 +84,6 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     config.checkpoint_path = out_dir
     print(f"config: {source}")
     return config, ckpt, list(save_outputs)
-
-
-def weights_file(ckpt: str, ema: Any) -> str:
-    """Which file to evaluate: `ema=auto` (default) takes the weight average `step_N.ema` when the run kept one
-    (ema=true), `ema=true` insists on it, `ema=false` takes the raw weights."""
-    choice = str(ema).lower()
-    if choice not in ("auto", "true", "false"):
-        raise UserError(f"ema must be auto, true or false, got {ema!r}")
-    averaged = ckpt + EMA_SUFFIX
-    if choice == "false" or (choice == "auto" and not os.path.isfile(averaged)):
-        return ckpt
-    if not os.path.isfile(averaged):
-        raise UserError(
-            f"{ckpt} has no weight average ({os.path.basename(averaged)} is missing: trained without ema=true); "
-            "use ema=false (or ema=auto) to evaluate its weights"
-        )
-    return averaged
-
-
-def step_files(folder: str) -> list[str]:
-    """The step_N weight files in a folder, newest step first."""
-    if not os.path.isdir(folder):
-        return []
-    found = [n for n in os.listdir(folder) if re.fullmatch(r"step_\d+", n) and os.path.isfile(os.path.join(folder, n))]
-    return sorted(found, key=lambda n: -int(n.removeprefix("step_")))
-
-
-def checkpoint_file(path: str) -> str:
-    """The weights file `checkpoint=` names; a run folder, a `.state` file or a missing file is answered with
-    the step files there (the weights are the `step_N` beside `step_N.state`)."""
-    if os.path.isfile(path) and not path.endswith(ckpt_io.STATE_SUFFIX):
-        return path
-    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
-    weights = path.removesuffix(ckpt_io.STATE_SUFFIX)
-    if os.path.isdir(path):
-        what = f"{path!r} is a folder, not a checkpoint file"
-    elif os.path.isfile(path):
-        what = f"{path!r} is a training state (optimizers, RNG, data position), not weights"
-        if os.path.isfile(weights):
-            raise UserError(f"{what}; its weights are checkpoint={shlex.quote(weights)}")
-    else:
-        what = f"checkpoint file {path!r} does not exist"
-    steps = step_files(folder)
-    if not steps:
-        raise UserError(f"{what}; give checkpoint=<run folder>/step_N")
-    listed = ", ".join(shlex.quote(os.path.join(folder, n)) for n in steps[:5]) + (", ..." if len(steps) > 5 else "")
-    raise UserError(f"{what}; step files in {folder}: {listed} (give one as checkpoint=...)")
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -177,70 +115,6 @@ def check_output_dir(out_dir: str, ckpt: str) -> None:
             f"cannot write predictions (step_N_all_preds.*) to {out_dir} ({e.strerror or e}); "
             f"add output_dir=<writable folder>, or save_outputs=[] to write none"
         ) from None
-
-
-def saved_arch(state: dict[str, torch.Tensor]) -> dict[str, int]:
-    """arch.* values readable off the weights' shapes (what a mismatch message can tell the user to set)."""
-    out: dict[str, int] = {}
-    emb = state.get("model.inner.embed_tokens.embedding_weight")
-    if emb is not None and emb.ndim == 2:
-        out["hidden_size"] = int(emb.shape[1])
-    pe = state.get("model.inner.puzzle_emb.weights")
-    out["puzzle_emb_ndim"] = int(pe.shape[1]) if pe is not None and pe.ndim == 2 else 0
-    for level in ("H", "L"):
-        layers = {k.split(".")[4] for k in state if k.startswith(f"model.inner.{level}_level.layers.")}
-        if layers:
-            out[f"{level}_layers"] = len(layers)
-    return out
-
-
-def load_checkpoint(path: str, model: torch.nn.Module, data_path: str) -> None:
-    """Load the original's or our weights (weights_only: a checkpoint cannot run code)."""
-    try:
-        with warnings.catch_warnings():  # torch warns about a crafted file's pickle protocol before refusing it
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {load_error(e)}") from None
-    try:  # a .state beside the weights holds their checksum: a flipped byte is refused, not evaluated
-        ckpt_io.verify_weights(path, state)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # full-state checkpoint: take the weights
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path} holds no model weights (a {type(state).__name__} of other things)")
-    state = {str(k).removeprefix("_orig_mod."): v for k, v in state.items()}
-
-    own = model.state_dict()
-    # Counts that come from the dataset: a mismatch means another dataset (build).
-    for key, what in (
-        ("model.inner.puzzle_emb.weights", "puzzle identifiers"),
-        ("model.inner.embed_tokens.embedding_weight", "tokens in its vocabulary"),
-    ):
-        if key in state and key in own and state[key].ndim == 2 and state[key].shape[0] != own[key].shape[0]:
-            raise UserError(
-                f"checkpoint has {state[key].shape[0]} {what} but dataset {data_path} has {own[key].shape[0]}: "
-                "it was trained on another dataset build; pass the data_path it was trained with"
-            )
-    # Sizes that come from arch.*: name the keys to set.
-    saved, current = saved_arch(state), saved_arch(own)
-    fix = " ".join(f"arch.{k}={v}" for k, v in saved.items() if current.get(k) != v)
-    for k in sorted(set(state) & set(own)):
-        if state[k].shape != own[k].shape:
-            raise UserError(
-                f"checkpoint tensor {k} is {tuple(state[k].shape)} in {path} but {tuple(own[k].shape)} in this model: "
-                + (f"it was trained with {fix}; add that" if fix else "check the arch.* settings it was trained with")
-            )
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise UserError(
-            f"checkpoint {path} does not match the model: missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
-            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}; "
-            + (f"it was trained with {fix}; add that" if fix else "check arch.* settings")
-        )
-    model.load_state_dict(state, strict=True)
 
 
 def tta_options(cli: dict[str, Any]) -> tuple[int, bool, int]:
@@ -322,11 +196,11 @@ def launch(cli: dict[str, Any]) -> None:
         if d.is_main and metrics is not None:
             for set_name, m in metrics.items():
                 print(f"{set_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
-            for line in eval_headline(metrics, model.eager.model.config.halt_max_steps):  # type: ignore[union-attr]
+            for line in eval_headline(metrics, state.head.halt_max_steps):
                 print(line)
             print(f"predictions: {os.path.join(config.checkpoint_path or '', f'step_{step}_all_preds.{d.rank}')}")
         if tta > 1 and d.is_main:  # one process: K copies of each test puzzle, voted on whole grids
-            steps = model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
+            steps = state.head.halt_max_steps
             scores = evaluate_tta(
                 model, model.eager, config.data_path, eval_meta, tta, eval_batch(config) // d.world_size, steps,
                 rt.device, prefer_valid=tta_prefer_valid, seed=tta_seed,

@@ -19,14 +19,16 @@ import utils.interrupt  # noqa: F401  (first: Ctrl-C during the imports below pr
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from evaluate import load_checkpoint, load_eval_config, weights_file
+from evaluate import load_eval_config
+from models.losses import ACTLossHead
 from pretrain import create_model, setup_runtime
+from utils.checkpoint import load_checkpoint, weights_file
 from utils.errors import UserError, exit_with
 from utils.runtime import Dist
 
@@ -143,12 +145,13 @@ def main() -> None:
         ckpt = weights_file(ckpt, ema)
         load_checkpoint(ckpt, model.eager, config.data_path)
         model.eager.eval()
-        inner = model.eager.model.inner  # type: ignore[union-attr]
-        steps_cfg = inner.config.halt_max_steps
+        head = cast(ACTLossHead, model.eager)
+        inner = head.model.inner  # solve() runs the inner model segment by segment, as the ACT wrapper would
+        steps_cfg = head.halt_max_steps
         max_steps = positive_int("max_steps", max_steps) if max_steps is not None else steps_cfg
 
         tokens, kind = encode(text, meta.seq_len, meta.vocab_size)
-        pred, used, q = solve(inner, tokens, rt.device, max_steps, halt, model.eager.model.says_halt)  # type: ignore[union-attr]
+        pred, used, q = solve(inner, tokens, rt.device, max_steps, halt, head.says_halt)
         print(
             f"{kind} from {ckpt}:\n{show(tokens, kind)}\n\nprediction after {used} ACT step(s) (training used {steps_cfg}):"
         )

@@ -20,7 +20,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 import torch
@@ -32,13 +32,28 @@ from torch.utils.data import DataLoader
 from adam_atan2 import AdamATan2
 from dataset.common import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
-from models.layers import select_attention_backend, select_mlp_kernel
-from models.losses import IGNORE_LABEL_ID
+from models.attention import select_attention_backend
+from models.layers import select_mlp_kernel
+from models.losses import IGNORE_LABEL_ID, ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils import checkpoint as ckpt
 from utils import shell
+from utils.config import (  # noqa: F401  (re-exported: tests and bench/ use pretrain.<name>, as in the original)
+    PretrainConfig,
+    Resumed,
+    check_cli_overrides,
+    check_writable,
+    config_error,
+    eval_batch,
+    healthy_hint,
+    remove_made_dirs,
+    resolve_config,
+    resolve_resume,
+    resume_command,
+    validate_config,
+)
 from utils.ema import EMA
-from utils.errors import UserError, close_matches, exit_with
+from utils.errors import UserError, exit_with
 from utils.functions import get_model_source_path, load_model_class
 from utils.records import TimeToAccuracy
 from utils.rng import ExploreRNG, loader_generator
@@ -59,414 +74,24 @@ from utils.writes import WriteGuard
 # Config
 
 
-class LossConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
-    name: str
-
-
-class ArchConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
-    name: str
-    loss: LossConfig
-
-
-class PretrainConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    arch: ArchConfig
-    data_path: str
-
-    global_batch_size: int
-    epochs: int
-
-    lr: float
-    lr_min_ratio: float
-    lr_warmup_steps: int
-
-    weight_decay: float
-    beta1: float
-    beta2: float
-
-    puzzle_emb_lr: float
-    puzzle_emb_weight_decay: float
-
-    project_name: str | None = None
-    run_name: str | None = None
-    checkpoint_path: str | None = None
-
-    seed: int = 0
-    checkpoint_every_eval: bool = False
-    eval_interval: int | None = None
-    eval_save_outputs: list[str] = []
-
-    # fork: runtime choices
-    device: str = "auto"
-    attn_backend: str = "auto"
-    mlp_kernel: str = "auto"  # auto | fused | plain (models/layers.py)
-    compile: bool | str | None = "auto"
-    wandb_mode: str = "auto"
-
-    # fork: long runs (full-state checkpoints, resume, guards)
-    resume: str | None = None  # auto | <run folder>/step_<N>
-    checkpoint_interval: int | None = None  # also save every N steps
-    checkpoint_minutes: float | None = 30.0  # and every M minutes of training
-    keep_last: int = 2  # full-state checkpoints kept (plus the best); 0 keeps all
-    nan_policy: str = "skip"  # skip | stop, for a non-finite loss or gradient
-    max_nan_skips: int = 20  # consecutive skipped steps before stopping anyway
-    save_error: str = "stop"  # stop | continue, when a checkpoint cannot be written
-    early_stop_exact_accuracy: float | None = None  # stop when train exact accuracy stays above this...
-    early_stop_patience: int = 1000  # ...for this many steps
-    eval_batches: int | None = None  # evaluate on at most N batches of each test set
-    eval_batch_size: int | None = None  # global batch for evaluation (None: global_batch_size, as the original)
-    micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
-
-    # fork: TRM's exponential moving average of the weights (utils/ema.py); evaluation uses it when on
-    ema: bool = False
-    ema_rate: float = 0.999
-    ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
-
-
-# Keys the trainer fills in for the model from the dataset; not settable in arch.
-MODEL_KEYS_FROM_DATA = ("batch_size", "seq_len", "num_puzzle_identifiers", "vocab_size", "causal")
-
-
-def arch_config_class(arch_name: str) -> type[pydantic.BaseModel] | None:
-    model_cls = load_model_class(arch_name)
-    return getattr(sys.modules[model_cls.__module__], model_cls.__name__ + "Config", None)
-
-
-def arch_model_keys(arch_name: str) -> set[str]:
-    """Settable arch.* keys: the model config's fields minus those filled from the data."""
-    cfg_cls = arch_config_class(arch_name)
-    fields = set(cfg_cls.model_fields) if cfg_cls is not None else set()
-    return fields - set(MODEL_KEYS_FROM_DATA)
-
-
-def same_arch(saved: dict, current: dict, arch_name: str) -> bool:
-    """Equal arch settings, where a key the checkpoint predates counts as its default (e.g. no_ACT_continue)."""
-    cfg_cls = arch_config_class(arch_name)
-    defaults = {k: f.default for k, f in cfg_cls.model_fields.items() if not f.is_required()} if cfg_cls else {}
-    saved = dict(saved)
-    for k, v in current.items():
-        if k not in saved and k in defaults and defaults[k] == v:
-            saved[k] = v
-    return saved == current
-
-
-ARCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "arch")
-
-
-def _arch_yaml(choice: str) -> dict:
-    """config/arch/<choice>.yaml ({} if there is none: Hydra then names the missing choice)."""
-    path = os.path.join(ARCH_DIR, f"{choice}.yaml")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
-
-
-def unknown_arch_key(key: str, arch_name: str, choice: str | None = None) -> UserError:
-    """`arch.<key>` is not a setting of this arch: name the arch config that has it (HRM vs TRM), else close matches."""
-    for f in sorted(n for n in os.listdir(ARCH_DIR) if n.endswith(".yaml")):
-        other = _arch_yaml(f.removesuffix(".yaml")).get("name")
-        if other and other != arch_name and key in arch_model_keys(other):
-            return UserError(
-                f"arch.{key} is not a setting of arch={choice or arch_name}, it belongs to arch={f.removesuffix('.yaml')} "
-                f"({other}); drop it or choose that arch"
-            )
-    hint = close_matches(key, arch_model_keys(arch_name))
-    return UserError(
-        f"unknown config key 'arch.{key}'" + hint.replace("mean: ", "mean: arch.").replace(", ", ", arch.")
-    )
-
-
-def check_cli_overrides(argv: list[str]) -> list[str]:
-    """Catch typos in `key=value` overrides before Hydra does, naming close matches (the original failed with
-    Hydra's struct error or, for `+key=...`, silently ignored the key). Returns argv with a redundant `+`
-    dropped, so `+checkpoint_path=...` (needed by the original, whose YAML lacked the key) still works."""
-    top = set(PretrainConfig.model_fields)
-    # The arch config group picked with `arch=<choice>` (default hrm_v1) and its model class
-    choice = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("arch=")), "hrm_v1")
-    arch_yaml = _arch_yaml(choice)
-    name = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("arch.name=")), arch_yaml.get("name"))
-    name = name or "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
-    arch = arch_model_keys(name) | {"name", "loss", "loss.name", "loss.loss_type"}
-    out = []
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            out.append(arg)
-            continue
-        key = arg.split("=", 1)[0]
-        bare = key.lstrip("+~")
-        if bare.startswith("hydra.") or bare.startswith("hydra/") or bare == "arch":
-            out.append(arg)
-            continue
-        if bare.startswith("arch."):
-            sub = bare[len("arch.") :]
-            if sub not in arch:
-                raise unknown_arch_key(sub, name, choice)
-        elif bare not in top:
-            raise UserError(f"unknown config key {bare!r}{close_matches(bare, top)}")
-        if key.startswith("+") and not key.startswith("++") and bare in _yaml_keys(arch_yaml):
-            arg = arg[1:]
-        out.append(arg)
-    return out
-
-
-def _yaml_keys(arch_yaml: dict) -> set[str]:
-    """Keys present in config/cfg_pretrain.yaml and the chosen arch yaml (a `+` before them makes Hydra fail)."""
-    return (set(PretrainConfig.model_fields) - {"arch"}) | {f"arch.{k}" for k in arch_yaml}
-
-
-def eval_batch(config: PretrainConfig) -> int:
-    """Global batch of the test loader: eval rows are independent, so any size gives the same metrics."""
-    return config.eval_batch_size or config.global_batch_size
-
-
-def validate_config(config: PretrainConfig) -> None:
-    """Everything checkable before touching data or GPU, with the fix in the message."""
-    extras = dict(config.arch.__pydantic_extra__ or {})
-    allowed = arch_model_keys(config.arch.name)
-    for k in extras:
-        if k not in allowed:
-            raise unknown_arch_key(k, config.arch.name)
-    for name in ("global_batch_size", "epochs", "eval_batch_size"):
-        if getattr(config, name) is not None and getattr(config, name) <= 0:
-            raise UserError(f"{name} must be positive, got {getattr(config, name)}")
-    if config.eval_interval is not None:
-        if config.eval_interval <= 0:
-            raise UserError(f"eval_interval must be positive, got {config.eval_interval}")
-        if config.epochs % config.eval_interval != 0:
-            divisors = [d for d in range(1, min(config.epochs, 100000) + 1) if config.epochs % d == 0]
-            near = sorted(divisors, key=lambda d: abs(d - config.eval_interval))[:3]  # type: ignore[operator]
-            raise UserError(
-                f"eval_interval={config.eval_interval} must divide epochs={config.epochs}; "
-                f"try eval_interval={' or '.join(map(str, sorted(near)))}"
-            )
-    for name, lo, hi, below in CONFIG_RANGES:
-        check_range(name, getattr(config, name), lo, hi, below)
-    for name, allowed in (("nan_policy", ("skip", "stop")), ("save_error", ("stop", "continue"))):
-        if getattr(config, name) not in allowed:
-            raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
-    if not 0.0 < config.ema_rate < 1.0:
-        raise UserError(f"ema_rate must be between 0 and 1 (TRM uses 0.999), got {config.ema_rate}")
-    for name in ("checkpoint_interval", "checkpoint_minutes", "eval_batches", "micro_batch_size"):
-        v = getattr(config, name)
-        if v is not None and not (0 < v < math.inf):  # `not`: NaN fails too
-            raise UserError(f"{name} must be positive or null, got {v}")
-    validate_arch(config)
-
-
-# (key, low, high, high excluded) of numeric keys; NaN and inf never pass (a NaN learning rate trained to NaN
-# weights and exited 0; beta1=1.5 failed in the optimizer, lr_min_ratio=-1 gave negative learning rates).
-CONFIG_RANGES: tuple[tuple[str, float, float | None, bool], ...] = (
-    ("lr", 0, None, False),
-    ("puzzle_emb_lr", 0, None, False),
-    ("weight_decay", 0, None, False),
-    ("puzzle_emb_weight_decay", 0, None, False),
-    ("lr_warmup_steps", 0, None, False),
-    ("lr_min_ratio", 0, 1, False),
-    ("beta1", 0, 1, True),
-    ("beta2", 0, 1, True),
-    ("keep_last", 0, None, False),
-    ("seed", 0, None, False),
-    ("max_nan_skips", 1, None, False),
-    ("early_stop_exact_accuracy", 0, 1, False),
-    ("early_stop_patience", 1, None, False),
-)
-
-
-def check_range(name: str, value: float | None, lo: float, hi: float | None, below: bool) -> None:
-    """One line naming the key, the value and the accepted range; None (unset) passes."""
-    if value is None:
-        return
-    if not (math.isfinite(value) and value >= lo and (hi is None or (value < hi if below else value <= hi))):
-        upper = f"{'<' if below else '<='} {hi}" if hi is not None else "finite"
-        raise UserError(f"{name}={value} is out of range: it must be >= {lo} and {upper}")
-
-
-def validate_arch(config: PretrainConfig) -> None:
-    """The model config's own checks (types, ranges, num_heads dividing hidden_size), run now with stand-ins
-    for the keys filled from the data, so a bad arch.* value fails before any data or run folder is touched."""
-    cfg_cls = arch_config_class(config.arch.name)
-    if cfg_cls is None:
-        return
-    stand_ins = {"batch_size": 1, "seq_len": 1, "num_puzzle_identifiers": 1, "vocab_size": 1, "causal": False}
-    try:
-        cfg_cls(**((config.arch.__pydantic_extra__ or {}) | stand_ins))
-    except pydantic.ValidationError as e:
-        raise _config_error(e, prefix="arch.") from None
-
-
-def load_synced_config(hydra_config: Any, d: Dist) -> PretrainConfig:
-    """Rank 0 validates and names the run, then broadcasts, so every rank agrees on one config."""
+def load_synced_config(hydra_config: Any, d: Dist) -> tuple[PretrainConfig, Resumed | None]:
+    """Rank 0 validates and names the run (utils/config.py), then broadcasts, so every rank agrees on one
+    config. Returns it with the checkpoint rank 0 verified for resume (None elsewhere: they read the files)."""
     from omegaconf import OmegaConf
 
     objects: list[Any] = [None]
+    found = None
     if d.is_main:
         try:
-            config = PretrainConfig(**OmegaConf.to_container(hydra_config, resolve=True))  # type: ignore[arg-type]
-            validate_config(config)
-            named = {"project_name": config.project_name is not None, "run_name": config.run_name is not None}
-            if config.project_name is None:
-                config.project_name = default_project_name(config.data_path)
-            if config.checkpoint_path is None and config.resume == "auto" and config.run_name is None:
-                projects = [config.project_name] + (
-                    [] if named["project_name"] else [legacy_project_name(config.data_path)]
-                )
-                config.checkpoint_path = latest_run_dir([os.path.join("checkpoints", p) for p in projects])
-                if config.checkpoint_path:
-                    config.run_name = os.path.basename(config.checkpoint_path)
-            if config.run_name is None:
-                config.run_name = f"{config.arch.name.split('@')[-1]}-{_slug()}"
-            if config.checkpoint_path is None:
-                config.checkpoint_path = os.path.join("checkpoints", config.project_name, config.run_name)
-            check_writable(str(config.checkpoint_path))
-            resolve_resume(config)
-            keep_saved_names(config, named)
+            config, found = resolve_config(OmegaConf.to_container(hydra_config, resolve=True))  # type: ignore[arg-type]
             objects = [config]
-        except (pydantic.ValidationError, UserError) as e:
-            objects = [_config_error(e)]
+        except UserError as e:
+            objects = [e]
     if d.world_size > 1:
         dist.broadcast_object_list(objects, src=0)
     if isinstance(objects[0], UserError):
         raise objects[0]
-    return objects[0]
-
-
-def default_project_name(data_path: str) -> str:
-    """`Sudoku-demo-ACT-torch`: the original's name (`Sudoku-demo ACT-torch`) without spaces, so the run
-    folders under checkpoints/ paste into a shell and a `key=value` argument unquoted."""
-    return "-".join(legacy_project_name(data_path).split())
-
-
-def legacy_project_name(data_path: str) -> str:
-    """The original's default project name, kept so resume=auto still finds runs made before the change."""
-    return f"{os.path.basename(os.path.normpath(data_path)).capitalize()} ACT-torch"
-
-
-def latest_run_dir(project_dirs: list[str]) -> str | None:
-    """resume=auto without checkpoint_path: the run folder of this project with the newest checkpoint."""
-    best: tuple[float, str] | None = None
-    for project_dir in project_dirs:
-        if not os.path.isdir(project_dir):
-            continue
-        for name in os.listdir(project_dir):
-            run_dir = os.path.join(project_dir, name)
-            steps = ckpt.list_complete(run_dir)
-            if steps:
-                mtime = os.path.getmtime(ckpt.paths(run_dir, steps[0])[1])
-                if best is None or mtime > best[0]:
-                    best = (mtime, run_dir)
-    return best[1] if best else None
-
-
-def keep_saved_names(config: PretrainConfig, named: dict[str, bool]) -> None:
-    """A resume in the checkpoint's own folder keeps that run's project and run name (the original had no
-    resume; a fresh random name here renamed the run in all_config.yaml and W&B). Names given on the
-    command line win."""
-    found = _RESUMED.get("found")
-    if found is None or not os.path.samefile(found[3], str(config.checkpoint_path)):
-        return
-    saved = found[2]["config"]
-    for key in ("project_name", "run_name"):
-        if not named[key] and saved.get(key):
-            setattr(config, key, saved[key])
-
-
-_MADE_DIRS: list[str] = []  # folders check_writable created, deepest first
-
-
-def check_writable(run_dir: str) -> None:
-    missing, p = [], os.path.abspath(run_dir)
-    while not os.path.exists(p) and os.path.dirname(p) != p:
-        missing.append(p)
-        p = os.path.dirname(p)
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        _MADE_DIRS.extend(missing)
-        probe = os.path.join(run_dir, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(
-            f"cannot write to checkpoint_path {run_dir!r} ({e.strerror or e}); choose a writable checkpoint_path"
-        ) from None
-
-
-_RESUMED: dict[str, Any] = {}  # rank 0 keeps the checkpoint it verified, so it is read once
-
-
-def resolve_resume(config: PretrainConfig) -> None:
-    """Turn resume=auto into a concrete step_<N> (or None for a fresh run), and refuse to start a new run
-    over the checkpoints of an earlier one (the original silently overwrote them)."""
-    run_dir = str(config.checkpoint_path)
-    if config.resume is None:
-        done = ckpt.list_complete(run_dir)
-        if done:
-            raise UserError(
-                f"{run_dir} already holds checkpoints of a run (newest: step_{done[0]}); "
-                "add resume=auto to continue it, or choose another checkpoint_path"
-            )
-        return
-    found = ckpt.find_resume(config.resume, run_dir)
-    if found is None:
-        config.resume = None
-        return
-    step, weights, full, folder = found
-    problem = ckpt.health_problem(weights, full, folder) if config.resume == "auto" else None
-    if problem:
-        healthy = (full.get("progress") or {}).get("healthy_step")
-        raise UserError(
-            f"resume=auto: the newest checkpoint step_{step} in {folder} is not healthy ({problem}); "
-            + healthy_hint(config, healthy, newest=step)
-        )
-    saved_cfg = dict(full["config"])
-    for key in ("data_path", "global_batch_size", "epochs", "eval_interval"):
-        if saved_cfg.get(key) != getattr(config, key):
-            raise UserError(
-                f"resume: {key}={getattr(config, key)!r} differs from the checkpoint's {saved_cfg.get(key)!r}; use the original value"
-            )
-    if not same_arch(saved_cfg.get("arch") or {}, config.arch.model_dump(), config.arch.name):
-        raise UserError("resume: arch settings differ from the checkpoint's; use the original arch.* values")
-    _RESUMED["found"] = found
-    config.resume = os.path.join(folder, f"step_{step}")
-
-
-def remove_made_dirs() -> None:
-    """A run that stops before writing anything leaves no empty run folder behind (rmdir: never one with files)."""
-    while _MADE_DIRS:
-        try:
-            os.rmdir(_MADE_DIRS.pop(0))
-        except OSError:
-            _MADE_DIRS.clear()
-
-
-def _config_error(e: Exception, prefix: str = "") -> UserError:
-    if isinstance(e, UserError):
-        return e
-    parts = []
-    for err in e.errors():  # type: ignore[attr-defined]
-        loc = prefix + ".".join(map(str, err["loc"]))
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown config key {loc!r}{close_matches(loc, PretrainConfig.model_fields)}")
-        elif err["type"] == "missing":
-            parts.append(f"{loc}: {err['msg']}")
-        elif not err["loc"]:  # a check across keys (e.g. num_heads must divide hidden_size)
-            parts.append(f"{loc.rstrip('.') or 'config'}: {err['msg'].removeprefix('Value error, ')}")
-        else:  # key=value: what is wrong with it (pydantic says the accepted type or range)
-            parts.append(f"{loc}={err.get('input')!r}: {err['msg']}")
-    return UserError("bad config: " + "; ".join(parts))
-
-
-def _slug() -> str:
-    try:
-        import coolname
-
-        return coolname.generate_slug(2)
-    except ImportError:
-        return time.strftime("%Y%m%d-%H%M%S")
+    return objects[0], found
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -484,6 +109,11 @@ class TrainState:
     pending: PendingStep | None = None  # the last launched step, its metrics not read yet
     ema: EMA | None = None  # the weight average (ema=true)
     explore: ExploreRNG | None = None  # ACT exploration's own random stream (None: the global one)
+
+    @property
+    def head(self) -> ACTLossHead:
+        """The eager loss head around the ACT model: the trainer's one way into the model (carry, halting, embedding)."""
+        return cast(ACTLossHead, self.model.eager)
 
 
 def create_dataloader(
@@ -555,15 +185,15 @@ def create_model(
 
     optimizers: list[torch.optim.Optimizer] = []
     lrs: list[float] = []
-    inner = model.model  # type: ignore[attr-defined]
-    if hasattr(inner, "puzzle_emb"):
+    emb = cast(ACTLossHead, model).puzzle_emb
+    if emb is not None:
         optimizers.append(
             CastedSparseEmbeddingSignSGD_Distributed(
-                inner.puzzle_emb.buffers(),
+                emb.buffers(),
                 lr=0,
                 weight_decay=config.puzzle_emb_weight_decay,
                 world_size=d.world_size,
-                module=inner.puzzle_emb,
+                module=emb,
             )
         )
         lrs.append(config.puzzle_emb_lr)
@@ -646,14 +276,14 @@ def train_batch(
     local = len(batch["inputs"])
     micro = config.micro_batch_size or local
     chunks = [{k: v[i : i + micro] for k, v in batch.items()} for i in range(0, local, micro)]
-    emb = getattr(state.model.eager.model.inner, "puzzle_emb", None)  # type: ignore[union-attr]
+    emb = state.head.puzzle_emb
 
     def step(model: nn.Module) -> tuple[list[Any], torch.Tensor, dict[str, torch.Tensor]]:
         # Each micro-batch keeps its own ACT carry (its rows), so the result equals one big batch.
         carries = state.carry if state.carry is not None else [None] * len(chunks)
         new_carries, total_loss, total = [], torch.zeros((), device=device), {}
         for chunk, carry in zip(chunks, carries):
-            carry = carry if carry is not None else state.model.eager.initial_carry(chunk)  # type: ignore[operator]
+            carry = carry if carry is not None else state.head.initial_carry(chunk)
             new_carry, loss, metrics, _, _ = model(carry=carry, batch=chunk, return_keys=[])
             ((1 / global_batch_size) * loss).backward()
             if emb is not None and len(chunks) > 1:  # the embedding's row buffer is reused by the next chunk
@@ -748,12 +378,12 @@ def evaluate(
     saved: dict[str, list[torch.Tensor]] = {}
     keys: list[str] = []
     totals: torch.Tensor | None = None
-    halt_max_steps = state.model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
-    says_halt = state.model.eager.model.says_halt  # type: ignore[union-attr]
+    halt_max_steps = state.head.halt_max_steps
+    says_halt = state.head.says_halt
     return_keys = sorted(set(config.eval_save_outputs) | {"logits", "q_halt_logits", "q_continue_logits"})
 
     def run_batch(model: nn.Module, batch: dict[str, torch.Tensor]):
-        carry = state.model.eager.initial_carry(batch)  # type: ignore[operator]
+        carry = state.head.initial_carry(batch)
         labels = batch["labels"]
         mask = labels != IGNORE_LABEL_ID
         n_labels = mask.sum(-1)
@@ -786,7 +416,7 @@ def evaluate(
     bar = None
     dataset = getattr(eval_loader, "dataset", None)
     if d.is_main and isinstance(dataset, PuzzleDataset):
-        per_set = [-(len(a["inputs"]) // -eval_batch(config)) for a in dataset._lazy_load().values()]
+        per_set = [-(n // -eval_batch(config)) for n in dataset.set_sizes().values()]
         total = sum(min(n, config.eval_batches or n) for n in per_set)
         bar = progress_bar(total, 0, eval_batch(config), desc="eval")
     with torch.inference_mode():
@@ -889,7 +519,7 @@ def save_checkpoint(
     `eval_finite`: for the checkpoint of an eval, whether all its metrics were finite."""
     if config.checkpoint_path is None:
         return None
-    w_path, s_path = ckpt.paths(config.checkpoint_path, state.step)
+    w_path = ckpt.paths(config.checkpoint_path, state.step)[0]
     device = next(state.model.eager.parameters()).device
 
     # Nothing non-finite is written: checked on the device, before any write, by every rank (carries differ;
@@ -932,8 +562,9 @@ def save_checkpoint(
     try:
         os.makedirs(config.checkpoint_path, exist_ok=True)
         if not d.is_main:
-            extra = {"carry": ckpt.carry_to_dict(state.carry), "rng": ckpt.rng_state() | explore_state(state)}
-            ckpt.atomic_save(extra, f"{s_path}.rank{d.rank}")
+            ckpt.write_rank(
+                config.checkpoint_path, state.step, d.rank, state.carry, ckpt.rng_state() | explore_state(state)
+            )
     except OSError as e:
         ok, error = False, f"rank {d.rank}: {e}"
     if d.world_size > 1:
@@ -942,33 +573,23 @@ def save_checkpoint(
         ok = flag.item() == 0
     if ok and d.is_main:
         try:
-            weights = ckpt.to_cpu(weights)  # one transfer: hashed and written from the same copy
-            ckpt.atomic_save(weights, w_path)
-            if averaged is not None:
-                averaged = ckpt.to_cpu(averaged)
-                ckpt.atomic_save(averaged, w_path + ckpt.EMA_SUFFIX)
-            full = ckpt.to_cpu(
-                {
-                    "format": ckpt.FORMAT,
-                    "step": state.step,
-                    "total_steps": state.total_steps,
-                    "optimizers": optim,
-                    "carry": ckpt.carry_to_dict(state.carry),
-                    "rng": ckpt.rng_state() | explore_state(state),
-                    "progress": dataclasses.asdict(saved),
-                    "world_size": d.world_size,
-                    "config": config.model_dump(),
-                    "dataset": ckpt.dataset_fingerprint(config.data_path),
-                    "versions": ckpt.versions(),
-                    "why": why,
-                    "health": {"verdict": verdict},
-                    "metrics_bytes": tracker.size() if tracker is not None else None,
-                }
+            ckpt.write(
+                config.checkpoint_path,
+                state.step,
+                weights,
+                averaged,
+                total_steps=state.total_steps,
+                optimizers=optim,
+                carry=state.carry,
+                rng=ckpt.rng_state() | explore_state(state),
+                progress=dataclasses.asdict(saved),
+                world_size=d.world_size,
+                config=config.model_dump(),
+                data_path=config.data_path,
+                why=why,
+                verdict=verdict,
+                metrics_bytes=tracker.size() if tracker is not None else None,
             )
-            full["checksums"] = {"weights": ckpt.digest(weights), "state": ckpt.digest(full)}
-            if averaged is not None:
-                full["checksums"]["ema"] = ckpt.digest(averaged)
-            ckpt.atomic_save(full, s_path)  # last: its presence marks the checkpoint complete
         except OSError as e:
             ok, error = False, str(e)
     if d.world_size > 1:
@@ -1076,10 +697,10 @@ def print_report(rows: list[tuple[str, str]]) -> None:
 def launch(hydra_config: Any) -> None:
     d = init_distributed(str(hydra_config.get("device", "auto")))
     try:
-        config = load_synced_config(hydra_config, d)
+        config, resumed = load_synced_config(hydra_config, d)
         torch.random.manual_seed(config.seed + d.rank)
         rt = setup_runtime(config, d)
-        run(config, rt)
+        run(config, rt, resumed)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -1123,18 +744,6 @@ def oom_message(e: BaseException, config: PretrainConfig, d: Dist, device: torch
     )
 
 
-def resume_command(config: PretrainConfig, target: str = "auto") -> str:
-    """The command that continues this run, pasted into a shell as printed: the arguments as the shell
-    handed them to us (already in Hydra's syntax), quoted for the shell, plus the run folder for Hydra.
-    `target`: auto, or a step_<N> path to go back to."""
-    args = [a for a in sys.argv[1:] if not a.lstrip("+").startswith(("resume=", "checkpoint_path="))]
-    args += [shell.override("checkpoint_path", str(config.checkpoint_path)), shell.override("resume", target)]
-    launcher = ["python"]
-    if "LOCAL_RANK" in os.environ:
-        launcher = ["torchrun", "--nproc-per-node", os.environ.get("LOCAL_WORLD_SIZE", "1")]
-    return shell.join([*launcher, sys.argv[0], *args])
-
-
 def evaluate_command(run_dir: str, step: int) -> str:
     script = os.path.join(os.path.dirname(sys.argv[0]), "evaluate.py")  # beside pretrain.py as it was invoked
     return shell.command(script, checkpoint=os.path.join(run_dir, f"step_{step}"))
@@ -1171,20 +780,6 @@ def plan_line(
     return text
 
 
-def healthy_hint(config: PretrainConfig, healthy: int | None, newest: int | None = None) -> str:
-    """Which checkpoint to go back to after non-finite values, as a command to paste. `healthy`: the newest
-    known healthy one; checkpoints written before health was tracked fall back to the one before `newest`."""
-    run_dir = str(config.checkpoint_path)
-    done = ckpt.list_complete(run_dir)
-    if healthy not in done:
-        older = [s for s in done if newest is not None and s < newest]
-        healthy = older[0] if older else None
-    if healthy is None:
-        return "no earlier healthy checkpoint: start again with a lower lr (or more lr_warmup_steps) and another checkpoint_path"
-    cmd = resume_command(config, target=os.path.join(run_dir, f"step_{healthy}"))
-    return f"the last healthy checkpoint is step_{healthy}; continue from it (lower lr or more lr_warmup_steps first): {cmd}"
-
-
 def restore(
     state: TrainState,
     saved: tuple,
@@ -1215,14 +810,8 @@ def restore(
         opt.load_state_dict(sd)
     state.step = step
     if state.ema is not None:
-        ema_path = os.path.join(folder, f"step_{step}{ckpt.EMA_SUFFIX}")
-        if os.path.isfile(ema_path):
-            averaged = ckpt.load(ema_path)
-            want = (full.get("checksums") or {}).get("ema")
-            if want is not None and ckpt.digest(averaged) != want:
-                raise UserError(
-                    f"{ema_path} does not match the checksum in its {ckpt.STATE_SUFFIX} (corrupt or replaced)"
-                )
+        averaged = ckpt.load_ema(folder, step, full)
+        if averaged is not None:
             state.ema.load_state_dict(averaged)
         else:
             log(f"step_{step} has no weight average (trained without ema=true): the average starts from its weights")
@@ -1233,8 +822,7 @@ def restore(
         )
         carry = None
     elif d.rank > 0:
-        extra = ckpt.load(os.path.join(folder, f"step_{step}{ckpt.STATE_SUFFIX}.rank{d.rank}"))
-        carry, rng = extra["carry"], extra["rng"]
+        carry, rng = ckpt.read_rank(folder, step, d.rank)
     if carry is not None and len(carry) != -(local_batch // -micro_batch):
         log("resuming with another micro_batch_size: ACT carries restart (rows in flight begin anew)")
         carry = None
@@ -1243,7 +831,7 @@ def restore(
             k: torch.zeros(micro_batch, *shape, dtype=torch.int32, device=device)
             for k, shape in (("inputs", (seq_len,)), ("labels", (seq_len,)), ("puzzle_identifiers", ()))
         }
-        template = state.model.eager.initial_carry(dummy)  # type: ignore[operator]
+        template = state.head.initial_carry(dummy)
         state.carry = [ckpt.carry_from_dict(template, c, device) for c in carry]
     ckpt.set_rng_state(rng)
     if state.explore is not None:
@@ -1256,7 +844,8 @@ def restore(
     return Progress(**full["progress"])
 
 
-def run(config: PretrainConfig, rt: Runtime) -> None:
+def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> None:
+    """Train and evaluate. `resumed`: the checkpoint load_synced_config verified on rank 0 (read once)."""
     d, device = rt.d, rt.device
     epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
     total_iters = config.epochs // epochs_per_iter
@@ -1311,7 +900,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
     resumed_at: int | None = None
     metrics_bytes = None
     if config.resume is not None:
-        saved = _RESUMED.pop("found", None) if d.is_main else None
+        saved = resumed
         if saved is None:  # other ranks (or rank 0 without a cache) read the files named in the config
             run_dir, name = os.path.split(config.resume)
             step = int(name.removeprefix("step_"))
@@ -1324,7 +913,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         prog = restore(
             state, saved, d, device, local_batch, config.micro_batch_size or local_batch, train_meta.seq_len, log
         )
-        train_loader.dataset.set_position(prog.passes_done, prog.batches_into_pass)  # type: ignore[attr-defined]
+        cast(PuzzleDataset, train_loader.dataset).set_position(prog.passes_done, prog.batches_into_pass)
         resumed_at = state.step
         metrics_bytes = saved[2].get("metrics_bytes")
         if d.is_main and os.path.realpath(saved[3]) == os.path.realpath(str(config.checkpoint_path)):
@@ -1348,9 +937,11 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
         writes.call("all_config.yaml or the model code copy", save_code_and_config, config)
         print(f"HRM training: {config.run_name}")
         train_examples = int(train_meta.total_groups * train_meta.mean_puzzle_examples)
-        test_examples = sum(len(a["inputs"]) for a in eval_loader.dataset._lazy_load().values())  # type: ignore[attr-defined]
+        test_examples = sum(cast(PuzzleDataset, eval_loader.dataset).set_sizes().values())
         emb_params = sum(b.numel() for n, b in model.eager.named_buffers() if n.endswith("puzzle_emb.weights"))
-        eval_plan = f"{total_iters} evals of {test_examples:,} test examples, {state.model.eager.model.config.halt_max_steps} ACT steps each"  # type: ignore[union-attr]
+        eval_plan = (
+            f"{total_iters} evals of {test_examples:,} test examples, {state.head.halt_max_steps} ACT steps each"
+        )
         if config.eval_batches is not None:
             eval_plan += f" (at most {config.eval_batches} batches of {eval_batch(config)} per set)"
         rows = rt.report + [
@@ -1535,7 +1126,7 @@ def run(config: PretrainConfig, rt: Runtime) -> None:
                 flat["elapsed_s"] = timing.elapsed()
                 tracker.log(flat, step=state.step)
                 print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
-                steps = state.model.eager.model.config.halt_max_steps  # type: ignore[union-attr]
+                steps = state.head.halt_max_steps
                 for line in eval_headline(results, steps):
                     print(f"  {'EMA ' if state.ema is not None else ''}{line}", flush=True)
                 for line in eval_headline(raw or {}, steps):

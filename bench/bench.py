@@ -2,7 +2,7 @@
 
     python bench/bench.py                                 # this fork, Sudoku shape (seq 81, batch 768)
     python bench/bench.py --shape arc                     # ARC/Maze shape (seq 900, batch 96)
-    python bench/bench.py --impl orig --root /path/to/HRM # the original checkout (see bench/README.md)
+    python bench/bench.py --impl orig --root /path/to/HRM # the original checkout (see bench/standins/README.md)
 
 Each run prints one JSON line (ms/step, MFU, peak memory, eval puzzles/s). Both implementations are driven
 through their own `train_batch` and `evaluate`, on the same random batches, so per-step overheads

@@ -266,6 +266,10 @@ class PuzzleDataset(IterableDataset):
         self._iters = passes_done
         self._skip = batches_into_pass
 
+    def set_sizes(self) -> dict[str, int]:
+        """Examples per set of this split (rows of its inputs), for progress bars and the start-up report."""
+        return {name: len(arrays["inputs"]) for name, arrays in self._lazy_load().items()}
+
     def _lazy_load(self) -> dict[str, dict[str, np.ndarray]]:
         if self._data is None:
             self._data = load_arrays(self.config.dataset_path, self.split, self.metadata, check=False)

@@ -63,8 +63,24 @@ class ACTLossHead(nn.Module):
         self.model = model
         self.loss_fn = LOSS_FUNCTIONS[loss_type]
 
+    # What the trainer, evaluate.py and predict.py ask of the ACT model (HRM or TRM), so none of them reaches
+    # through `.model.inner` attribute chains.
     def initial_carry(self, *args: Any, **kwargs: Any) -> Any:
         return self.model.initial_carry(*args, **kwargs)  # type: ignore[operator]
+
+    @property
+    def halt_max_steps(self) -> int:
+        """Segments an example runs at most (evaluation runs them all)."""
+        return int(self.model.config.halt_max_steps)  # type: ignore[union-attr]
+
+    @property
+    def puzzle_emb(self) -> nn.Module | None:
+        """The sparse puzzle-embedding table (trained by its own optimizer); None with puzzle_emb_ndim=0."""
+        return getattr(self.model, "puzzle_emb", None)
+
+    def says_halt(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
+        """Where the Q-head says halt, by the model's own rule (looked up per call: tests replace it)."""
+        return self.model.says_halt(q_halt_logits, q_continue_logits)  # type: ignore[operator]
 
     def forward(
         self, return_keys: Sequence[str], **model_kwargs: Any

@@ -6,10 +6,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from utils.runtime import Dist
 
 REPO = Path(__file__).resolve().parent.parent
 # Small samples of the public raw data, committed (tests/fixtures/data/README.md): what the tests read by default.
@@ -108,6 +112,96 @@ def tiny_config(data: Path, **overrides):
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs of pretrain.py compared step by step (resume, paths, distributed, GPU tests)
+
+BASE = [*SHORT_RUN, "seed=1"]
+
+
+def args(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    return pretrain_args(data, run_dir, BASE, *extra)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    steps = sorted(int(p.name.split("_")[1]) for p in run_dir.glob("step_*") if p.name.split("_")[1].isdigit())
+    return torch.load(run_dir / f"step_{steps[-1]}", weights_only=True)
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def start(a: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, *a], cwd=scratch_dir(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_step(proc: subprocess.Popen, run_dir: Path, step: int, timeout: float = 120) -> None:
+    t = time.time()
+    while time.time() - t < timeout:
+        if (run_dir / "metrics.jsonl").exists() and any(r.get("step", 0) >= step for r in read_metrics(run_dir)):
+            return
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.05)
+    raise TimeoutError(step)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainer functions called in-process (halting-aware eval, EMA, test-time augmentation)
+
+D = Dist(rank=0, world_size=1, local_rank=0)
+CPU = torch.device("cpu")
+HALT_ARCH = dict(
+    hidden_size=32,
+    num_heads=2,
+    H_layers=1,
+    L_layers=1,
+    H_cycles=1,
+    L_cycles=1,
+    expansion=2,
+    puzzle_emb_ndim=32,
+    pos_encodings="rope",
+    halt_exploration_prob=0.1,
+    forward_dtype="float32",
+)
+
+
+def build(data: Path, halt_max_steps: int, no_act_continue: bool = False):
+    """(config, state, loader, meta) of a tiny HRM on the test split whose Q-head halts about a third of the rows at
+    once: for the halting-aware evaluation tests."""
+    import pretrain
+
+    arch = {
+        "name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
+        "loss": {"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"},
+        **HALT_ARCH,
+        "halt_max_steps": halt_max_steps,
+        "no_ACT_continue": no_act_continue,
+    }
+    config = tiny_config(data, arch=arch, global_batch_size=16)
+    loader, meta = pretrain.create_dataloader(
+        config, "test", D, CPU, test_set_mode=True, epochs_per_iter=1, global_batch_size=16
+    )
+    torch.manual_seed(0)
+    model, opts, lrs = pretrain.create_model(config, meta, D, CPU, "float32", use_compile=False, log=lambda *_: None)
+    model.eager.eval()
+    with torch.no_grad():  # the initial Q-head never halts (zero weights, equal biases): give it opinions...
+        q = model.eager.model.inner.q_head
+        q.weight.normal_(0, 0.5)
+        q.bias.zero_()
+        _set, batch, _gbs = next(iter(loader))  # ...centred so that about a third of the rows halt at once
+        carry = model.eager.initial_carry(batch)
+        _, _, _, out, _ = model.eager(carry=carry, batch=batch, return_keys=["q_halt_logits", "q_continue_logits"])
+        margin = out["q_halt_logits"] - (0 if no_act_continue else out["q_continue_logits"])
+        q.bias[0] = -torch.quantile(margin, 0.67)
+    state = pretrain.TrainState(model=model, optimizers=opts, optimizer_lrs=lrs, carry=None, step=0, total_steps=0)
+    return config, state, loader, meta
 
 
 @pytest.fixture(scope="session")

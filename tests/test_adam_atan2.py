@@ -1,4 +1,5 @@
-"""AdamATan2 against an independent float64 reference of the update in HRM_REFERENCE.md section 6."""
+"""AdamATan2 against an independent float64 reference of its update (the adam-atan2 package's rule, as the original
+trains with): p *= 1 - lr*wd; m, v moved towards g, g*g; p -= lr/(1-b1^t) * atan2(m, sqrt(v)/sqrt(1-b2^t))."""
 
 from __future__ import annotations
 

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
+from models import attention as attn
 from models import layers
-from models.layers import Attention, apply_rotary_pos_emb, attention, select_attention_backend
+from models.attention import attention, select_attention_backend
+from models.layers import Attention, apply_rotary_pos_emb
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -69,7 +71,7 @@ def test_rope_is_a_rotation_of_pairs() -> None:
 def test_backend_selection_on_cpu() -> None:
     name, why = select_attention_backend("auto", torch.device("cpu"), torch.float32)
     assert name == "sdpa" and "fa3" in why and "fa2" in why
-    assert layers.attention_backend() == "sdpa"
+    assert attn.attention_backend() == "sdpa"
     for missing in ("fa3", "fa2"):
         with pytest.raises(ValueError, match=f"attn_backend={missing}"):
             select_attention_backend(missing, torch.device("cpu"), torch.float32)
@@ -83,9 +85,9 @@ def test_broken_flash_import_counts_as_absent(monkeypatch) -> None:
     def broken():
         raise OSError("libflash.so: undefined symbol: _ZN3c10")
 
-    monkeypatch.setitem(layers._LOADERS, "fa2", broken)
+    monkeypatch.setitem(attn.LOADERS, "fa2", broken)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: (9, 0))
-    impl, why = layers._probe("fa2", torch.device("cuda"), torch.bfloat16)
+    impl, why = attn.probe("fa2", torch.device("cuda"), torch.bfloat16)
     assert impl is None and "undefined symbol" in why
 
 

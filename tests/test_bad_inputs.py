@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, TINY_ARCH, run_py
+from utils.checkpoint import checkpoint_file, load_checkpoint
 from utils.errors import UserError
 
 # ----------------------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def config_error(*overrides: str) -> str:
         try:
             pretrain.validate_config(pretrain.PretrainConfig(**OmegaConf.to_container(cfg)))  # type: ignore[arg-type]
         except pydantic.ValidationError as e:
-            raise pretrain._config_error(e) from None
+            raise pretrain.config_error(e) from None
     msg = str(err.value)
     assert "\n" not in msg
     return msg
@@ -471,10 +472,8 @@ def test_start_up_failure_never_removes_a_folder_with_files(tmp_path: Path) -> N
     ],
 )
 def test_checkpoint_argument_lists_step_files(run_dir: Path, target: str, expected: str) -> None:
-    import evaluate
-
     with pytest.raises(UserError) as err:
-        evaluate.checkpoint_file(target.format(run=run_dir))
+        checkpoint_file(target.format(run=run_dir))
     assert expected.format(run=run_dir) in str(err.value)
 
 
@@ -517,15 +516,13 @@ def test_zero_byte_checkpoint(run_copy: Path) -> None:
 @CRAFTED
 @pytest.mark.parametrize("kind", ["empty", "truncated zip", "pickle that runs code"])
 def test_crafted_weights_for_predict(tmp_path: Path, kind: str) -> None:
-    """predict.py reads weights through evaluate.load_checkpoint: the same one line (zero bytes crashed it)."""
-    import evaluate
-
+    """predict.py reads weights through utils/checkpoint.load_checkpoint: the same one line (zero bytes crashed it)."""
     _RunsCode.marker = str(tmp_path / "PWNED")
     path = tmp_path / "step_1"
     content = {"empty": b"", "truncated zip": b"PK\x03\x04 truncated"}
     path.write_bytes(content[kind] if kind in content else pickle.dumps(_RunsCode()))
     with pytest.raises(UserError, match="cannot read checkpoint") as err:
-        evaluate.load_checkpoint(str(path), torch.nn.Linear(1, 1), "data")
+        load_checkpoint(str(path), torch.nn.Linear(1, 1), "data")
     assert "\n" not in str(err.value) and not (tmp_path / "PWNED").exists()
 
 
@@ -550,7 +547,7 @@ def test_weights_of_another_depth_name_the_key(run_dir: Path, tiny_sudoku: Path)
         config, load_metadata(str(tiny_sudoku), "train"), Dist(), torch.device("cpu"), "float32", False
     )
     with pytest.raises(UserError, match="unexpected|missing") as err:
-        evaluate.load_checkpoint(ckpt, model.eager, config.data_path)
+        load_checkpoint(ckpt, model.eager, config.data_path)
     assert "it was trained with arch.L_layers=1" in str(err.value)
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SHORT_RUN, WALL_CLOCK_KEYS, pretrain_args, read_metrics, run_py, scratch_dir
-from tests.test_resume import final_weights
+from tests.conftest import SHORT_RUN, WALL_CLOCK_KEYS, final_weights, pretrain_args, read_metrics, run_py, scratch_dir
 
 # exploration draws are per rank: off to compare runs
 BASE = [*SHORT_RUN, "seed=2", "arch.halt_exploration_prob=0"]

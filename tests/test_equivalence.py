@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
-from evaluate import load_checkpoint
+from models.attention import select_attention_backend
 from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
-from models.layers import select_attention_backend
 from models.losses import ACTLossHead
 from tests.conftest import run_py
+from utils.checkpoint import load_checkpoint
 
 FIX = Path(__file__).parent / "fixtures" / "original"
 VARIANTS = {"rope": "stablemax_cross_entropy", "learned": "softmax_cross_entropy"}

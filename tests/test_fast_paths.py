@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from models.attention import select_attention_backend
 from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
-from models.layers import select_attention_backend
 from models.losses import ACTLossHead
-from pretrain import same_arch
+from utils.checkpoint import same_arch
 
 TINY = dict(
     batch_size=6,

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SHORT_RUN, pretrain_args, read_metrics, run_py
-from tests.test_resume import final_weights, start, wait_for_step
+from tests.conftest import SHORT_RUN, final_weights, pretrain_args, read_metrics, run_py, start, wait_for_step
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -10,52 +10,7 @@ import torch
 
 import pretrain
 from models.losses import IGNORE_LABEL_ID
-from tests.conftest import tiny_config
-from utils.runtime import Dist
-
-ARCH = dict(
-    hidden_size=32,
-    num_heads=2,
-    H_layers=1,
-    L_layers=1,
-    H_cycles=1,
-    L_cycles=1,
-    expansion=2,
-    puzzle_emb_ndim=32,
-    pos_encodings="rope",
-    halt_exploration_prob=0.1,
-    forward_dtype="float32",
-)
-D = Dist(rank=0, world_size=1, local_rank=0)
-CPU = torch.device("cpu")
-
-
-def build(data: Path, halt_max_steps: int, no_act_continue: bool = False):
-    arch = {
-        "name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
-        "loss": {"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"},
-        **ARCH,
-        "halt_max_steps": halt_max_steps,
-        "no_ACT_continue": no_act_continue,
-    }
-    config = tiny_config(data, arch=arch, global_batch_size=16)
-    loader, meta = pretrain.create_dataloader(
-        config, "test", D, CPU, test_set_mode=True, epochs_per_iter=1, global_batch_size=16
-    )
-    torch.manual_seed(0)
-    model, opts, lrs = pretrain.create_model(config, meta, D, CPU, "float32", use_compile=False, log=lambda *_: None)
-    model.eager.eval()
-    with torch.no_grad():  # the initial Q-head never halts (zero weights, equal biases): give it opinions...
-        q = model.eager.model.inner.q_head
-        q.weight.normal_(0, 0.5)
-        q.bias.zero_()
-        _set, batch, _gbs = next(iter(loader))  # ...centred so that about a third of the rows halt at once
-        carry = model.eager.initial_carry(batch)
-        _, _, _, out, _ = model.eager(carry=carry, batch=batch, return_keys=["q_halt_logits", "q_continue_logits"])
-        margin = out["q_halt_logits"] - (0 if no_act_continue else out["q_continue_logits"])
-        q.bias[0] = -torch.quantile(margin, 0.67)
-    state = pretrain.TrainState(model=model, optimizers=opts, optimizer_lrs=lrs, carry=None, step=0, total_steps=0)
-    return config, state, loader, meta
+from tests.conftest import CPU, D, build
 
 
 def reference(state, loader, halt_max_steps: int, rule) -> dict[str, float]:

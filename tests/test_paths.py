@@ -18,8 +18,17 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, SHORT_RUN, read_metrics, run_py, scratch_dir
-from tests.test_resume import BASE, args, assert_identical, final_weights
+from tests.conftest import (
+    BASE,
+    REPO,
+    SHORT_RUN,
+    args,
+    assert_identical,
+    final_weights,
+    read_metrics,
+    run_py,
+    scratch_dir,
+)
 from utils import shell
 
 ENV = {

@@ -14,24 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SHORT_RUN, pretrain_args, read_metrics, run_py, scratch_dir, tiny_config
-
-BASE = [*SHORT_RUN, "seed=1"]
-
-
-def args(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return pretrain_args(data, run_dir, BASE, *extra)
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    steps = sorted(int(p.name.split("_")[1]) for p in run_dir.glob("step_*") if p.name.split("_")[1].isdigit())
-    return torch.load(run_dir / f"step_{steps[-1]}", weights_only=True)
-
-
-def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+from tests.conftest import (
+    args,
+    assert_identical,
+    final_weights,
+    read_metrics,
+    run_py,
+    scratch_dir,
+    start,
+    tiny_config,
+    wait_for_step,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +33,6 @@ def reference(tiny_sudoku: Path, tmp_path_factory) -> Path:
     r = run_py(args(tiny_sudoku, run_dir))
     assert r.returncode == 0, r.stderr[-3000:]
     return run_dir
-
-
-def start(a: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, *a], cwd=scratch_dir(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-def wait_for_step(proc: subprocess.Popen, run_dir: Path, step: int, timeout: float = 120) -> None:
-    t = time.time()
-    while time.time() - t < timeout:
-        if (run_dir / "metrics.jsonl").exists() and any(r.get("step", 0) >= step for r in read_metrics(run_dir)):
-            return
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        time.sleep(0.05)
-    raise TimeoutError(step)
 
 
 def test_sigterm_saves_and_resume_is_bit_identical(tiny_sudoku: Path, reference: Path, tmp_path: Path) -> None:

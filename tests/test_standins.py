@@ -8,7 +8,7 @@ from types import ModuleType
 import torch
 
 from adam_atan2 import AdamATan2
-from models.layers import attention, select_attention_backend
+from models.attention import attention, select_attention_backend
 from tests.conftest import REPO
 
 

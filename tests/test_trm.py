@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import models.layers as layers
-from evaluate import load_checkpoint
-from models.layers import select_attention_backend
+from models.attention import select_attention_backend
 from models.losses import ACTLossHead
 from pretrain import check_cli_overrides
 from tests.conftest import REPO, WALL_CLOCK_KEYS, read_metrics, run_py
+from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.functions import load_model_class
 

@@ -63,7 +63,7 @@ def test_vote_counts_then_confidence_then_validity_first() -> None:
 
 def test_evaluate_tta_one_copy_is_the_plain_evaluation_and_voting_fixes_copies(tiny_sudoku: Path, monkeypatch) -> None:
     import pretrain
-    from tests.test_halting_eval import build
+    from tests.conftest import build
 
     d, cpu = Dist(rank=0, world_size=1, local_rank=0), torch.device("cpu")
     config, state, loader, meta = build(tiny_sudoku, halt_max_steps=2)

@@ -13,6 +13,11 @@ Nothing non-finite is ever written (`nonfinite`), and `step_N.state` holds a che
 and of the weights (`digest`, verified by `load_complete` and `verify_weights`): a flipped byte is refused.
 Deleting goes the other way round (weights, rank files, then the marker), so what a kill leaves behind is
 complete or clearly incomplete (a `.state` without weights), and `clean_stale` removes it at the next start.
+
+This module owns the format: `write`/`write_rank` (what the files hold), `load_complete`/`read_rank`/`load_ema`
+(reading them back for resume), `same_arch` (old checkpoints: keys they predate count as their defaults),
+`find_resume`/`prune`/`clean_stale`, and the weights loading of evaluate.py and predict.py (`checkpoint_file`,
+`weights_file`, `load_checkpoint`). pretrain.save_checkpoint/restore decide when and move the trainer's objects.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import json
 import os
 import random
 import re
+import shlex
 import sys
+import warnings
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -32,7 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.errors import UserError
+from utils.errors import UserError, load_error
+from utils.functions import arch_config_class
 
 STATE_SUFFIX = ".state"
 EMA_SUFFIX = ".ema"  # step_N.ema: the weights with the EMA parameters (ema=true), kept as long as step_N
@@ -247,6 +255,17 @@ def verify_weights(path: str, weights: Any) -> None:
 # Finding and pruning
 
 
+def same_arch(saved: dict, current: dict, arch_name: str) -> bool:
+    """Equal arch settings, where a key the checkpoint predates counts as its default (e.g. no_ACT_continue)."""
+    cfg_cls = arch_config_class(arch_name)
+    defaults = {k: f.default for k, f in cfg_cls.model_fields.items() if not f.is_required()} if cfg_cls else {}
+    saved = dict(saved)
+    for k, v in current.items():
+        if k not in saved and k in defaults and defaults[k] == v:
+            saved[k] = v
+    return saved == current
+
+
 def list_complete(run_dir: str) -> list[int]:
     """Steps that have a complete checkpoint (the `.state` marker and the weights), newest first."""
     if not os.path.isdir(run_dir):
@@ -283,6 +302,193 @@ def load_complete(run_dir: str, step: int) -> tuple[dict[str, Any], dict[str, An
                 f"checksum mismatch: {os.path.basename(w_path)} does not match its {STATE_SUFFIX} (corrupt or replaced)"
             )
     return weights, state
+
+
+def write_rank(run_dir: str, step: int, rank: int, carry: Any, rng: dict[str, Any]) -> None:
+    """A rank r > 0's part of a checkpoint (its ACT carry and RNG), written before rank 0's files."""
+    atomic_save({"carry": carry_to_dict(carry), "rng": rng}, f"{paths(run_dir, step)[1]}.rank{rank}")
+
+
+def read_rank(run_dir: str, step: int, rank: int) -> tuple[Any, dict[str, Any]]:
+    """(carry, rng) that rank `rank` > 0 saved with this checkpoint."""
+    extra = load(f"{paths(run_dir, step)[1]}.rank{rank}")
+    return extra["carry"], extra["rng"]
+
+
+def write(
+    run_dir: str,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor] | None,
+    *,
+    total_steps: int,
+    optimizers: list[dict[str, Any]],
+    carry: Any,
+    rng: dict[str, Any],
+    progress: dict[str, Any],
+    world_size: int,
+    config: dict[str, Any],
+    data_path: str,
+    why: str,
+    verdict: bool | None,
+    metrics_bytes: int | None,
+) -> None:
+    """Rank 0's files of the checkpoint at `step`: weights, the average (ema), then `step_N.state` last, its
+    presence marking the checkpoint complete. Tensors go to the CPU once and are hashed from that copy."""
+    w_path, s_path = paths(run_dir, step)
+    weights = to_cpu(weights)
+    atomic_save(weights, w_path)
+    if ema is not None:
+        ema = to_cpu(ema)
+        atomic_save(ema, w_path + EMA_SUFFIX)
+    full = to_cpu(
+        {
+            "format": FORMAT,
+            "step": step,
+            "total_steps": total_steps,
+            "optimizers": optimizers,
+            "carry": carry_to_dict(carry),
+            "rng": rng,
+            "progress": progress,
+            "world_size": world_size,
+            "config": config,
+            "dataset": dataset_fingerprint(data_path),
+            "versions": versions(),
+            "why": why,
+            "health": {"verdict": verdict},
+            "metrics_bytes": metrics_bytes,
+        }
+    )
+    full["checksums"] = {"weights": digest(weights), "state": digest(full)}
+    if ema is not None:
+        full["checksums"]["ema"] = digest(ema)
+    atomic_save(full, s_path)
+
+
+def load_ema(run_dir: str, step: int, full: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The weight average saved with this checkpoint (None: trained without ema=true), checked against the
+    checksum in its `.state` (`full`)."""
+    path = paths(run_dir, step)[0] + EMA_SUFFIX
+    if not os.path.isfile(path):
+        return None
+    averaged = load(path)
+    want = (full.get("checksums") or {}).get("ema")
+    if want is not None and digest(averaged) != want:
+        raise UserError(f"{path} does not match the checksum in its {STATE_SUFFIX} (corrupt or replaced)")
+    return averaged
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Weights for evaluate.py and predict.py: the original's step_N files and ours
+
+
+def weights_file(ckpt: str, ema: Any) -> str:
+    """Which file to evaluate: `ema=auto` (default) takes the weight average `step_N.ema` when the run kept one
+    (ema=true), `ema=true` insists on it, `ema=false` takes the raw weights."""
+    choice = str(ema).lower()
+    if choice not in ("auto", "true", "false"):
+        raise UserError(f"ema must be auto, true or false, got {ema!r}")
+    averaged = ckpt + EMA_SUFFIX
+    if choice == "false" or (choice == "auto" and not os.path.isfile(averaged)):
+        return ckpt
+    if not os.path.isfile(averaged):
+        raise UserError(
+            f"{ckpt} has no weight average ({os.path.basename(averaged)} is missing: trained without ema=true); "
+            "use ema=false (or ema=auto) to evaluate its weights"
+        )
+    return averaged
+
+
+def step_files(folder: str) -> list[str]:
+    """The step_N weight files in a folder, newest step first."""
+    if not os.path.isdir(folder):
+        return []
+    found = [n for n in os.listdir(folder) if re.fullmatch(r"step_\d+", n) and os.path.isfile(os.path.join(folder, n))]
+    return sorted(found, key=lambda n: -int(n.removeprefix("step_")))
+
+
+def checkpoint_file(path: str) -> str:
+    """The weights file `checkpoint=` names; a run folder, a `.state` file or a missing file is answered with
+    the step files there (the weights are the `step_N` beside `step_N.state`)."""
+    if os.path.isfile(path) and not path.endswith(STATE_SUFFIX):
+        return path
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    weights = path.removesuffix(STATE_SUFFIX)
+    if os.path.isdir(path):
+        what = f"{path!r} is a folder, not a checkpoint file"
+    elif os.path.isfile(path):
+        what = f"{path!r} is a training state (optimizers, RNG, data position), not weights"
+        if os.path.isfile(weights):
+            raise UserError(f"{what}; its weights are checkpoint={shlex.quote(weights)}")
+    else:
+        what = f"checkpoint file {path!r} does not exist"
+    steps = step_files(folder)
+    if not steps:
+        raise UserError(f"{what}; give checkpoint=<run folder>/step_N")
+    listed = ", ".join(shlex.quote(os.path.join(folder, n)) for n in steps[:5]) + (", ..." if len(steps) > 5 else "")
+    raise UserError(f"{what}; step files in {folder}: {listed} (give one as checkpoint=...)")
+
+
+def saved_arch(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """arch.* values readable off the weights' shapes (what a mismatch message can tell the user to set)."""
+    out: dict[str, int] = {}
+    emb = state.get("model.inner.embed_tokens.embedding_weight")
+    if emb is not None and emb.ndim == 2:
+        out["hidden_size"] = int(emb.shape[1])
+    pe = state.get("model.inner.puzzle_emb.weights")
+    out["puzzle_emb_ndim"] = int(pe.shape[1]) if pe is not None and pe.ndim == 2 else 0
+    for level in ("H", "L"):
+        layers = {k.split(".")[4] for k in state if k.startswith(f"model.inner.{level}_level.layers.")}
+        if layers:
+            out[f"{level}_layers"] = len(layers)
+    return out
+
+
+def load_checkpoint(path: str, model: torch.nn.Module, data_path: str) -> None:
+    """Load the original's or our weights (weights_only: a checkpoint cannot run code)."""
+    try:
+        with warnings.catch_warnings():  # torch warns about a crafted file's pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path}: {load_error(e)}") from None
+    try:  # a .state beside the weights holds their checksum: a flipped byte is refused, not evaluated
+        verify_weights(path, state)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} holds no model weights (a {type(state).__name__} of other things)")
+    state = {str(k).removeprefix("_orig_mod."): v for k, v in state.items()}
+
+    own = model.state_dict()
+    # Counts that come from the dataset: a mismatch means another dataset (build).
+    for key, what in (
+        ("model.inner.puzzle_emb.weights", "puzzle identifiers"),
+        ("model.inner.embed_tokens.embedding_weight", "tokens in its vocabulary"),
+    ):
+        if key in state and key in own and state[key].ndim == 2 and state[key].shape[0] != own[key].shape[0]:
+            raise UserError(
+                f"checkpoint has {state[key].shape[0]} {what} but dataset {data_path} has {own[key].shape[0]}: "
+                "it was trained on another dataset build; pass the data_path it was trained with"
+            )
+    # Sizes that come from arch.*: name the keys to set.
+    saved, current = saved_arch(state), saved_arch(own)
+    fix = " ".join(f"arch.{k}={v}" for k, v in saved.items() if current.get(k) != v)
+    for k in sorted(set(state) & set(own)):
+        if state[k].shape != own[k].shape:
+            raise UserError(
+                f"checkpoint tensor {k} is {tuple(state[k].shape)} in {path} but {tuple(own[k].shape)} in this model: "
+                + (f"it was trained with {fix}; add that" if fix else "check the arch.* settings it was trained with")
+            )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint {path} does not match the model: missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}; "
+            + (f"it was trained with {fix}; add that" if fix else "check arch.* settings")
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def find_resume(resume: str, run_dir: str, log=print) -> tuple[int, dict[str, Any], dict[str, Any], str] | None:

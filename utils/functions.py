@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
+from typing import TYPE_CHECKING
 
 from utils.errors import UserError
+
+if TYPE_CHECKING:
+    import pydantic
 
 
 def _split(identifier: str) -> tuple[str, str]:
@@ -26,6 +31,12 @@ def load_model_class(identifier: str, prefix: str = "models.") -> type:
     if not hasattr(module, class_name):
         raise UserError(f"{prefix + module_path} has no class {class_name!r} (model name {identifier!r})")
     return getattr(module, class_name)
+
+
+def arch_config_class(arch_name: str) -> type[pydantic.BaseModel] | None:
+    """The pydantic config class beside a model class (`<Class>Config` in its module), None if it has none."""
+    model_cls = load_model_class(arch_name)
+    return getattr(sys.modules[model_cls.__module__], model_cls.__name__ + "Config", None)
 
 
 def get_model_source_path(identifier: str, prefix: str = "models.") -> str | None:

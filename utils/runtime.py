@@ -1,6 +1,8 @@
 """Where and how the model runs: device, dtype, distributed setup, gradient reduction and the compile guard.
 
-Every fast path is chosen here, once, and comes back with a one-line reason for the start-up report.
+Device, forward dtype and compile are chosen here; the attention backend in models/attention.py and the SwiGLU
+kernel in models/layers.py. Each choice is made once and comes back with a one-line reason, which
+pretrain.setup_runtime gathers into the start-up report.
 """
 
 from __future__ import annotations
