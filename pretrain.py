@@ -935,7 +935,7 @@ def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> 
             config.wandb_mode, config.project_name or "", config.run_name or "", config.model_dump()
         )
         writes.call("all_config.yaml or the model code copy", save_code_and_config, config)
-        print(f"HRM training: {config.run_name}")
+        print(f"training {'TRM' if 'recursive_reasoning' in config.arch.name else 'HRM'}: {config.run_name}")
         train_examples = int(train_meta.total_groups * train_meta.mean_puzzle_examples)
         test_examples = sum(cast(PuzzleDataset, eval_loader.dataset).set_sizes().values())
         emb_params = sum(b.numel() for n, b in model.eager.named_buffers() if n.endswith("puzzle_emb.weights"))

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from models.act import ACTWrapper
 from models.common import trunc_normal_init_
 from models.layers import Attention, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, SwiGLU, rms_norm
 from models.sparse_embedding import CastedSparseEmbedding
@@ -282,71 +283,14 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(nn.Module):
         return new_carry, logits, (q_logits[..., 0], q_logits[..., 1])
 
 
-class TinyRecursiveReasoningModel_ACTV1(nn.Module):
-    """ACT wrapper: keeps a carry of per-row state, swaps in new rows when old ones halt, learns when to halt."""
+class TinyRecursiveReasoningModel_ACTV1(ACTWrapper):
+    """TRM with ACT (models/act.py, shared with HRM): deep supervision over up to N_sup = halt_max_steps
+    segments, halting learned by the Q-head (no_ACT_continue by default)."""
 
+    carry_class = TinyRecursiveReasoningModel_ACTV1Carry
     inner_class: type = TinyRecursiveReasoningModel_ACTV1_Inner
 
     def __init__(self, config_dict: dict):
         super().__init__()
         self.config = self.inner_class.config_class(**config_dict)
         self.inner = self.inner_class(self.config)
-
-    @property
-    def puzzle_emb(self) -> CastedSparseEmbedding:
-        return self.inner.puzzle_emb
-
-    def says_halt(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
-        """The Q-head's halting decision per row (training halts on it; evaluation reports accuracy there)."""
-        if self.config.no_ACT_continue:
-            return q_halt_logits > 0
-        return q_halt_logits > q_continue_logits
-
-    def initial_carry(self, batch: dict[str, torch.Tensor]) -> TinyRecursiveReasoningModel_ACTV1Carry:
-        batch_size = batch["inputs"].shape[0]
-        device = batch["inputs"].device
-        # Every row starts halted, so the first call resets its state and takes the batch's row.
-        return TinyRecursiveReasoningModel_ACTV1Carry(
-            inner_carry=self.inner.empty_carry(batch_size, device=device),
-            steps=torch.zeros(batch_size, dtype=torch.int32, device=device),
-            halted=torch.ones(batch_size, dtype=torch.bool, device=device),
-            current_data={k: torch.empty_like(v) for k, v in batch.items()},
-        )
-
-    def forward(
-        self, carry: TinyRecursiveReasoningModel_ACTV1Carry, batch: dict[str, torch.Tensor]
-    ) -> tuple[TinyRecursiveReasoningModel_ACTV1Carry, dict[str, torch.Tensor]]:
-        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
-        steps = torch.where(carry.halted, 0, carry.steps)
-        current_data = {
-            k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
-            for k, v in carry.current_data.items()
-        }
-
-        inner_carry, logits, (q_halt_logits, q_continue_logits) = self.inner(inner_carry, current_data)
-        outputs = {"logits": logits, "q_halt_logits": q_halt_logits, "q_continue_logits": q_continue_logits}
-
-        with torch.no_grad():
-            steps = steps + 1
-            is_last_step = steps >= self.config.halt_max_steps
-            halted = is_last_step
-
-            # Adaptive halting in training only; evaluation always runs N_sup segments so a batch halts together.
-            if self.training and self.config.halt_max_steps > 1:
-                halted = halted | self.says_halt(q_halt_logits, q_continue_logits)
-
-                # Exploration: with prob. epsilon a row must run at least U{2..N_sup} segments.
-                explore = torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob
-                min_halt_steps = explore * torch.randint_like(steps, low=2, high=self.config.halt_max_steps + 1)
-                halted = halted & (steps >= min_halt_steps)
-
-                # HRM's Q-learning target for "continue" (one extra no-grad forward). TRM's code @e7b6871 fails
-                # here (it unpacks 5 values from the inner model's 3), so with no_ACT_continue=false this
-                # follows HRM, which TRM's code was forked from.
-                if not self.config.no_ACT_continue:
-                    next_q_halt, next_q_continue = self.inner(inner_carry, current_data)[-1]
-                    outputs["target_q_continue"] = torch.sigmoid(
-                        torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue))
-                    )
-
-        return TinyRecursiveReasoningModel_ACTV1Carry(inner_carry, steps, halted, current_data), outputs

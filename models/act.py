@@ -1,0 +1,83 @@
+"""Adaptive computation time (ACT), the part HRM and TRM share: one segment per call, rows that halt are
+replaced by the batch's next rows, and a Q-head learns when to halt.
+
+Per call: rows that halted last time take their new batch row and a fresh inner state; the inner model runs
+one segment; the step counter rises. A row halts at M_max = `halt_max_steps` segments (TRM: N_sup), and in
+training also when its Q-head says so (`says_halt`), unless exploration (probability epsilon =
+`halt_exploration_prob`) demands at least U{2..M_max} segments. Without `no_ACT_continue`, Q_continue learns
+the next segment's value from one extra no-grad forward (no replay buffer or target network: the large batch
+plays that role, as in PQN). Evaluation always runs M_max segments, so a batch halts together.
+
+A subclass sets `carry_class` (its carry dataclass, fields inner_carry, steps, halted, current_data) and
+builds `self.config` (halt_max_steps, halt_exploration_prob, no_ACT_continue) and `self.inner` (empty_carry,
+reset_carry, and a forward returning (inner carry, logits, (q_halt_logits, q_continue_logits))).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.sparse_embedding import CastedSparseEmbedding
+
+
+class ACTWrapper(nn.Module):
+    carry_class: type
+    config: Any
+    inner: nn.Module
+
+    @property
+    def puzzle_emb(self) -> CastedSparseEmbedding:
+        return self.inner.puzzle_emb  # type: ignore[return-value]
+
+    def says_halt(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
+        """The Q-head's halting decision per row (training halts on it; evaluation reports accuracy there)."""
+        if self.config.no_ACT_continue:  # TRM's rule: one logit, halt when it says "probably right"
+            return q_halt_logits > 0
+        return q_halt_logits > q_continue_logits
+
+    def initial_carry(self, batch: dict[str, torch.Tensor]) -> Any:
+        batch_size = batch["inputs"].shape[0]
+        device = batch["inputs"].device
+        # Every row starts halted, so the first call resets its state and takes the batch's row.
+        return self.carry_class(
+            inner_carry=self.inner.empty_carry(batch_size, device=device),  # type: ignore[operator]
+            steps=torch.zeros(batch_size, dtype=torch.int32, device=device),
+            halted=torch.ones(batch_size, dtype=torch.bool, device=device),
+            current_data={k: torch.empty_like(v) for k, v in batch.items()},
+        )
+
+    def forward(self, carry: Any, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
+        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)  # type: ignore[operator]
+        steps = torch.where(carry.halted, 0, carry.steps)
+        current_data = {
+            k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
+            for k, v in carry.current_data.items()
+        }
+
+        inner_carry, logits, (q_halt_logits, q_continue_logits) = self.inner(inner_carry, current_data)
+        outputs = {"logits": logits, "q_halt_logits": q_halt_logits, "q_continue_logits": q_continue_logits}
+
+        with torch.no_grad():
+            steps = steps + 1
+            is_last_step = steps >= self.config.halt_max_steps
+            halted = is_last_step
+
+            if self.training and self.config.halt_max_steps > 1:
+                halted = halted | self.says_halt(q_halt_logits, q_continue_logits)
+
+                # Exploration: with prob. epsilon a row must run at least U{2..M_max} segments.
+                explore = torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob
+                min_halt_steps = explore * torch.randint_like(steps, low=2, high=self.config.halt_max_steps + 1)
+                halted = halted & (steps >= min_halt_steps)
+
+                # Q-learning target for "continue": the next segment's value.
+                if not self.config.no_ACT_continue:
+                    next_q_halt, next_q_continue = self.inner(inner_carry, current_data)[-1]
+                    outputs["target_q_continue"] = torch.sigmoid(
+                        torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue))
+                    )
+
+        return self.carry_class(inner_carry, steps, halted, current_data), outputs
