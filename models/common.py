@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def trunc_normal_init_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> torch.Tensor:
@@ -26,3 +27,28 @@ def trunc_normal_init_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2
         tensor.uniform_(a, b).erfinv_().mul_(sqrt2 * comp_std)
         tensor.clip_(lower * comp_std, upper * comp_std)
     return tensor
+
+
+class InputEmbedding:
+    """The input both recurrent models (HRM, TRM) read: token embeddings, with the puzzle embedding padded to
+    `puzzle_emb_len` rows in front, plus learned positions if chosen, times embed_scale (sqrt(hidden)).
+
+    A mixin: the model provides embed_tokens, puzzle_emb, puzzle_emb_len, embed_pos, embed_scale,
+    forward_dtype and a config with puzzle_emb_ndim, hidden_size and pos_encodings.
+    """
+
+    def _input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+        embedding = self.embed_tokens(inputs.to(torch.int32))  # type: ignore[attr-defined]
+        config = self.config  # type: ignore[attr-defined]
+        if config.puzzle_emb_ndim > 0:
+            puzzle_embedding = self.puzzle_emb(puzzle_identifiers)  # type: ignore[attr-defined]
+            rows = self.puzzle_emb_len  # type: ignore[attr-defined]
+            pad_count = rows * config.hidden_size - puzzle_embedding.shape[-1]
+            if pad_count > 0:
+                puzzle_embedding = F.pad(puzzle_embedding, (0, pad_count))
+            embedding = torch.cat((puzzle_embedding.view(-1, rows, config.hidden_size), embedding), dim=-2)
+        if config.pos_encodings == "learned":
+            # (e + p) / sqrt(2) keeps the variance of one embedding
+            pos = self.embed_pos.embedding_weight.to(self.forward_dtype)  # type: ignore[attr-defined]
+            embedding = 0.707106781 * (embedding + pos)
+        return self.embed_scale * embedding  # type: ignore[attr-defined]

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from models.act import ACTWrapper
-from models.common import trunc_normal_init_
+from models.common import InputEmbedding, trunc_normal_init_
 from models.layers import Attention, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, SwiGLU, rms_norm
 from models.sparse_embedding import CastedSparseEmbedding
 
@@ -121,7 +120,7 @@ class HierarchicalReasoningModel_ACTV1ReasoningModule(nn.Module):
         return hidden_states
 
 
-class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
+class HierarchicalReasoningModel_ACTV1_Inner(InputEmbedding, nn.Module):
     def __init__(self, config: HierarchicalReasoningModel_ACTV1Config) -> None:
         super().__init__()
         self.config = config
@@ -175,24 +174,6 @@ class HierarchicalReasoningModel_ACTV1_Inner(nn.Module):
         with torch.no_grad():
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)  # type: ignore[union-attr]
-
-    def _input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        embedding = self.embed_tokens(inputs.to(torch.int32))
-
-        if self.config.puzzle_emb_ndim > 0:
-            puzzle_embedding = self.puzzle_emb(puzzle_identifiers)
-            pad_count = self.puzzle_emb_len * self.config.hidden_size - puzzle_embedding.shape[-1]
-            if pad_count > 0:
-                puzzle_embedding = F.pad(puzzle_embedding, (0, pad_count))
-            embedding = torch.cat(
-                (puzzle_embedding.view(-1, self.puzzle_emb_len, self.config.hidden_size), embedding), dim=-2
-            )
-
-        if self.config.pos_encodings == "learned":
-            # (e + p) / sqrt(2) keeps the variance of one embedding
-            embedding = 0.707106781 * (embedding + self.embed_pos.embedding_weight.to(self.forward_dtype))
-
-        return self.embed_scale * embedding
 
     def empty_carry(
         self, batch_size: int, device: torch.device | None = None

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from models.act import ACTWrapper
-from models.common import trunc_normal_init_
+from models.common import InputEmbedding, trunc_normal_init_
 from models.layers import Attention, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, SwiGLU, rms_norm
 from models.sparse_embedding import CastedSparseEmbedding
 
@@ -157,7 +156,7 @@ class TinyRecursiveReasoningModel_ACTV1ReasoningModule(nn.Module):
         return hidden_states
 
 
-class TinyRecursiveReasoningModel_ACTV1_Inner(nn.Module):
+class TinyRecursiveReasoningModel_ACTV1_Inner(InputEmbedding, nn.Module):
     config_class = TinyRecursiveReasoningModel_ACTV1Config
     carry_class: type = TinyRecursiveReasoningModel_ACTV1InnerCarry
 
@@ -216,24 +215,6 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(nn.Module):
 
     def _initial_state_of(self, field: str) -> torch.Tensor:
         return getattr(self, field.removeprefix("z_") + "_init")
-
-    def _input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        embedding = self.embed_tokens(inputs.to(torch.int32))
-
-        if self.config.puzzle_emb_ndim > 0:
-            puzzle_embedding = self.puzzle_emb(puzzle_identifiers)
-            pad_count = self.puzzle_emb_len * self.config.hidden_size - puzzle_embedding.shape[-1]
-            if pad_count > 0:
-                puzzle_embedding = F.pad(puzzle_embedding, (0, pad_count))
-            embedding = torch.cat(
-                (puzzle_embedding.view(-1, self.puzzle_emb_len, self.config.hidden_size), embedding), dim=-2
-            )
-
-        if self.config.pos_encodings == "learned":
-            # (e + p) / sqrt(2) keeps the variance of one embedding
-            embedding = 0.707106781 * (embedding + self.embed_pos.embedding_weight.to(self.forward_dtype))
-
-        return self.embed_scale * embedding
 
     def empty_carry(self, batch_size: int, device: torch.device | None = None) -> Any:
         shape = (batch_size, self.config.seq_len + self.puzzle_emb_len, self.config.hidden_size)
