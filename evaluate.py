@@ -9,6 +9,10 @@ elsewhere (a read-only run folder), `save_outputs=[]` writes nothing.
 
 `tta=K` (Sudoku, Maze) also solves K transformed copies of every test puzzle and votes (utils/tta.py);
 `tta_prefer_valid=false` drops the preference for valid Sudoku solutions, `tta_seed` picks the transforms.
+
+`per_step=true` adds a table with one row per ACT segment: exact and token accuracy if every prediction were
+taken at that segment, the share of puzzles whose Q-head says halt there, and the share halted by then
+(whether a model is right where it halts and only wrong after it, as in the late collapse of TROUBLESHOOTING.md).
 """
 
 from __future__ import annotations
@@ -143,11 +147,24 @@ def check_tta_kind(kind: str, k: int, config: PretrainConfig, ckpt: str) -> None
         raise UserError(f"a maze has 8 symmetries: tta must be <= 8, got {k}")
 
 
+def print_per_step(m: dict[str, float], steps: int) -> None:
+    """One row per ACT segment from evaluate(per_step=True)'s `step_<i>/...` means."""
+    print("  segment  exact   token   says halt  halted by")
+    for i in range(1, steps + 1):
+        exact, token, says, halted = (
+            m[f"step_{i}/{k}"] for k in ("exact_accuracy", "accuracy", "says_halt", "halted_by")
+        )
+        print(f"  {i:7d}  {exact:.4f}  {token:.4f}  {says:9.4f}  {halted:9.4f}")
+
+
 def launch(cli: dict[str, Any]) -> None:
     d = init_distributed(str(cli.get("device", "auto")))
     try:
         tta, tta_prefer_valid, tta_seed = tta_options(cli)
         ema = cli.pop("ema", "auto")
+        per_step = cli.pop("per_step", False)
+        if not isinstance(per_step, bool):
+            raise UserError(f"per_step must be true or false, got {per_step!r}")
         config, ckpt, _ = load_eval_config(cli) if d.is_main else (None, "", [])
         if d.world_size > 1:
             obj = [(config, ckpt)]
@@ -192,10 +209,12 @@ def launch(cli: dict[str, Any]) -> None:
                 flush=True,
             )
         model.eager.eval()
-        metrics = evaluate(config, state, eval_loader, eval_meta, d, rt.device)
+        metrics = evaluate(config, state, eval_loader, eval_meta, d, rt.device, per_step=per_step)
         if d.is_main and metrics is not None:
             for set_name, m in metrics.items():
-                print(f"{set_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
+                print(f"{set_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if not k.startswith("step_")))
+                if per_step:
+                    print_per_step(m, state.head.halt_max_steps)
             for line in eval_headline(metrics, state.head.halt_max_steps):
                 print(line)
             print(f"predictions: {os.path.join(config.checkpoint_path or '', f'step_{step}_all_preds.{d.rank}')}")

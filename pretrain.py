@@ -369,10 +369,13 @@ def evaluate(
     d: Dist,
     device: torch.device,
     writes: WriteGuard | None = None,
+    per_step: bool = False,
 ):
     """Run every test example for the full halt_max_steps; returns {set: {metric: mean}} on rank 0.
 
     Saves the outputs named in eval_save_outputs to <checkpoint_path>/step_<N>_all_preds.<rank>.
+    per_step: also score every segment (`step_<i>/...`: exact and token accuracy if the prediction were taken
+    there, the share of rows whose Q-head says halt there, the share halted by then) for evaluate.py's table.
     """
     set_ids = {name: i for i, name in enumerate(meta.sets)}
     saved: dict[str, list[torch.Tensor]] = {}
@@ -392,25 +395,38 @@ def evaluate(
         exact_at = torch.zeros(rows, dtype=torch.bool, device=labels.device)
         token_at = torch.zeros(rows, dtype=torch.float32, device=labels.device)
         steps_at = torch.zeros(rows, dtype=torch.int32, device=labels.device)
+        valid = n_labels > 0
+        by_step: dict[str, torch.Tensor] = {}
         # The paper's protocol: every row runs all halt_max_steps segments and is scored on the last one (no
         # per-segment `all_finish` host sync). Beside it, each row is also scored at the first segment where
         # its Q-head says halt, the prediction training would have stopped at.
         for i in range(halt_max_steps):
             carry, _, metrics, preds, _ = model(carry=carry, batch=batch, return_keys=return_keys)
             now = ~halted
+            says = says_halt(preds["q_halt_logits"], preds["q_continue_logits"])
             if i < halt_max_steps - 1:
-                now = now & says_halt(preds["q_halt_logits"], preds["q_continue_logits"])
+                now = now & says
             correct = (mask & (preds["logits"].argmax(-1) == labels)).sum(-1)
             exact_at = torch.where(now, correct == n_labels, exact_at)
             token_at = torch.where(now, correct / n_labels.clamp_min(1), token_at)
             steps_at = torch.where(now, i + 1, steps_at)
             halted = halted | now
-        valid = n_labels > 0
-        metrics = metrics | {
-            "exact_accuracy_at_halt": (valid & exact_at).sum(),
-            "accuracy_at_halt": torch.where(valid, token_at, 0).sum(),
-            "steps_at_halt": torch.where(valid, steps_at, 0).sum(),
-        }
+            if per_step:
+                by_step |= {
+                    f"step_{i + 1}/exact_accuracy": (valid & (correct == n_labels)).sum(),
+                    f"step_{i + 1}/accuracy": torch.where(valid, correct / n_labels.clamp_min(1), 0).sum(),
+                    f"step_{i + 1}/says_halt": (valid & says).sum(),
+                    f"step_{i + 1}/halted_by": (valid & halted).sum(),
+                }
+        metrics = (
+            metrics
+            | {
+                "exact_accuracy_at_halt": (valid & exact_at).sum(),
+                "accuracy_at_halt": torch.where(valid, token_at, 0).sum(),
+                "steps_at_halt": torch.where(valid, steps_at, 0).sum(),
+            }
+            | by_step
+        )
         return metrics, {k: v for k, v in preds.items() if k in config.eval_save_outputs}
 
     bar = None

@@ -147,3 +147,13 @@ def test_ema_requested_on_a_checkpoint_without_one_says_so(tiny_sudoku, tmp_path
     assert r.returncode == 2 and "has no weight average" in r.stderr
     r = run_py(["evaluate.py", f"checkpoint={ckpt}", "ema=maybe"])
     assert r.returncode == 2 and "ema must be auto, true or false" in r.stderr
+
+    # the same run, per segment: one table row per ACT step, the last one the headline's score
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}", "per_step=true", "save_outputs=[]"])
+    assert r.returncode == 0, r.stderr
+    table = r.stdout.split("halted by\n")[1].splitlines()[:4]
+    assert [int(row.split()[0]) for row in table] == [1, 2, 3, 4]
+    exact = float(r.stdout.split("all: ")[1].split("exact_accuracy=")[1].split(",")[0])
+    assert float(table[-1].split()[1]) == pytest.approx(exact, abs=1e-4) and float(table[-1].split()[4]) == 1.0
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}", "per_step=yes please"])
+    assert r.returncode == 2 and "per_step must be true or false" in r.stderr

@@ -77,3 +77,22 @@ def test_halting_at_once_scores_the_first_segment(tiny_sudoku: Path, monkeypatch
     assert m3["exact_accuracy_at_halt"] == pytest.approx(m1["exact_accuracy"])
     assert m3["accuracy_at_halt"] == pytest.approx(m1["accuracy"])
     assert m3["accuracy"] != pytest.approx(m1["accuracy"])  # more segments changed the paper's score
+
+
+def test_per_step_scores_equal_shorter_evaluations(tiny_sudoku: Path) -> None:
+    """per_step's row i is what the same weights score when evaluation stops after i segments."""
+    config, state, loader, meta = build(tiny_sudoku, halt_max_steps=3, no_act_continue=True)
+    m = pretrain.evaluate(config, state, loader, meta, D, CPU, per_step=True)["all"]
+    assert m["step_3/exact_accuracy"] == pytest.approx(m["exact_accuracy"])
+    assert m["step_3/accuracy"] == pytest.approx(m["accuracy"])
+    assert m["step_3/halted_by"] == pytest.approx(1.0)  # the last segment stops every row
+    halted = [m[f"step_{i}/halted_by"] for i in (1, 2, 3)]
+    assert halted == sorted(halted) and halted[0] >= m["step_1/says_halt"] - 1e-9
+    # the mean first-halt step follows from the halted-by shares: sum over i of P(not halted before i)
+    assert m["steps_at_halt"] == pytest.approx(1 + (1 - halted[0]) + (1 - halted[1]))
+    for i in (1, 2):
+        state.model.eager.model.config.halt_max_steps = i
+        short = pretrain.evaluate(config, state, loader, meta, D, CPU)["all"]
+        assert m[f"step_{i}/exact_accuracy"] == pytest.approx(short["exact_accuracy"])
+        assert m[f"step_{i}/accuracy"] == pytest.approx(short["accuracy"])
+    assert not any(k.startswith("step_") for k in short)  # off by default: metrics.jsonl keeps its keys
