@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +110,7 @@ def read_run(path: str, label: str, max_step: int | None = None) -> Run:
             value = _float(raw)
             if key in _NOT_METRICS or value is None:
                 continue
-            set_name, _, metric = key.partition("/")
+            set_name, metric = split_key(key)
             if set_name == "train" and metric in _PER_HALTED_ROW and halted == 0:
                 continue
             steps, values = run.series.setdefault(key, ([], []))
@@ -148,13 +149,13 @@ def resolve_keys(spec: str, available: set[str]) -> list[str]:
             continue
         if "/" in part:
             if part not in available:
-                bare = sorted({k.partition("/")[2] for k in available})
+                bare = sorted({split_key(k)[1] for k in available})
                 raise UserError(f"unknown key {part!r}{close_matches(part, sorted(available) + bare)}")
             keys.append(part)
             continue
-        found = sorted((k for k in available if k.partition("/")[2] == part), key=lambda k: (k != "train/" + part, k))
+        found = sorted((k for k in available if split_key(k)[1] == part), key=lambda k: (k != "train/" + part, k))
         if not found:
-            bare = sorted({k.partition("/")[2] for k in available if "/" in k})
+            bare = sorted({split_key(k)[1] for k in available if "/" in k})
             raise UserError(f"unknown key {part!r}{close_matches(part, bare + sorted(available))}")
         keys.extend(found)
     if not keys:
@@ -201,18 +202,32 @@ _FRACTIONS = (
 )  # metrics that live in 0..1
 
 
-def set_label(name: str) -> str:
-    """The test split's set is called "all" in the data; the plot says "test" (other sets keep their name)."""
-    return "test" if name == "all" else name
+def split_key(key: str) -> tuple[str, str]:
+    """'all/exact_accuracy' -> ('all', 'exact_accuracy'). An ema=true run also logs its raw weights' evals as
+    'raw/<set>/<metric>': their set is 'raw/<set>', so that they share panels and metrics with the average's."""
+    first, _, rest = key.partition("/")
+    if first == "raw" and "/" in rest:
+        inner, _, metric = rest.partition("/")
+        return f"raw/{inner}", metric
+    return first, rest
 
 
-def key_label(key: str) -> str:
-    set_name, _, metric = key.partition("/")
-    return f"{set_label(set_name)}/{metric}"
+def set_label(name: str, ema: bool = False) -> str:
+    """The test split's set is called "all" in the data; the plot says "test" (other sets keep their name).
+    ema: the plot holds an ema=true run's raw weights ('raw/<set>'), so its plain eval sets are the average's."""
+    if name.startswith("raw/"):
+        return f"{set_label(name[4:])} (raw weights)"
+    label = "test" if name == "all" else name
+    return f"{label} (EMA weights)" if ema and name != "train" else label
+
+
+def key_label(key: str, ema: bool = False) -> str:
+    set_name, metric = split_key(key)
+    return f"{set_label(set_name, ema)}/{metric}"
 
 
 def ylabel(keys: list[str]) -> str:
-    metrics = dict.fromkeys(k.partition("/")[2] for k in keys)
+    metrics = dict.fromkeys(split_key(k)[1] for k in keys)
     return ", ".join(dict.fromkeys(_YLABELS.get(m, m) for m in metrics))
 
 
@@ -223,7 +238,7 @@ def flat_limits(keys: list[str], values: list[float]) -> tuple[float, float] | N
     if not finite or max(finite) - min(finite) > 1e-12 * max(1.0, abs(max(finite))):
         return None
     v = finite[0]
-    if all(k.partition("/")[2] in _FRACTIONS for k in keys) and 0 <= v <= 1:
+    if all(split_key(k)[1] in _FRACTIONS for k in keys) and 0 <= v <= 1:
         return (0.0, 1.0)
     pad = abs(v) * 0.1 or 1.0
     return (max(0.0, v - pad) if v >= 0 else v - pad, v + pad)
@@ -237,8 +252,9 @@ def make_figure(runs: list[Run], panels: list[tuple[str, list[str]]]) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    sets = sorted({k.partition("/")[0] for _, keys in panels for k in keys}, key=lambda s: (s != "train", s))
+    sets = sorted({split_key(k)[0] for _, keys in panels for k in keys}, key=lambda s: (s != "train", s))
     style = {s: _LINESTYLES[i % len(_LINESTYLES)] for i, s in enumerate(sets)}
+    ema = any(s.startswith("raw/") for s in sets)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     color = {r.label: colors[i % len(colors)] for i, r in enumerate(runs)}
 
@@ -252,16 +268,15 @@ def make_figure(runs: list[Run], panels: list[tuple[str, list[str]]]) -> Any:
         drawn = 0
         plotted: list[float] = []
         # several metrics in one panel (--keys a,b): colour and style no longer say which line is which
-        mixed = len({k.partition("/")[2] for k in keys}) > 1
+        mixed = len({split_key(k)[1] for k in keys}) > 1
         markers = iter("osd^v<>p*hx+") if mixed else None
-        metric_marker = {m: next(markers) for m in dict.fromkeys(k.partition("/")[2] for k in keys)} if markers else {}
+        metric_marker = {m: next(markers) for m in dict.fromkeys(split_key(k)[1] for k in keys)} if markers else {}
         for run in runs:
             for key in keys:
                 if key not in run.series:
                     continue
                 steps, values = run.series[key]
-                set_name = key.partition("/")[0]
-                metric = key.partition("/")[2]
+                set_name, metric = split_key(key)
                 evals = set_name != "train"  # eval points: few, so mark them; train lines (smoothed or not) unmarked
                 ax.plot(
                     steps,
@@ -271,11 +286,11 @@ def make_figure(runs: list[Run], panels: list[tuple[str, list[str]]]) -> Any:
                     marker=metric_marker.get(metric, "o") if evals or mixed else None,
                     markersize=3,
                     linewidth=1.2,
-                    label=(f"{run.label}: {key_label(key)}" if len(runs) > 1 else key_label(key)) if mixed else None,
+                    label=(f"{run.label}: " if len(runs) > 1 else "") + key_label(key, ema) if mixed else None,
                 )
                 plotted += values
                 drawn += 1
-        ax.set_title(title, fontsize=10)
+        ax.set_title(textwrap.fill(title, 60), fontsize=10)  # --keys a,b,c titles: wrapped, not overlapping
         ax.set_xlabel("step", fontsize=8)
         if keys:
             ax.set_ylabel(ylabel(keys), fontsize=8)
@@ -295,7 +310,7 @@ def make_figure(runs: list[Run], panels: list[tuple[str, list[str]]]) -> Any:
 
     handles = [Line2D([], [], color=color[r.label], linewidth=2, label=r.label) for r in runs]
     if len(sets) > 1:  # line styles only need a key when they differ
-        handles += [Line2D([], [], color="gray", linestyle=style[s], label=set_label(s)) for s in sets]
+        handles += [Line2D([], [], color="gray", linestyle=style[s], label=set_label(s, ema)) for s in sets]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     return fig
 

@@ -239,3 +239,29 @@ def test_halting_aware_eval_curves_share_the_paper_protocol_panels(two_runs: tup
     texts = [t.get_text() for t in exact.get_legend().get_texts()] if exact.get_legend() else []
     assert "test/exact_accuracy_at_halt" in texts and "test/exact_accuracy" in texts
     close(fig)
+
+
+def test_an_ema_runs_raw_weights_share_the_averages_panels(tmp_path: Path) -> None:
+    """ema=true logs the raw weights' evals as raw/<set>/<metric>: same panels, own line style, labelled."""
+    folder = write_run(tmp_path / "ema")
+    lines = (folder / "metrics.jsonl").read_text().splitlines(keepends=True)
+    extra = [
+        json.dumps({"step": s, "raw/all/exact_accuracy": 0.3 * s / 60, "raw/all/steps_at_halt": 7.0}) + "\n"
+        for s in (20, 40, 60)
+    ]
+    (folder / "metrics.jsonl").write_text("".join(lines[:-1] + extra + lines[-1:]))
+    run = plot.read_run(str(folder), "ema")
+    panels = dict(plot.panels_for(None, [run]))
+    assert "raw/all/exact_accuracy" in panels["exact accuracy"]
+    assert "raw/all/steps_at_halt" in panels["average ACT steps"]
+    assert plot.split_key("raw/all/exact_accuracy") == ("raw/all", "exact_accuracy")
+    fig = figure_of([run])
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["ema", "train", "test (EMA weights)", "test (raw weights)"]
+    exact = next(ax for ax in fig.axes if ax.get_ylabel() == "exact accuracy")
+    styles = {line.get_label(): line.get_linestyle() for line in exact.get_lines()}
+    assert styles["test (raw weights)/exact_accuracy"] != styles["test (EMA weights)/exact_accuracy"]
+    close(fig)
+    fig = figure_of([plot.read_run(str(write_run(tmp_path / "plain")), "plain")])  # no raw/ keys: plain "test"
+    assert "test" in [t.get_text() for t in fig.legends[0].get_texts()]
+    close(fig)
