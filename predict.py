@@ -66,7 +66,7 @@ def positive_int(name: str, value: Any) -> int:
 def encode(text: str, seq_len: int, vocab: int) -> tuple[np.ndarray, str]:
     """Puzzle text -> (tokens (seq_len,), kind)."""
     if seq_len == 81 and vocab == 11:
-        from dataset.sudoku import parse_puzzle
+        from dataset.puzzles.sudoku import parse_puzzle
 
         flat = "".join(ch for ch in text if not ch.isspace() and ch not in "|+-")
         try:
@@ -158,7 +158,7 @@ def main() -> None:
         print(show(pred, kind))
         print(f"halting confidence sigmoid(q_halt) = {q:.3f}")
         if kind == "sudoku":
-            from dataset.sudoku import agrees, is_solution
+            from dataset.puzzles.sudoku import agrees, is_solution
 
             digits = (pred - 1).clip(0, 9)
             ok = bool(is_solution(digits)[0]) and bool(agrees(tokens - 1, digits)[0])

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from adam_atan2 import AdamATan2
-from dataset.common import PuzzleDatasetMetadata
+from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
 from models.attention import select_attention_backend
 from models.layers import select_mlp_kernel

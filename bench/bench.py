@@ -108,7 +108,7 @@ def metadata_dict(seq: int, vocab: int, ids: int, groups: int) -> dict:
 def setup_ours(root: Path, cfg: dict, meta: dict, compile_: bool, micro: int | None = None, mlp: str = "auto"):
     sys.path.insert(0, str(root))
     import pretrain
-    from dataset.common import PuzzleDatasetMetadata
+    from dataset.format import PuzzleDatasetMetadata
     from utils.runtime import Dist
 
     config = pretrain.PretrainConfig(

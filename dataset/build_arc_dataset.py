@@ -12,7 +12,7 @@ transforms combined with a permutation of colours 1-9; 0 stays black), each its 
 `evaluation`: there the demo (`train`) pairs form the task's puzzle in the train split and the `test` pairs its
 puzzle in the test split. Train examples sit at a random offset on the 30x30 canvas (all but one per puzzle); test
 examples at the top left. Same splits, augmentations, placement and identifiers as the original builder; with the
-same task order the arrays are byte-identical (see dataset/arc.py for why the order differs from the original's).
+same task order the arrays are byte-identical (dataset/puzzles/arc.py says why the order differs from the original's).
 
 `--strict-split` leaves the evaluation tasks' demo pairs out of the train split as well, so that nothing of an
 evaluation task is seen in training. Only the train split changes: it loses those groups (the offsets of the other
@@ -34,8 +34,9 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
-from dataset import arc  # noqa: E402
-from dataset.common import PuzzleDatasetMetadata, progress, run_build, save_split, split_counts, write_identifiers  # noqa: E402
+from dataset.builder import progress, run_build, split_counts  # noqa: E402
+from dataset.format import PuzzleDatasetMetadata, save_split, write_identifiers  # noqa: E402
+from dataset.puzzles import arc  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 DEFAULT_DIRS = ["dataset/raw-data/ARC-AGI/data", "dataset/raw-data/ConceptARC/corpus"]

@@ -1,7 +1,7 @@
 """Build the Maze dataset (train and test splits) in the format of the original HRM builder.
 
 Sources: the Hugging Face dataset `sapientinc/maze-30x30-hard-1k` (default, needs network), a local folder holding its
-`train.csv` and `test.csv` (`--source-dir`), or mazes generated offline (`--generate N`, see dataset/maze.py).
+`train.csv` and `test.csv` (`--source-dir`), or mazes generated offline (`--generate N`, see dataset/puzzles/maze.py).
 
     python dataset/build_maze_dataset.py                                  # -> data/maze-30x30-hard-1k
     python dataset/build_maze_dataset.py --aug --output-dir data/maze-30x30-hard-1k-aug
@@ -23,17 +23,10 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
-from dataset import maze  # noqa: E402
-from dataset.common import (  # noqa: E402
-    count_name,
-    dihedral_transform,
-    progress,
-    run_build,
-    save_grid_split,
-    split_counts,
-    write_identifiers,
-)
-from dataset.hub import check_source_dir, download  # noqa: E402
+from dataset.builder import check_source_dir, count_name, download, progress, run_build, split_counts  # noqa: E402
+from dataset.format import save_grid_split, write_identifiers  # noqa: E402
+from dataset.puzzles import maze  # noqa: E402
+from dataset.puzzles.dihedral import dihedral_transform  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SPLITS = ("train", "test")

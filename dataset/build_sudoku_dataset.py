@@ -2,7 +2,7 @@
 
 Sources: the Hugging Face dataset `sapientinc/sudoku-extreme` (default, needs network), a local folder holding its
 `train.csv` and `test.csv` (`--source-dir`), puzzles generated offline (`--generate N`), or a Sudoku-Extreme-like
-mix of the raw tdoku/Kaggle lists (`--mix DIR`, see dataset/sudoku_mix.py).
+mix of the raw tdoku/Kaggle lists (`--mix DIR`, see dataset/puzzles/sudoku_mix.py).
 
     python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme-1k-aug-1000 --subsample-size 1000 --num-aug 1000
     python dataset/build_sudoku_dataset.py --source-dir ~/sudoku-extreme --output-dir data/sudoku-extreme-full
@@ -23,16 +23,9 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
-from dataset import sudoku, sudoku_mix  # noqa: E402
-from dataset.common import (  # noqa: E402
-    count_name,
-    progress,
-    run_build,
-    save_grid_split,
-    split_counts,
-    write_identifiers,
-)
-from dataset.hub import check_source_dir, download  # noqa: E402
+from dataset.builder import check_source_dir, count_name, download, progress, run_build, split_counts  # noqa: E402
+from dataset.format import save_grid_split, write_identifiers  # noqa: E402
+from dataset.puzzles import sudoku, sudoku_mix  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SPLITS = ("train", "test")
@@ -191,7 +184,7 @@ def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]
         assemble = sudoku_mix.assemble if args.mix_version == 1 else sudoku_mix.assemble_v2
         mix = assemble(args.mix, args.subsample_size, rngs["subsample"], args.test_size)
         info = {
-            "recipe": "dataset/sudoku_mix.py (docstring); guesses = our solver's search-tree size with uniqueness proof",
+            "recipe": "dataset/puzzles/sudoku_mix.py (docstring); guesses = our solver's search-tree size with uniqueness proof",
             **mix.notes,  # v2: its version and draw; v1 writes none, so its mix.json stays as it was
             "seed": args.seed,
             "duplicates_dropped": mix.duplicates,

@@ -1,4 +1,4 @@
-"""PuzzleDataset: streams batches from a dataset folder (format in dataset/common.py).
+"""PuzzleDataset: streams batches from a dataset folder (format in dataset/format.py).
 
 Train: every pass shuffles the group order for `epochs_per_iter` epochs; each batch takes groups in that
 order, one random puzzle per group and random examples of that puzzle (without replacement) until the
@@ -25,7 +25,7 @@ import pydantic
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from dataset.common import FIELDS, PuzzleDatasetMetadata
+from dataset.format import FIELDS, PuzzleDatasetMetadata
 from models.losses import IGNORE_LABEL_ID
 from utils.errors import UserError
 

@@ -44,7 +44,7 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
-from dataset import arc  # noqa: E402
+from dataset.puzzles import arc  # noqa: E402
 from utils.errors import UserError, exit_with  # noqa: E402
 
 PREDS_FILE = re.compile(r"^step_(\d+)_all_preds\.(\d+)$")

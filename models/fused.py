@@ -18,15 +18,14 @@ eager PyTorch also rounds silu(g) to bf16 before the multiply, so against eager 
 one bf16 ulp (plus GEMM summation-order differences, as between any two GEMM kernels).
 
 API:
-  swiglu_gate_up(x, weight)                  weight [2*inter, K] in the original layout (gate rows first);
-                                             interleaves it (a [2*inter, K] copy) and calls the op below
-  swiglu_gate_up_interleaved(x, weight_il)   weight already interleaved, e.g. cached by the caller
-  torch.ops.hrm.swiglu_gate_up_interleaved   the custom op under both (one opaque node for torch.compile;
-                                             under compile the interleave fuses into the weight's dtype cast)
-  swiglu_gate_up_direct(x, weight, num_sms)  as swiglu_gate_up, but launches the Triton kernel itself: under
-                                             torch.compile Dynamo traces the launch and Inductor runs the
-                                             kernel from its generated code. What the model uses: through the
-                                             custom op a compiled call cost ~270 us of CPU, this ~70 us
+  swiglu_gate_up_direct(x, weight, num_sms)  what the model uses (models/layers.py). weight [2*inter, K] in
+                                             the original layout (gate rows first): interleaved (a copy),
+                                             then the kernel launched from Python. Under torch.compile Dynamo
+                                             traces that launch and Inductor runs the kernel from its
+                                             generated code; no custom op is needed (through one, a compiled
+                                             call cost ~270 us of CPU, this ~70 us: BENCHMARKS.md)
+  launch(x2d, weight_il, out2d, config)      the kernel alone on 2-D operands, weight already interleaved
+                                             (bench/kernels.py times it so); `config` bypasses the autotuner
   swiglu_gate_up_reference(x, weight)        the unfused PyTorch math, original layout
 
 Forward only: there is no backward. Use it under torch.no_grad() / torch.inference_mode().
@@ -107,12 +106,6 @@ def interleave_gate_up(weight: torch.Tensor) -> torch.Tensor:
     """[2*inter, K] with gate rows then up rows -> rows (gate 0, up 0, gate 1, up 1, ...), contiguous."""
     two_inter, K = weight.shape
     return weight.reshape(2, two_inter // 2, K).transpose(0, 1).reshape(two_inter, K)
-
-
-def deinterleave_gate_up(weight_il: torch.Tensor) -> torch.Tensor:
-    """The inverse of `interleave_gate_up`."""
-    two_inter, K = weight_il.shape
-    return weight_il.reshape(two_inter // 2, 2, K).transpose(0, 1).reshape(two_inter, K)
 
 
 if HAS_TRITON:
@@ -292,7 +285,7 @@ def unavailable_reason(device: torch.device, dtype: torch.dtype) -> str:
         out = torch.empty(130, 128, device=device, dtype=dtype)
         # One config: no autotuning at start-up. The reference takes the original layout, so this also checks
         # the interleaving convention.
-        _launch(x, interleave_gate_up(w), out, _config_dict(INTERPRET_CONFIGS[0]))
+        launch(x, interleave_gate_up(w), out, INTERPRET_CONFIGS[0])
         ref = swiglu_gate_up_reference(x, w)
         if not torch.allclose(out.float(), ref.float(), atol=3e-2, rtol=3e-2):
             return "the Triton kernel gave wrong results on a test call"
@@ -327,17 +320,17 @@ def _extent(t: torch.Tensor) -> int:
     return 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) if t.numel() else 0
 
 
-def _launch(
+def launch(
     x2d: torch.Tensor,
     weight_il: torch.Tensor,
     out2d: torch.Tensor,
-    config: dict | None = None,
+    config: KernelConfig | None = None,
     sms: int | None = None,
 ) -> None:
-    """Run the kernel on x2d [M, K], interleaved weight [2N, K] into out2d [M, N]. `config` (a dict as from
-    `_config_dict`) bypasses the autotuner, for tests of single configs. `sms`: the SM count for persistent
-    configs (default: looked up; pass it where the call is traced by torch.compile). Any N works: the kernel
-    masks the last column tile."""
+    """Run the kernel on x2d [M, K], interleaved weight [2N, K] into out2d [M, N], any strides. Unchecked beyond
+    the int32 bound: `swiglu_gate_up_direct` checks its arguments first. `config` bypasses the autotuner, for tests of single configs. `sms`: the SM count
+    for persistent configs (default: looked up; pass it where the call is traced by torch.compile). Any N works:
+    the kernel masks the last column tile."""
     M, K = x2d.shape
     N = weight_il.shape[0] // 2
     # int32 offsets inside the kernel: keep every index below 2**31 (the shapes we use are far below).
@@ -354,63 +347,24 @@ def _launch(
     if config is None:
         _swiglu_gate_up_kernel[grid](*args, NUM_SMS=sms)
     else:  # .fn: the heuristics+jit function under the autotuner
-        _swiglu_gate_up_kernel.fn[grid](*args, NUM_SMS=sms, **config)
-
-
-@torch.library.custom_op("hrm::swiglu_gate_up_interleaved", mutates_args=())
-def _swiglu_gate_up_op(x: torch.Tensor, weight_il: torch.Tensor) -> torch.Tensor:
-    # A custom op is opaque to torch.compile: the compiled graph calls it as one node (no graph break, no
-    # tracing into Triton's autotuner), with the shape given by the fake implementation below.
-    _check_args(x, weight_il)
-    if not HAS_TRITON:
-        raise RuntimeError("hrm::swiglu_gate_up_interleaved needs Triton, which is not installed")
-    return _run(x, weight_il)
-
-
-def _run(x: torch.Tensor, weight_il: torch.Tensor, sms: int | None = None) -> torch.Tensor:
-    """x [..., K] (checked) -> [..., N]: the output allocated and the kernel launched over x's rows."""
-    K, N = x.shape[-1], weight_il.shape[0] // 2
-    out = x.new_empty((*x.shape[:-1], N))
-    if out.numel():
-        _launch(x.reshape(-1, K), weight_il, out.view(-1, N), sms=sms)
-    return out
-
-
-@_swiglu_gate_up_op.register_fake
-def _(x: torch.Tensor, weight_il: torch.Tensor) -> torch.Tensor:
-    _check_args(x, weight_il)
-    return x.new_empty((*x.shape[:-1], weight_il.shape[0] // 2))
-
-
-def _forward_only(x: torch.Tensor, weight: torch.Tensor) -> None:
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        raise RuntimeError(
-            "swiglu_gate_up is forward-only (no backward); call it under torch.no_grad() or torch.inference_mode()"
-        )
-
-
-def swiglu_gate_up(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """silu(x @ Wg^T) * (x @ Wu^T) for x [..., K] and weight [2*inter, K] (gate rows first, in x's dtype).
-    Returns [..., inter]. Forward only: raises if autograd would need to track it."""
-    _forward_only(x, weight)
-    if weight.dim() != 2 or weight.shape[0] % 2:
-        raise ValueError(f"weight must be [2*inter, K], got {tuple(weight.shape)}")
-    return torch.ops.hrm.swiglu_gate_up_interleaved(x, interleave_gate_up(weight))
-
-
-def swiglu_gate_up_interleaved(x: torch.Tensor, weight_il: torch.Tensor) -> torch.Tensor:
-    """As `swiglu_gate_up`, for a weight already in the interleaved layout (`interleave_gate_up(weight)`)."""
-    _forward_only(x, weight_il)
-    return torch.ops.hrm.swiglu_gate_up_interleaved(x, weight_il)
+        _swiglu_gate_up_kernel.fn[grid](*args, NUM_SMS=sms, **_config_dict(config))
 
 
 def swiglu_gate_up_direct(x: torch.Tensor, weight: torch.Tensor, num_sms: int) -> torch.Tensor:
-    """As `swiglu_gate_up`, launching the Triton kernel itself instead of through the custom op. Under
-    torch.compile, Dynamo traces the launch and Inductor compiles, autotunes and launches the kernel from its
-    own generated code (no Python per call). `num_sms`: the GPU's SM count (persistent configs' grid)."""
-    _forward_only(x, weight)
+    """silu(x @ Wg^T) * (x @ Wu^T) for x [..., K] and weight [2*inter, K] (gate rows first, in x's dtype):
+    [..., inter]. Launches the Triton kernel itself: under torch.compile, Dynamo traces the launch and Inductor
+    compiles, autotunes and launches the kernel from its own generated code (no Python per call). `num_sms`:
+    the GPU's SM count (persistent configs' grid). Forward only: raises if autograd would need to track it."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        raise RuntimeError(
+            "the fused SwiGLU kernel is forward-only (no backward); call it under torch.no_grad() or torch.inference_mode()"
+        )
     _check_args(x, weight)  # the interleaved weight has the same shape
-    return _run(x, interleave_gate_up(weight), sms=num_sms)
+    K, N = x.shape[-1], weight.shape[0] // 2
+    out = x.new_empty((*x.shape[:-1], N))
+    if out.numel():
+        launch(x.reshape(-1, K), interleave_gate_up(weight), out.view(-1, N), sms=num_sms)
+    return out
 
 
 def swiglu_gate_up_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

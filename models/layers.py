@@ -44,9 +44,9 @@ def select_mlp_kernel(requested: str, device: torch.device, dtype: torch.dtype) 
         if requested == "fused":
             raise ValueError(f"mlp_kernel=fused was requested but {why}; use mlp_kernel=auto or plain")
         return "plain", why
-    # The direct launch, not the custom op: under torch.compile Inductor then launches the kernel from its own
-    # code. Through the custom op each call cost ~270 us of CPU, which made launch-bound small-batch steps
-    # slower than the plain path (BENCHMARKS.md).
+    # Launched directly, not wrapped in a custom op: under torch.compile Dynamo traces the launch and Inductor
+    # runs the kernel from its own code. Through a custom op each call cost ~270 us of CPU, which made
+    # launch-bound small-batch steps slower than the plain path (BENCHMARKS.md).
     _swiglu_gate_up = functools.partial(fused.swiglu_gate_up_direct, num_sms=fused.num_sms(device))
     return "fused", "requested" if requested == "fused" else "Triton dual GEMM for no-grad forwards"
 

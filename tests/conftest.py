@@ -235,7 +235,7 @@ def full_data() -> Path:
 def kaggle_like_csv(path: Path, n: int, seed: int = 0) -> Path:
     """A CSV in the Kaggle bryanpark/sudoku format (`quizzes,solutions`, 0 = blank) of easy puzzles like its own
     (34 clues, solved by singles alone), made by our generator: the Kaggle file's licence cannot be checked."""
-    from dataset import sudoku
+    from dataset.puzzles import sudoku
 
     inputs, labels, ratings = sudoku.generate(2 * n, np.random.default_rng(seed), min_clues=34)
     keep = np.flatnonzero(ratings == 0)[:n]

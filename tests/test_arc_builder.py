@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset import arc
 from dataset.build_arc_dataset import DEFAULT_DIRS, parse_args
 from dataset.build_arc_dataset import main as build_main
+from dataset.puzzles import arc
 from tests.conftest import FIXTURE_DATA
 
 REPO = Path(__file__).resolve().parents[1]

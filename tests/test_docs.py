@@ -1,5 +1,6 @@
 """README claims that can be checked: the quick start's install line installs what its test line needs, no path or
-words that only make sense on the project's own machines, the demo's parameter count."""
+words that only make sense on the project's own machines, the demo's parameter count, and every path into the
+repo's own folders that the code or the docs name exists."""
 
 from __future__ import annotations
 
@@ -45,6 +46,30 @@ def test_docs_hold_no_private_paths_or_infrastructure() -> None:
         assert "../shared" not in text, doc
         for words in ("device call", "lent", "could not leave", "64 MiB", "our machines"):
             assert not re.search(rf"\b{words}\b", text), (doc, words)
+
+
+# A path into one of these folders, e.g. dataset/puzzles/arc.py, not one inside another checkout (orig/dataset/...);
+# a bare document name (README.md, TROUBLESHOOTING.md) is one at the top or beside the file that names it.
+OWN_PATH = re.compile(
+    r"(?<![\w/.~-])((?:bench|config|dataset|models|results|tests|utils)/[\w/.*+-]*\w\.(?:py|md|yaml))"
+)
+DOC_NAME = re.compile(r"(?<![\w/.~-])([A-Z][A-Z_]*\.md)\b")
+
+
+def test_paths_named_in_code_and_docs_exist() -> None:
+    # Docstrings, comments, messages and docs point readers at files: a move must update what names them.
+    # BENCHMARKS.md is left out: a log of past sessions, it also names files of other branches.
+    files = [p for p in REPO.glob("*") if p.suffix in (".py", ".md") and p.name != "BENCHMARKS.md"]
+    files += [REPO / "Makefile", REPO / ".ci" / "run"]
+    for top in ("bench", "config", "dataset", "models", "tests", "utils"):
+        files += [p for p in (REPO / top).rglob("*") if p.suffix in (".py", ".md", ".yaml")]
+    missing = []
+    for f in files:
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            found = [m for m in OWN_PATH.findall(line) if not any(REPO.glob(m))]
+            found += [m for m in DOC_NAME.findall(line) if not (REPO / m).exists() and not (f.parent / m).exists()]
+            missing += [f"{f.relative_to(REPO)}:{n}: {m}" for m in found]
+    assert not missing, missing
 
 
 def test_demo_parameter_count_in_readme() -> None:

@@ -1,7 +1,8 @@
 """Fused SwiGLU gate/up Triton kernel (models/fused.py) against the unfused PyTorch math.
 
-The kernel takes the weight with gate/up rows interleaved; `swiglu_gate_up` takes the original layout (gate
-rows first) and interleaves it, `swiglu_gate_up_interleaved` takes the interleaved one.
+The kernel takes the weight with gate/up rows interleaved; `swiglu_gate_up_direct`, what the model calls, takes
+the original layout (gate rows first), interleaves it and launches the kernel; `launch` runs it on operands
+already interleaved (single configs, any strides).
 
 On CPU these need Triton's interpreter, set before import (triton.jit reads it at decoration time):
 
@@ -18,13 +19,7 @@ import torch
 pytest.importorskip("triton", reason="triton is not installed (the fused SwiGLU kernel needs it)")
 
 from models import fused  # noqa: E402
-from models.fused import (  # noqa: E402
-    deinterleave_gate_up,
-    interleave_gate_up,
-    swiglu_gate_up,
-    swiglu_gate_up_interleaved,
-    swiglu_gate_up_reference,
-)
+from models.fused import interleave_gate_up, swiglu_gate_up_reference  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 needs_kernel = pytest.mark.skipif(
@@ -32,6 +27,18 @@ needs_kernel = pytest.mark.skipif(
 )
 gpu_only = pytest.mark.skipif(not CUDA or fused.INTERPRET, reason="needs a CUDA GPU and TRITON_INTERPRET unset")
 DEVICE = "cuda" if CUDA and not fused.INTERPRET else "cpu"
+SMS = fused.num_sms(torch.device(DEVICE)) if fused.INTERPRET or CUDA else 1
+
+
+def swiglu_gate_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The model's call (models/layers.py binds num_sms once per process the same way)."""
+    return fused.swiglu_gate_up_direct(x, w, SMS)
+
+
+def deinterleave_gate_up(w_il: torch.Tensor) -> torch.Tensor:
+    """The inverse of `interleave_gate_up`: rows (gate 0, up 0, gate 1, ...) -> gate rows, then up rows."""
+    two_inter, k = w_il.shape
+    return w_il.reshape(two_inter // 2, 2, k).transpose(0, 1).reshape(two_inter, k)
 
 
 def make(m: int, k: int, inter: int, dtype=torch.bfloat16, device=DEVICE, seed=0):
@@ -90,14 +97,15 @@ def test_interleave_round_trip() -> None:
 
 
 @needs_kernel
-def test_interleaved_entry_point() -> None:
+def test_launch_any_weight_strides() -> None:
+    # The kernel reads the interleaved weight through its strides: a column-major copy gives the same result.
     x, w = make(37, 64, 96)
     out = swiglu_gate_up(x, w)
-    torch.testing.assert_close(swiglu_gate_up_interleaved(x, interleave_gate_up(w)), out, atol=0, rtol=0)
-    # Any weight strides: a column-major copy of the interleaved weight gives the same result.
     w_il_t = interleave_gate_up(w).t().contiguous().t()
     assert w_il_t.stride() == (1, 2 * 96)
-    torch.testing.assert_close(swiglu_gate_up_interleaved(x, w_il_t), out, atol=0, rtol=0)
+    got = torch.empty_like(out)
+    fused.launch(x, w_il_t, got)
+    torch.testing.assert_close(got, out, atol=0, rtol=0)
 
 
 @needs_kernel
@@ -111,7 +119,7 @@ def test_each_hopper_config(config) -> None:
     m = 300 if fused.INTERPRET else 128 * 400 + 3
     x, w = make(m, 128, 320, seed=1)
     out = torch.empty(m, 320, dtype=x.dtype, device=x.device)
-    fused._launch(x, interleave_gate_up(w), out, fused._config_dict(config))
+    fused.launch(x, interleave_gate_up(w), out, config)
     check_close(out, swiglu_gate_up_reference(x, w))
     assert (out == emulated(x, w)).float().mean().item() > 0.99
 
@@ -139,15 +147,14 @@ def test_leading_dims_and_strides() -> None:
 @needs_kernel
 def test_forward_only() -> None:
     x, w = make(7, 64, 64)
-    for fn in (swiglu_gate_up, swiglu_gate_up_interleaved):
-        with pytest.raises(RuntimeError, match="forward-only"):
-            fn(x.clone().requires_grad_(), w)
-        with pytest.raises(RuntimeError, match="forward-only"):
-            fn(x, torch.nn.Parameter(w))
-        with torch.no_grad():
-            fn(x, torch.nn.Parameter(w))
-        with torch.inference_mode():
-            fn(x, w)
+    with pytest.raises(RuntimeError, match="forward-only"):
+        swiglu_gate_up(x.clone().requires_grad_(), w)
+    with pytest.raises(RuntimeError, match="forward-only"):
+        swiglu_gate_up(x, torch.nn.Parameter(w))
+    with torch.no_grad():
+        swiglu_gate_up(x, torch.nn.Parameter(w))
+    with torch.inference_mode():
+        swiglu_gate_up(x, w)
 
 
 def test_bad_shapes() -> None:
@@ -161,8 +168,6 @@ def test_bad_shapes() -> None:
         swiglu_gate_up(x, w.float())
     with pytest.raises(ValueError, match=r"\[2\*inter, K\]"):
         swiglu_gate_up(x, w[:-1])
-    with pytest.raises(ValueError, match=r"\[2\*inter, K\]"):
-        swiglu_gate_up_interleaved(x, w[:-1])
 
 
 def test_available() -> None:
@@ -172,41 +177,9 @@ def test_available() -> None:
 
 
 @needs_kernel
-def test_opcheck() -> None:
-    # Schema, fake (meta) implementation and dispatch of the custom op, as torch.compile relies on them.
-    x, w = make(7, 64, 64)
-    torch.library.opcheck(torch.ops.hrm.swiglu_gate_up_interleaved.default, (x.view(7, 1, 64), interleave_gate_up(w)))
-
-
-@needs_kernel
-def test_compile_no_graph_break() -> None:
-    # fullgraph=True fails on any graph break. Under the interpreter, backend="aot_eager" traces the graph
-    # (custom op through its fake implementation, the interleave as aten ops) and runs it eagerly on CPU; on
-    # a GPU it uses inductor, which fuses the interleave into the weight's cast.
-    backend = "aot_eager" if fused.INTERPRET else "inductor"
-    x, w = make(7, 64, 64)
-    w32 = w.float()  # the fp32 master weight, cast inside the compiled function as SwiGLU.forward does
-
-    @torch.compile(fullgraph=True, backend=backend)
-    def f(x, w32):
-        w = w32.to(x.dtype)
-        # Returned apart, not summed: inductor would add the bf16 terms in fp32 and round once.
-        return (
-            swiglu_gate_up(x * 2, w),
-            swiglu_gate_up_interleaved(x, interleave_gate_up(w)),
-            torch.ops.hrm.swiglu_gate_up_interleaved(x, interleave_gate_up(w)),
-        )
-
-    with torch.no_grad():
-        out = f(x, w32)
-    ref = swiglu_gate_up(x * 2, w), swiglu_gate_up(x, w), swiglu_gate_up(x, w)
-    torch.testing.assert_close(out, ref, atol=0, rtol=0)
-
-
-@needs_kernel
 def test_swiglu_module_uses_kernel() -> None:
-    # models/layers.py: SwiGLU.forward calls fused.swiglu_gate_up (original layout) once select_mlp_kernel
-    # picked it, in no-grad forwards only.
+    # models/layers.py: SwiGLU.forward calls fused.swiglu_gate_up_direct (original layout) once
+    # select_mlp_kernel picked it, in no-grad forwards only.
     from models import layers
 
     torch.manual_seed(0)
@@ -221,23 +194,6 @@ def test_swiglu_module_uses_kernel() -> None:
         check_close(out, plain)
     finally:
         layers.select_mlp_kernel("plain", torch.device(DEVICE), torch.bfloat16)
-
-
-@needs_kernel
-def test_direct_launch_matches_op() -> None:
-    # swiglu_gate_up_direct (what SwiGLU.forward uses) launches the same autotuned kernel as the custom op.
-    sms = fused.num_sms(torch.device(DEVICE))
-    for m, k, inter in ((37, 64, 96), (130, 48, 64)):
-        x, w = make(m, k, inter)
-        with torch.no_grad():
-            out = fused.swiglu_gate_up_direct(x.view(1, m, k), w, sms)
-        assert out.shape == (1, m, inter)
-        torch.testing.assert_close(out.view(m, inter), swiglu_gate_up(x, w), atol=0, rtol=0)
-    assert fused.swiglu_gate_up_direct(x[:0], w, sms).shape == (0, inter)
-    with pytest.raises(RuntimeError, match="forward-only"):
-        fused.swiglu_gate_up_direct(x.clone().requires_grad_(), w, sms)
-    with pytest.raises(ValueError, match="same dtype"):
-        fused.swiglu_gate_up_direct(x, w.float(), sms)
 
 
 def test_direct_launch_wrapper_traces(monkeypatch) -> None:

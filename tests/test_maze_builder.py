@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset import maze
 from dataset.build_maze_dataset import check_args, parse_args
 from dataset.build_maze_dataset import main as build_main
+from dataset.puzzles import maze
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "dataset" / "build_maze_dataset.py"

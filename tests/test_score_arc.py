@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dataset import arc, score_arc
+from dataset import score_arc
 from dataset.build_arc_dataset import main as build_main
+from dataset.puzzles import arc
 
 # Task -> what the fabricated model answers for its 4 puzzles (the task and 3 augmentations), per test input:
 # "ok" the true output, "bad" one fixed wrong output (the same grid once the augmentation is undone, so wrong

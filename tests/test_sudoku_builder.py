@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset import sudoku
 from dataset.build_sudoku_dataset import default_output_dir, parse_args
+from dataset.puzzles import sudoku
 from tests.conftest import FIXTURE_DATA
 from utils.errors import UserError
 

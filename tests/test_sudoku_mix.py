@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataset import sudoku, sudoku_mix
+from dataset.puzzles import sudoku, sudoku_mix
 from dataset.score_sudoku import score
 from tests.conftest import FULL_DATA, FULL_DATA_SKIP, REPO
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataset.sudoku import is_solution, solve
+from dataset.puzzles.sudoku import is_solution, solve
 from utils import tta
 from utils.runtime import Dist
 
@@ -39,7 +39,7 @@ def test_maze_transforms_are_the_eight_symmetries() -> None:
     tf = tta.make_transforms("maze", 8, vocab_size=6, seed=1)
     xs = tf.apply(x)
     assert np.array_equal(xs[:, 0], x) and len({r.tobytes() for r in xs[0]}) == 8
-    from dataset.common import dihedral_transform
+    from dataset.puzzles.dihedral import dihedral_transform
 
     want = {dihedral_transform(x[0].reshape(30, 30), t).tobytes() for t in range(8)}
     assert {r.reshape(30, 30).tobytes() for r in xs[0]} == want

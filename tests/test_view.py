@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset import arc
 from dataset import viewer as view
 from dataset.build_arc_dataset import main as build_arc
+from dataset.puzzles import arc
 from tests.conftest import FIXTURE_DATA, run_py
 
 # test example -> how many of its cells the fabricated model gets wrong (the rest are right)

@@ -2,9 +2,9 @@
 prediction back, and vote on whole grids.
 
 Transforms are the builders' own: Sudoku, the original builder's family (digit relabelling, transpose, band,
-stack, row-in-band and column-in-stack permutations: dataset/sudoku.transforms); Maze, the 8 symmetries of
-the square (dataset/common.dihedral_transform). Copy 0 is always the puzzle itself, so K=1 is the plain
-evaluation.
+stack, row-in-band and column-in-stack permutations: dataset/puzzles/sudoku.transforms); Maze, the 8
+symmetries of the square (dataset/puzzles/dihedral.py). Copy 0 is always the puzzle itself, so K=1 is the
+plain evaluation.
 
 Vote: the grid predicted by the most copies wins; a tie goes to the grid whose copies have the higher mean
 halting confidence sigmoid(q_halt) (as dataset/score_arc.py breaks ARC ties). With `prefer_valid` (Sudoku,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataset.common import dihedral_transform
+from dataset.puzzles.dihedral import dihedral_transform
 
 MAZE_SIDE = 30
 
@@ -62,7 +62,7 @@ def make_transforms(kind: str, k: int, vocab_size: int, seed: int = 0) -> Transf
         raise ValueError(f"tta must be >= 1, got {k}")
     identity_table = np.tile(np.arange(vocab_size), (k, 1))
     if kind == "sudoku":
-        from dataset.sudoku import transforms
+        from dataset.puzzles.sudoku import transforms
 
         digit_map, src = transforms(np.random.default_rng(seed), k)
         src[0], digit_map[0] = np.arange(81), np.arange(10)
@@ -103,7 +103,7 @@ def vote(grids: np.ndarray, confidence: np.ndarray, valid: np.ndarray | None = N
 
 def sudoku_valid(inputs: np.ndarray, grids: np.ndarray) -> np.ndarray:
     """(N, L) puzzles and (N, K, L) candidate solutions (tokens) -> (N, K): a full valid grid keeping the givens."""
-    from dataset.sudoku import agrees, is_solution
+    from dataset.puzzles.sudoku import agrees, is_solution
 
     n, k, _ = grids.shape
     digits = (grids.reshape(n * k, 81).astype(np.int64) - 1).clip(0, 9)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dataset.common import PuzzleDatasetMetadata
+from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import load_arrays, load_metadata
 from dataset.viewer.style import Kind, detect_kind
 from utils.errors import UserError

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataset import arc
+from dataset.puzzles import arc
 from dataset.viewer.data import Dataset, Preds
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dataset import arc
-from dataset.common import PuzzleDatasetMetadata
+from dataset.format import PuzzleDatasetMetadata
+from dataset.puzzles import arc
 from utils.errors import UserError
 
 WRONG = "#e00000"  # outline of a wrong cell: outside the ARC palette, so it can be told apart from ARC red
@@ -27,7 +27,7 @@ ARC_PALETTE = {
     8: ("#7FDBFF", "8 sky"),
     9: ("#870C25", "9 maroon"),
 }
-# Maze tokens (dataset/maze.py: `# SGo` -> 1..5, pad 0).
+# Maze tokens (dataset/puzzles/maze.py: `# SGo` -> 1..5, pad 0).
 MAZE_PALETTE = {
     0: ("#d0d0d0", "pad"),
     1: ("#2b2b2b", "wall #"),

@@ -29,7 +29,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from dataset.common import dihedral_transform, inverse_dihedral_transform
+from dataset.puzzles.dihedral import dihedral_transform, inverse_dihedral_transform
 from utils.errors import UserError
 
 OnBadRow = Literal["stop", "skip"]

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataset import sudoku
+from dataset.puzzles import sudoku
 from utils.errors import UserError
 
 # name -> (file under the source folder, group, file has solutions). Order fixes the draw for a given seed.
