@@ -293,7 +293,7 @@ def check_packages() -> Check:
 
 
 def check_wandb() -> Check:
-    from utils.tracking import _wandb_logged_in
+    from utils.tracking import wandb_logged_in
 
     version = _dist_version("wandb")
     if version is None:
@@ -304,7 +304,7 @@ def check_wandb() -> Check:
             "pip install wandb, then `wandb login` (optional)",
         )
     env_mode = os.environ.get("WANDB_MODE")
-    logged_in = _wandb_logged_in()
+    logged_in = wandb_logged_in()
     login = "logged in" if logged_in else "not logged in"
     if env_mode:
         if env_mode not in ("online", "offline", "disabled", "dryrun"):

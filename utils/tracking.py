@@ -21,7 +21,7 @@ from utils.writes import append_all
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
-def _wandb_logged_in() -> bool:
+def wandb_logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
@@ -62,7 +62,7 @@ class Tracker:
         if mode == "auto":
             if env_mode in ("online", "offline", "disabled", "dryrun"):
                 mode = "offline" if env_mode == "dryrun" else env_mode
-            elif _wandb_logged_in():
+            elif wandb_logged_in():
                 mode = "online"
             else:
                 self.wandb_status = "off: not logged in (run `wandb login`, or wandb_mode=offline to log locally)"
