@@ -64,8 +64,8 @@ def read_evals(path: Path, raw: bool = False) -> list[Eval]:
                 continue
             if "elapsed_s" not in row:
                 raise UserError(
-                    f"{f}:{n}: an evaluation without elapsed_s (wall time); runs of this fork write it, and the "
-                    "peers' through bench/peers.py"
+                    f"{f}:{n}: an evaluation without elapsed_s (wall time from the command's start); older runs "
+                    "lack it: rerun with this version, the peers through bench/peers.py"
                 )
             out.append(Eval(float(row["elapsed_s"]), int(row["step"]), sum(exact) / len(exact)))
     return out

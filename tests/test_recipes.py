@@ -1,9 +1,11 @@
 """config/recipe/<name>.yaml (`recipe=<name>`): a published recipe is the flags it stands for, the command line still
-overrides it, no recipe is the paper default as before."""
+overrides it, no recipe is the paper default as before, and the Make targets that run records name real things."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,49 @@ def test_run_started_with_a_recipe_saves_it_evaluates_and_resumes(tiny_sudoku: P
     again = run_py([*args, f"run_name={run_dir.name}", "resume=auto"], cwd=work)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "is already finished" in again.stdout  # resume=auto found the run's config equal to the recipe's
+
+
+# ---------------------------------------------------------------------------------------------- Make targets
+def make_n(*args: str) -> list[list[str]]:
+    """The commands `make` would run (-B: as if nothing were built yet), as shell words; nothing is run."""
+    r = subprocess.run(["make", "-n", "-B", "-s", "-C", str(REPO), *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [shlex.split(line) for line in r.stdout.splitlines() if line.strip() and not line.startswith("make")]
+
+
+def opt(words: list[str], key: str) -> str:
+    return next(w.split("=", 1)[1] for w in words if w.startswith(key + "="))
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize(
+    ("target", "recipe", "data"),
+    [
+        (["record-paper-v2"], "paper-sudoku", "data/sudoku-mix-v2-1k-aug-1000"),
+        (["record-trm-v2"], "trm-sudoku", "data/sudoku-mix-v2-1k-aug-1000"),
+        (["record", "RECIPE=trm-sudoku", "DATA=v1"], "trm-sudoku", "data/sudoku-mix-1k-aug-1000"),
+    ],
+)
+def test_record_targets_build_the_data_and_run_a_real_recipe(target: list[str], recipe: str, data: str) -> None:
+    cmds = make_n(*target)
+    build = next(c for c in cmds if "dataset/build_sudoku_dataset.py" in c)
+    assert (REPO / build[1]).is_file() and build[build.index("--output-dir") + 1] == data
+    assert ("--mix-version" in build) == ("-v2-" not in data)  # v1 is built with --mix-version 1
+    train = next(c for c in cmds if "pretrain.py" in c)
+    i = train.index("pretrain.py")
+    assert train[:2] == ["timeout", "--foreground"] and (REPO / train[i]).is_file()
+    assert opt(train, "recipe") == recipe and (REPO / "config" / "recipe" / f"{recipe}.yaml").is_file()
+    assert opt(train, "data_path") == data
+    check_cli_overrides(train[i + 1 : train.index(";")] if ";" in train else train[i + 1 :])  # keys that exist
+    table = next(c for c in cmds if "bench/records_table.py" in c)
+    assert (REPO / table[1]).is_file() and table[-1] == opt(train, "checkpoint_path")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_peers_target_names_real_scripts() -> None:
+    cmds = make_n("peers")
+    peers = next(c for c in cmds if "bench/peers.py" in c)
+    assert (REPO / peers[1]).is_file() and peers[peers.index("--data") + 1] == "data/sudoku-mix-v2-1k-aug-1000"
+    table = next(c for c in cmds if "bench/records_table.py" in c)
+    out = peers[peers.index("--out") + 1]
+    assert table[-2:] == [f"{out}/hrm-original", f"{out}/trm-original"]
