@@ -1,5 +1,5 @@
 # Shortcuts for commands repeated during development (see README for the user-facing ones).
-.PHONY: install test test-kernels lint format demo bench ci sudoku-mix sudoku-mix-v2
+.PHONY: install test test-kernels lint format demo bench ci sudoku-mix sudoku-mix-v2 record record-paper-v2 record-trm-v2 peers
 
 install:
 	pip install -r requirements.txt
@@ -37,3 +37,36 @@ sudoku-mix:
 # README "Sudoku mix v2": the v2 build only (the speedrun's data), from the same LISTS folder
 sudoku-mix-v2:
 	python dataset/build_sudoku_dataset.py --mix $(LISTS) --subsample-size 1000 --num-aug 1000 --output-dir data/sudoku-mix-v2-1k-aug-1000
+
+# README "Speedrun records": one record = one recipe (config/recipe/<RECIPE>.yaml) on one data version, built from
+# LISTS when its folder is missing, trained for at most MINUTES from the command's start; then its table row.
+# make record RECIPE=trm-sudoku DATA=v2 [RUN=name] [ARGS="eval_interval=1000"]; a RUN that exists is not overwritten.
+RECIPE ?= paper-sudoku
+DATA ?= v2
+MINUTES ?= 25
+RUN ?= $(RECIPE)-$(DATA)
+ARGS ?=
+MIX_DATA_v1 = data/sudoku-mix-1k-aug-1000
+MIX_DATA_v2 = data/sudoku-mix-v2-1k-aug-1000
+
+data/sudoku-mix-1k-aug-1000 data/sudoku-mix-v2-1k-aug-1000:
+	python dataset/build_sudoku_dataset.py --mix $(LISTS)$(if $(findstring v2,$@),, --mix-version 1) --subsample-size 1000 --num-aug 1000 --output-dir $@
+
+record: $(MIX_DATA_$(DATA))
+	$(if $(MIX_DATA_$(DATA)),,$(error DATA must be v1 or v2, got '$(DATA)'))
+	test -f config/recipe/$(RECIPE).yaml || { echo "error: no recipe $(RECIPE): config/recipe/ holds $$(ls config/recipe | sed 's/\.yaml//' | tr '\n' ' ')" >&2; exit 2; }
+	timeout --foreground -k 120 -s TERM $(MINUTES)m python pretrain.py recipe=$(RECIPE) data_path=$(MIX_DATA_$(DATA)) project_name=records run_name=$(RUN) checkpoint_path=checkpoints/records/$(RUN) $(ARGS); rc=$$?; test $$rc -eq 0 -o $$rc -eq 124
+	python bench/records_table.py --minutes $(MINUTES) checkpoints/records/$(RUN)
+
+record-paper-v2:
+	$(MAKE) record RECIPE=paper-sudoku DATA=v2
+
+record-trm-v2:
+	$(MAKE) record RECIPE=trm-sudoku DATA=v2
+
+# The peers' own code (README "Speedrun records"), same data and time limit: ORIG and TRM are plain git checkouts
+ORIG ?= orig
+TRM ?= trm-orig
+peers: $(MIX_DATA_$(DATA))
+	python bench/peers.py --data $(MIX_DATA_$(DATA)) --orig $(ORIG) --trm $(TRM) --minutes $(MINUTES) --out results/peers-$(DATA) $(ARGS)
+	python bench/records_table.py --minutes $(MINUTES) results/peers-$(DATA)/hrm-original results/peers-$(DATA)/trm-original

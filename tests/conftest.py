@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -92,6 +94,17 @@ def run_py(
         text=True,
         timeout=timeout,
     )
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script outside the packages (bench/*.py, bench/standins/*.py) as a module, registered under its file name
+    (a dataclass in it looks its module up)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(data: Path, **overrides):

@@ -38,3 +38,85 @@ def test_first_crossings_best_and_resume(monkeypatch) -> None:
 def test_fresh_run_has_no_offset(saved) -> None:
     t = records.TimeToAccuracy.resumed(saved)
     assert t.offset == 0 and t.reached == {} and t.summary() == "time to test exact accuracy: no threshold reached"
+
+
+# ---------------------------------------------------------------------------------------------- bench/records_table.py
+def table_maker():
+    from tests.conftest import REPO, load_script
+
+    return load_script(REPO / "bench" / "records_table.py")
+
+
+def write_rows(path, rows: list[dict], gz: bool = False) -> None:
+    import gzip
+    import json
+
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text + '{"step": 9, "cut sh')  # a last line cut short by a kill
+
+
+def our_eval(step: int, seconds: float, exact: float, raw: float) -> dict:
+    """An eval row of an EMA run of ours: the EMA's accuracy, the halting-aware one, the raw weights' one."""
+    return {"step": step, "time": 1.0, "all/exact_accuracy": exact, "all/exact_accuracy_at_halt": 0.99,
+            "raw/all/exact_accuracy": raw, "elapsed_s": seconds}  # fmt: skip
+
+
+def test_table_rows_of_ours_and_a_peer(tmp_path, capsys) -> None:
+    rt = table_maker()
+    ours = tmp_path / "ours"
+    rows = [{"step": 0, "time": 0.0, "num_params": 5.0}, {"step": 1, "time": 60.0, "train/exact_accuracy": 0.99}]
+    rows += [our_eval(1000, 330.0, 0.0, 0.0), our_eval(2000, 480.0, 0.56, 0.60), our_eval(3000, 700.0, 0.50, 0.62)]
+    rows += [our_eval(4000, 1490.0, 0.70, 0.70), our_eval(5000, 1600.0, 0.95, 0.95)]  # the last one after 25 min
+    write_rows(ours / "metrics.jsonl", rows)
+    (ours / "all_config.yaml").write_text("recipe: trm-sudoku\nlr: 0.0001\n")
+    peer = tmp_path / "peers" / "hrm-original"
+    peer.mkdir(parents=True)
+    (peer / "run.json").write_text('{"peer": "hrm-original", "recipe": "paper-sudoku"}')
+    rows = [{"step": 5, "elapsed_s": 50.0, "train/exact_accuracy": 1.0}]
+    rows += [{"step": 10, "elapsed_s": 100.0, "a/exact_accuracy": 0.15, "b/exact_accuracy": 0.35}]
+    rows += [{"step": 20, "elapsed_s": 900.0, "a/exact_accuracy": 0.4, "b/exact_accuracy": 0.6}]
+    write_rows(peer / "metrics.jsonl.gz", rows, gz=True)
+
+    rt.main([str(ours), f"orig={peer}"])
+    head, _, a, b = capsys.readouterr().out.strip().splitlines()
+    assert head == (
+        "| run | recipe | time to 20% | time to 40% | time to 55% | time to 87% | best within 25 min "
+        "| at 25 min (last eval inside) |"
+    )
+    # train rows never count; the eval after 25 min counts for nothing (not even 87%)
+    assert a == (
+        "| ours | trm-sudoku | 8m00s (step 2,000) | 8m00s (step 2,000) | 8m00s (step 2,000) | - "
+        "| 70.0% at 24m50s (step 4,000) | 70.0% at 24m50s (step 4,000) |"
+    )
+    # the mean over the test sets; no eval after the limit, so the last one may not be the accuracy at 25 min
+    assert b == (
+        "| orig | paper-sudoku | 1m40s (step 10) | 15m00s (step 20) | - | - | 50.0% at 15m00s (step 20) "
+        "| 50.0% at 15m00s (step 20), the run's last eval |"
+    )
+    rt.main(["--raw", "--minutes", "12", "--thresholds", "0.6", str(ours / "metrics.jsonl")])
+    row = capsys.readouterr().out.strip().splitlines()[2]
+    assert (
+        row
+        == "| ours | trm-sudoku | 8m00s (step 2,000) | 62.0% at 11m40s (step 3,000) | 62.0% at 11m40s (step 3,000) |"
+    )
+
+
+def test_table_errors_are_one_line(tmp_path, capsys) -> None:
+    rt = table_maker()
+    old = tmp_path / "old.metrics.jsonl"
+    write_rows(old, [{"step": 2604, "time": 295.0, "all/exact_accuracy": 0.01}])  # written before elapsed_s
+    cases = [
+        ([str(old)], f"{old}:1: an evaluation without elapsed_s"),
+        ([str(tmp_path / "missing")], "does not exist"),
+        (["--thresholds", "half", str(old)], "--thresholds 'half'"),
+    ]
+    for args, expect in cases:
+        with pytest.raises(SystemExit) as e:
+            rt.main(args)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and expect in err, err

@@ -38,6 +38,7 @@ class PretrainConfig(pydantic.BaseModel):
 
     arch: ArchConfig
     data_path: str
+    recipe: str | None = None  # fork: the config/recipe/<name>.yaml this run started from (None: the defaults)
 
     global_batch_size: int
     epochs: int
@@ -100,7 +101,38 @@ def arch_model_keys(arch_name: str) -> set[str]:
     return fields - set(MODEL_KEYS_FROM_DATA)
 
 
-ARCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "arch")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
+ARCH_DIR = os.path.join(CONFIG_DIR, "arch")
+
+
+def group_choices(group: str) -> list[str]:
+    """The names `<group>=<name>` accepts: config/<group>/<name>.yaml."""
+    folder = os.path.join(CONFIG_DIR, group)
+    return sorted(n.removesuffix(".yaml") for n in os.listdir(folder) if n.endswith(".yaml"))
+
+
+def recipe_arch(recipe: str) -> str | None:
+    """The arch a recipe selects (`- override /arch: <choice>` in its defaults list), None: the default arch."""
+    with open(os.path.join(CONFIG_DIR, "recipe", f"{recipe}.yaml")) as f:
+        entries = (yaml.safe_load(f) or {}).get("defaults") or []
+    return next((e["override /arch"] for e in entries if isinstance(e, dict) and "override /arch" in e), None)
+
+
+def check_choices(argv: list[str]) -> dict[str, str]:
+    """`arch=<name>` and `recipe=<name>` name existing files; one line with the choices instead of Hydra's page of
+    search paths (exit 1). Returns the choices given."""
+    given = {}
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        group = key.lstrip("+")
+        if group in ("arch", "recipe") and eq:
+            if value not in group_choices(group) and not (group == "recipe" and value == "null"):
+                raise UserError(
+                    f"unknown {group} {value!r}{close_matches(value, group_choices(group))}; "
+                    f"available: {', '.join(group_choices(group))} (config/{group}/)"
+                )
+            given[group] = value
+    return given
 
 
 def _arch_yaml(choice: str) -> dict:
@@ -132,8 +164,10 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
     Hydra's struct error or, for `+key=...`, silently ignored the key). Returns argv with a redundant `+`
     dropped, so `+checkpoint_path=...` (needed by the original, whose YAML lacked the key) still works."""
     top = set(PretrainConfig.model_fields)
-    # The arch config group picked with `arch=<choice>` (default hrm_v1) and its model class
-    choice = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("arch=")), "hrm_v1")
+    # The arch config group picked with `arch=<choice>`, else by the recipe, else hrm_v1; and its model class
+    given = check_choices(argv)
+    recipe = given.get("recipe", "null")
+    choice = given.get("arch") or (recipe_arch(recipe) if recipe != "null" else None) or "hrm_v1"
     arch_yaml = _arch_yaml(choice)
     name = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("arch.name=")), arch_yaml.get("name"))
     name = name or "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
@@ -145,8 +179,8 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
             continue
         key = arg.split("=", 1)[0]
         bare = key.lstrip("+~")
-        if bare.startswith("hydra.") or bare.startswith("hydra/") or bare == "arch":
-            out.append(arg)
+        if bare.startswith("hydra.") or bare.startswith("hydra/") or bare in ("arch", "recipe"):
+            out.append(arg.lstrip("+") if bare == "recipe" else arg)  # `+recipe=`: Hydra refuses the `+` (in defaults)
             continue
         if bare.startswith("arch."):
             sub = bare[len("arch.") :]
@@ -266,7 +300,7 @@ def resolve_config(raw: dict[str, Any]) -> tuple[PretrainConfig, Resumed | None]
             if config.checkpoint_path:
                 config.run_name = os.path.basename(config.checkpoint_path)
         if config.run_name is None:
-            config.run_name = f"{config.arch.name.split('@')[-1]}-{_slug()}"
+            config.run_name = f"{config.recipe or config.arch.name.split('@')[-1]}-{_slug()}"
         if config.checkpoint_path is None:
             config.checkpoint_path = os.path.join("checkpoints", config.project_name, config.run_name)
         check_writable(str(config.checkpoint_path))

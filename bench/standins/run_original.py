@@ -1,7 +1,9 @@
 """Run the original pretrain.py / evaluate.py off-GPU without editing them (stand-in wrapper, not original code).
+TRM's pretrain.py (a fork of the original's) runs the same way.
 
     HRM_DEVICE=cpu DISABLE_COMPILE=1 python run_original.py pretrain  [hydra overrides...]
     HRM_DEVICE=cpu DISABLE_COMPILE=1 python run_original.py evaluate  checkpoint=PATH/step_N
+    HRM_CHECKOUT=trm-orig python bench/standins/run_original.py pretrain [...]   (without copying this file there)
 
 What is patched, in this process only:
   * torch.Tensor.cuda(...)                -> .to(HRM_DEVICE)
@@ -10,15 +12,22 @@ What is patched, in this process only:
   * torch.utils.data.DataLoader(pin_memory=True) -> pin_memory only when CUDA is available.
   * wandb: mode defaults to "disabled" (WANDB_MODE env var wins); when wandb is not installed, or
     HRM_METRICS_JSONL=path is set, a stub module is installed whose init() sets wandb.run (so that
-    all_config.yaml is still written) and whose log() appends {"step": n, "train/...": ...} lines to that path.
-HRM_DEVICE defaults to "cuda" (then only the wandb default applies).
+    all_config.yaml is still written) and whose log() appends {"step": n, "elapsed_s": s, "train/...": ...} lines
+    to that path; elapsed_s: wall seconds since HRM_CLOCK_START (a time.time() value; default: this script's start).
+  * argdantic (TRM's puzzle_dataset.py imports it, only its command line uses it): an empty stand-in when missing.
+HRM_DEVICE defaults to "cuda" (then only the wandb default applies). HRM_CHECKOUT: the checkout to run (default:
+the folder of this file, where the stand-ins were copied); the stand-ins beside this file are found either way.
 """
 
 import os
 import sys
+import time
 import types
 
+# The wall clock of the stand-in's metrics: the command's start, as the fork's elapsed_s (time to accuracy)
+START = float(os.environ.get("HRM_CLOCK_START") or time.time())
 HERE = os.path.dirname(os.path.abspath(__file__))
+CHECKOUT = os.path.abspath(os.environ.get("HRM_CHECKOUT") or HERE)
 DEVICE = os.environ.get("HRM_DEVICE", "cuda")
 
 
@@ -68,11 +77,25 @@ def install_wandb_stub():
                 else:
                     flat[key] = float(v)
             with open(path, "a") as f:
-                f.write(json.dumps({"step": step, **flat}) + "\n")
+                f.write(json.dumps({"step": step, "elapsed_s": round(time.time() - START, 3), **flat}) + "\n")
 
     w.log = log
     w.Settings = lambda *a, **k: None
     sys.modules["wandb"] = w
+
+
+def install_argdantic_stub():
+    try:
+        import argdantic  # noqa: F401
+    except ImportError:
+        a = types.ModuleType("argdantic")
+
+        class ArgParser:
+            def __init__(self, *a, **k):
+                raise RuntimeError("argdantic is not installed (stand-in): pip install argdantic for this command line")
+
+        a.ArgParser = ArgParser
+        sys.modules["argdantic"] = a
 
 
 def patch_torch():
@@ -114,8 +137,13 @@ def main():
         print(__doc__)
         sys.exit(2)
     which = sys.argv[1]
-    sys.path.insert(0, HERE)
+    if HERE != CHECKOUT:  # run from the fork's bench/standins: the fork's own packages (models, utils) must not be
+        # found, e.g. through PYTHONPATH; TRM's have no __init__.py, and a regular package beats those anywhere on the path
+        fork = os.path.dirname(os.path.dirname(HERE))
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != fork]
+    sys.path[:0] = [CHECKOUT] + ([HERE] if HERE != CHECKOUT else [])  # its code first, then the stand-ins
     install_wandb_stub()
+    install_argdantic_stub()
     proxy = patch_torch()
 
     import pretrain  # noqa: E402
@@ -124,7 +152,7 @@ def main():
         pretrain.torch = proxy
         pretrain.DataLoader = sys.modules["torch.utils.data"].DataLoader
 
-    sys.argv = [os.path.join(HERE, f"{which}.py")] + sys.argv[2:]
+    sys.argv = [os.path.join(CHECKOUT, f"{which}.py")] + sys.argv[2:]
     if which == "pretrain":
         # hydra resolves config_path="config" relative to the task function's file only when its
         # module is __main__ (otherwise it looks for a python package named `config`)

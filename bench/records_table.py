@@ -1,0 +1,173 @@
+"""The speedrun's figures of several runs, ours and the peers' (bench/peers.py), as markdown table rows: time from the
+command's start to the first evaluation at or above each test exact accuracy threshold, the best accuracy within
+the time limit (25 min) and the accuracy of the last evaluation inside it.
+
+    python bench/records_table.py checkpoints/<project>/<run> results/peers/hrm-original [label=path ...]
+
+A path is a run folder (metrics.jsonl inside; all_config.yaml or the peers' run.json name its recipe) or a
+metrics.jsonl file (.gz too). The accuracy of an evaluation: the mean over its test sets of `<set>/exact_accuracy`
+(the paper's protocol; the EMA weights when the run had ema=true), as in the run's own summary (utils/records.py);
+`--raw` reads the raw weights' `raw/<set>/exact_accuracy` of an EMA run instead (runs without EMA: the same keys). Times: `elapsed_s` of the row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from utils.errors import UserError, exit_with  # noqa: E402
+from utils.records import clock  # noqa: E402
+
+THRESHOLDS = (0.2, 0.4, 0.55, 0.87)  # the issue's marks: 55% (HRM paper), 87% (TRM's published figure)
+
+
+@dataclass
+class Eval:
+    seconds: float
+    step: int
+    exact: float
+
+
+def metrics_file(path: Path) -> Path:
+    if path.is_dir():
+        for name in ("metrics.jsonl", "metrics.jsonl.gz"):
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"{path} holds no metrics.jsonl; give a run folder or a metrics.jsonl file")
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; give a run folder or a metrics.jsonl file")
+    return path
+
+
+def read_evals(path: Path, raw: bool = False) -> list[Eval]:
+    """The evaluations of one metrics file, in order, with their wall time."""
+    f = metrics_file(path)
+    opener = gzip.open if f.suffix == ".gz" else open
+    out = []
+    with opener(f, "rt") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short when the run was killed
+            exact = set_accuracies(row, "raw/") if raw else []
+            exact = exact or set_accuracies(row, "")  # without EMA the main keys are the raw weights'
+            if not exact:
+                continue
+            if "elapsed_s" not in row:
+                raise UserError(
+                    f"{f}:{n}: an evaluation without elapsed_s (wall time from the command's start); older runs "
+                    "lack it: rerun with this version, the peers through bench/peers.py"
+                )
+            out.append(Eval(float(row["elapsed_s"]), int(row["step"]), sum(exact) / len(exact)))
+    return out
+
+
+def set_accuracies(row: dict, prefix: str) -> list[float]:
+    """`<prefix><set>/exact_accuracy` of each test set in one metrics row (train/ and the other prefix left out)."""
+    return [
+        float(v)
+        for k, v in row.items()
+        if k.startswith(prefix)
+        and k.endswith("/exact_accuracy")
+        and k[len(prefix) :].count("/") == 1
+        and not k[len(prefix) :].startswith(("train/", "raw/"))
+    ]
+
+
+def recipe_of(path: Path) -> str:
+    """The recipe the run started from: all_config.yaml (ours) or run.json (bench/peers.py); '' if unknown."""
+    folder = path if path.is_dir() else path.parent
+    if (folder / "run.json").is_file():
+        return str(json.loads((folder / "run.json").read_text()).get("recipe") or "")
+    if (folder / "all_config.yaml").is_file():
+        import yaml
+
+        cfg = yaml.safe_load((folder / "all_config.yaml").read_text()) or {}
+        return str(cfg.get("recipe") or "") if isinstance(cfg, dict) else ""
+    return ""
+
+
+def first_at(evals: list[Eval], threshold: float, limit_s: float | None) -> Eval | None:
+    return next((e for e in evals if e.exact >= threshold and (limit_s is None or e.seconds <= limit_s)), None)
+
+
+def cell(e: Eval | None, with_accuracy: bool = False) -> str:
+    if e is None:
+        return "-"
+    acc = f"{e.exact:.1%} at " if with_accuracy else ""
+    return f"{acc}{clock(e.seconds)} (step {e.step:,})"
+
+
+def row(label: str, recipe: str, evals: list[Eval], minutes: float, thresholds: tuple[float, ...]) -> list[str]:
+    limit = minutes * 60
+    inside = [e for e in evals if e.seconds <= limit]
+    best = max(inside, key=lambda e: e.exact, default=None)  # the earliest of equal bests
+    last = inside[-1] if inside else None
+    # no evaluation after the limit: the run may have ended (or been stopped) before it
+    note = "" if len(inside) < len(evals) else ", the run's last eval"
+    return [
+        label,
+        recipe or "-",
+        *(cell(first_at(evals, t, limit)) for t in thresholds),
+        cell(best, with_accuracy=True),
+        (cell(last, with_accuracy=True) + note) if last else "-",
+    ]
+
+
+def table(runs: list[tuple[str, Path]], minutes: float, thresholds: tuple[float, ...], raw: bool) -> str:
+    head = [
+        "run",
+        "recipe",
+        *(f"time to {t:.0%}" for t in thresholds),
+        f"best within {minutes:g} min",
+        f"at {minutes:g} min (last eval inside)",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for label, path in runs:
+        lines.append("| " + " | ".join(row(label, recipe_of(path), read_evals(path, raw), minutes, thresholds)) + " |")
+    return "\n".join(lines)
+
+
+def parse_run(arg: str) -> tuple[str, Path]:
+    """`label=path` or `path` (label: the run folder's name; for a file, its name less .metrics.jsonl(.gz), or its
+    folder's name for a plain metrics.jsonl)."""
+    label, sep, rest = arg.partition("=")
+    if sep and not Path(arg).exists():
+        return label, Path(rest)
+    p = Path(arg)
+    if p.is_dir():
+        return p.resolve().name, p
+    stem = p.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix("metrics").rstrip(".")
+    return stem or p.resolve().parent.name, p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", metavar="[LABEL=]PATH")
+    p.add_argument("--minutes", type=float, default=25.0, help="the time limit (default 25)")
+    p.add_argument("--thresholds", default=",".join(f"{t:g}" for t in THRESHOLDS), help="e.g. 0.2,0.4,0.55,0.87")
+    p.add_argument("--raw", action="store_true", help="an EMA run's raw weights (raw/<set>/exact_accuracy)")
+    a = p.parse_args(argv)
+    try:
+        try:
+            thresholds = tuple(float(t) for t in a.thresholds.split(","))
+        except ValueError:
+            raise UserError(
+                f"--thresholds {a.thresholds!r}: give fractions separated by commas, e.g. 0.2,0.55"
+            ) from None
+        print(table([parse_run(r) for r in a.runs], a.minutes, thresholds, a.raw))
+    except UserError as e:
+        exit_with(e)
+
+
+if __name__ == "__main__":
+    main()
