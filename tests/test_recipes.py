@@ -98,6 +98,14 @@ def test_unknown_recipe_or_arch_is_one_line(tmp_path: Path, arg: str, expect: st
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def test_a_recipes_arch_keys_under_another_arch_name_the_recipe(tmp_path: Path) -> None:
+    r = run_py(
+        ["pretrain.py", "recipe=trm-sudoku", "arch=hrm_v1", f"data_path={tmp_path}", f"hydra.run.dir={tmp_path}"]
+    )
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "recipe=trm-sudoku sets arch.mlp_t" in r.stderr and "the recipe is for arch=trm" in r.stderr
+
+
 # A recipe run cut down to seconds on the CPU: every key below overrides the recipe's
 TINY = ["epochs=4", "eval_interval=2", "global_batch_size=32", "lr_warmup_steps=2", "checkpoint_minutes=null"]
 TINY += ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2"]

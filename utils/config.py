@@ -111,6 +111,15 @@ def group_choices(group: str) -> list[str]:
     return sorted(n.removesuffix(".yaml") for n in os.listdir(folder) if n.endswith(".yaml"))
 
 
+def recipe_arch_keys(recipe: str) -> set[str]:
+    """The arch.* keys a recipe file sets."""
+    path = os.path.join(CONFIG_DIR, "recipe", f"{recipe}.yaml")
+    if not os.path.isfile(path):
+        return set()
+    with open(path) as f:
+        return set((yaml.safe_load(f) or {}).get("arch") or {})
+
+
 def recipe_arch(recipe: str) -> str | None:
     """The arch a recipe selects (`- override /arch: <choice>` in its defaults list), None: the default arch."""
     with open(os.path.join(CONFIG_DIR, "recipe", f"{recipe}.yaml")) as f:
@@ -210,6 +219,11 @@ def validate_config(config: PretrainConfig) -> None:
     allowed = arch_model_keys(config.arch.name)
     for k in extras:
         if k not in allowed:
+            if config.recipe and k in recipe_arch_keys(config.recipe):  # `recipe=trm-sudoku arch=hrm_v1`
+                raise UserError(
+                    f"recipe={config.recipe} sets arch.{k}, which {config.arch.name} does not have: the recipe is for "
+                    f"arch={recipe_arch(config.recipe) or 'hrm_v1'}; drop the arch=... override or pick another recipe"
+                )
             raise unknown_arch_key(k, config.arch.name)
     for name in ("global_batch_size", "epochs", "eval_batch_size"):
         if getattr(config, name) is not None and getattr(config, name) <= 0:
