@@ -12,14 +12,14 @@ import utils.records  # noqa: F401  (early too: its clock, the time to accuracy,
 
 # isort: split
 
-import dataclasses
 import math
 import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import pydantic
@@ -32,8 +32,6 @@ from torch.utils.data import DataLoader
 from adam_atan2 import AdamATan2
 from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
-from models.attention import select_attention_backend
-from models.layers import select_mlp_kernel
 from models.losses import IGNORE_LABEL_ID, ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils import checkpoint as ckpt
@@ -53,22 +51,22 @@ from utils.config import (  # noqa: F401  (re-exported: tests and bench/ use pre
     validate_config,
 )
 from utils.ema import EMA
-from utils.errors import UserError, exit_with
+from utils.errors import UserError, exit_with, out_of_memory_explained
 from utils.functions import get_model_source_path, load_model_class
 from utils.records import TimeToAccuracy
+from utils.report import finished_message, plan_line, print_report, run_rows
 from utils.rng import ExploreRNG, loader_generator
 from utils.runtime import (
     CompileGuard,
     Dist,
+    Runtime,
     allreduce_grads,
-    compile_wanted,
     init_distributed,
-    resolve_device,
-    resolve_forward_dtype,
+    setup_runtime,
 )
 from utils.signals import StopSignals, ignore_stop_signals
 from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
-from utils.writes import WriteGuard
+from utils.writes import WriteGuard, replace_atomically
 
 # ----------------------------------------------------------------------------------------------------------
 # Config
@@ -219,6 +217,70 @@ def cosine_schedule_with_warmup_lr_lambda(
     progress = float(current_step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
     return base_lr * (
         min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress)))
+    )
+
+
+def init_train_state(
+    config: PretrainConfig, train_meta: PuzzleDatasetMetadata, rt: Runtime, total_steps: int, log=print
+) -> TrainState:
+    """The model and its optimizers at step 0, with the weight average (ema=true) and exploration's stream."""
+    local_batch = config.global_batch_size // rt.d.world_size
+    if config.micro_batch_size is not None and local_batch % config.micro_batch_size != 0:
+        raise UserError(
+            f"micro_batch_size={config.micro_batch_size} must divide the per-process batch {local_batch} "
+            f"(global_batch_size {config.global_batch_size} / {rt.d.world_size} processes)"
+        )
+    model, optimizers, lrs = create_model(config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log)
+    return TrainState(
+        model=model,
+        optimizers=optimizers,
+        optimizer_lrs=lrs,
+        carry=None,
+        step=0,
+        total_steps=total_steps,
+        ema=EMA(model.eager, config.ema_rate) if config.ema else None,
+        explore=ExploreRNG(config.seed, rt.d.rank, rt.device),
+    )
+
+
+def save_train_state(
+    config: PretrainConfig,
+    state: TrainState,
+    prog: ckpt.Progress,
+    d: Dist,
+    why: str,
+    eval_finite: bool | None = None,
+    tracker: Tracker | None = None,
+    writes: WriteGuard | None = None,
+) -> str | None:
+    """Write a complete checkpoint of this step (utils/checkpoint.save: the format, its checks, the ranks'
+    agreement); returns its weights path, None if not written. `eval_finite`: for the checkpoint of an eval,
+    whether all its metrics were finite."""
+    if config.checkpoint_path is None:
+        return None
+    model = state.model.eager
+    explore = state.explore.state_dict() if state.explore is not None else None
+    return ckpt.save(
+        config.checkpoint_path,
+        state.step,
+        d,
+        prog,
+        weights=model.state_dict(),
+        ema=state.ema.weights(model) if state.ema is not None else None,
+        optimizers=[o.state_dict() for o in state.optimizers],
+        carry=state.carry,
+        rng=ckpt.rng_state() | ({"explore": explore} if explore is not None else {}),
+        device=next(model.parameters()).device,
+        eval_finite=eval_finite,
+        save_error=config.save_error,
+        keep_last=config.keep_last,
+        hint=lambda: healthy_hint(config, prog.healthy_step),
+        writes=writes,
+        total_steps=state.total_steps,
+        config=config.model_dump(),
+        data_path=config.data_path,
+        why=why,
+        metrics_bytes=tracker.size() if tracker is not None else None,
     )
 
 
@@ -503,136 +565,6 @@ def eval_headline(results: dict[str, dict[str, float]], halt_max_steps: int) -> 
 # Files
 
 
-@dataclass
-class Progress:
-    """Where the run is, beyond the step: saved in every checkpoint."""
-
-    passes_done: int = 0  # completed passes over the training data (= evals done)
-    batches_into_pass: int = 0  # batches of the current pass already trained on
-    eval_steps: list[int] = field(default_factory=list)  # steps whose weights are kept (checkpoint_every_eval)
-    best_step: int | None = None  # best eval exact accuracy so far...
-    best_value: float | None = None  # ...and its value
-    nan_streak: int = 0
-    early_stop_streak: int = 0
-    timing: dict = field(default_factory=dict)  # time to accuracy so far (utils/records.py)
-    # Health: a checkpoint is healthy when a forward pass with its weights gave finite values: its own eval
-    # (evals run on exactly the saved weights), or else the next training step's loss. Never pruned.
-    healthy_step: int | None = None  # the newest checkpoint known healthy
-    pending_check: int | None = None  # the newest checkpoint, waiting for the next step's loss to judge it
-
-
-def save_checkpoint(
-    config: PretrainConfig,
-    state: TrainState,
-    prog: Progress,
-    d: Dist,
-    why: str,
-    eval_finite: bool | None = None,
-    tracker: Tracker | None = None,
-    writes: WriteGuard | None = None,
-) -> str | None:
-    """Write a complete checkpoint (see utils/checkpoint.py); returns its weights path, None if not written.
-    `eval_finite`: for the checkpoint of an eval, whether all its metrics were finite."""
-    if config.checkpoint_path is None:
-        return None
-    w_path = ckpt.paths(config.checkpoint_path, state.step)[0]
-    device = next(state.model.eager.parameters()).device
-
-    # Nothing non-finite is written: checked on the device, before any write, by every rank (carries differ;
-    # weights and moments are the same on every rank, so rank 0 checks those).
-    weights = state.model.eager.state_dict()
-    averaged = state.ema.weights(state.model.eager) if state.ema is not None else None
-    optim = [o.state_dict() for o in state.optimizers]
-    bad_model = ckpt.nonfinite({"weights": weights, "ema": averaged, "optimizers": optim}) if d.is_main else []
-    bad_carry = ckpt.nonfinite({"carry": state.carry})
-    bad = [bool(bad_model), bool(bad_carry)]
-    if d.world_size > 1:
-        flags = torch.tensor([float(b) for b in bad], device=device)
-        dist.all_reduce(flags)
-        bad = [f > 0 for f in flags.tolist()]
-    if any(bad):
-        names = ", ".join((bad_model + bad_carry)[:3]) or "another rank's ACT carry"
-        hint = healthy_hint(config, prog.healthy_step)
-        if bad[0]:
-            raise UserError(f"step {state.step}: non-finite values in {names}; not saved, training stopped; {hint}")
-        if d.is_main and writes is not None:
-            writes.warn_once(
-                "nonfinite",
-                f"not saving checkpoint step_{state.step}: non-finite values in {names} (said once until a save succeeds); {hint}",
-            )
-        return None
-
-    # This checkpoint's own verdict: its eval, else the next step's loss (pending); a step that was just
-    # skipped for a non-finite loss means these weights already gave one.
-    saved = dataclasses.replace(prog)
-    if eval_finite is not None:
-        saved.pending_check = None
-        if eval_finite:
-            saved.healthy_step = state.step
-    else:
-        saved.pending_check = state.step if prog.nan_streak == 0 else None
-    verdict = eval_finite if eval_finite is not None else (None if prog.nan_streak == 0 else False)
-
-    ok = True
-    error = ""
-    try:
-        os.makedirs(config.checkpoint_path, exist_ok=True)
-        if not d.is_main:
-            ckpt.write_rank(
-                config.checkpoint_path, state.step, d.rank, state.carry, ckpt.rng_state() | explore_state(state)
-            )
-    except OSError as e:
-        ok, error = False, f"rank {d.rank}: {e}"
-    if d.world_size > 1:
-        flag = torch.tensor([0.0 if ok else 1.0], device=device)
-        dist.all_reduce(flag)
-        ok = flag.item() == 0
-    if ok and d.is_main:
-        try:
-            ckpt.write(
-                config.checkpoint_path,
-                state.step,
-                weights,
-                averaged,
-                total_steps=state.total_steps,
-                optimizers=optim,
-                carry=state.carry,
-                rng=ckpt.rng_state() | explore_state(state),
-                progress=dataclasses.asdict(saved),
-                world_size=d.world_size,
-                config=config.model_dump(),
-                data_path=config.data_path,
-                why=why,
-                verdict=verdict,
-                metrics_bytes=tracker.size() if tracker is not None else None,
-            )
-        except OSError as e:
-            ok, error = False, str(e)
-    if d.world_size > 1:
-        flag = torch.tensor([0.0 if ok else 1.0], device=device)
-        dist.all_reduce(flag)
-        ok = flag.item() == 0
-    if not ok:
-        msg = f"could not write checkpoint step_{state.step} in {config.checkpoint_path} ({error or 'another rank failed'}); the previous checkpoint is intact"
-        if config.save_error == "stop":
-            raise UserError(msg + "; free some disk space or set checkpoint_path, then resume=auto")
-        if d.is_main:
-            print(f"warning: {msg}; continuing (save_error=continue)", flush=True)
-        return None
-    prog.healthy_step, prog.pending_check = saved.healthy_step, saved.pending_check
-    if writes is not None:
-        writes.reset("nonfinite")
-    if d.is_main:
-        protect = {s for s in (prog.best_step, prog.healthy_step) if s is not None}
-        ckpt.prune(config.checkpoint_path, config.keep_last, protect_full=protect, keep_weights=set(prog.eval_steps))
-    return w_path
-
-
-def explore_state(state: TrainState) -> dict[str, Any]:
-    sd = state.explore.state_dict() if state.explore is not None else None
-    return {"explore": sd} if sd is not None else {}
-
-
 def save_code_and_config(config: PretrainConfig) -> None:
     """all_config.yaml (what evaluate.py reads) and a copy of the model code, beside the checkpoints.
     The original wrote these only when W&B was on."""
@@ -643,229 +575,36 @@ def save_code_and_config(config: PretrainConfig) -> None:
     for ident in (config.arch.name, config.arch.loss.name):
         src = get_model_source_path(ident)
         if src:
-            _replace_atomically(
+            replace_atomically(
                 os.path.join(config.checkpoint_path, os.path.basename(src)), lambda p, s=src: shutil.copy(s, p)
             )
-    path = os.path.join(config.checkpoint_path, "all_config.yaml")
-    _replace_atomically(path, lambda p: _dump_yaml(config.model_dump(), p))
-
-
-def _dump_yaml(obj: Any, path: str) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(obj, f)
-
-
-def _replace_atomically(path: str, write: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    text = yaml.safe_dump(config.model_dump())
+    replace_atomically(os.path.join(config.checkpoint_path, "all_config.yaml"), lambda p: Path(p).write_text(text))
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Main
+# Set-up: data and plan, train state, resume, start-up report
 
 
 @dataclass
-class Runtime:
-    d: Dist
-    device: torch.device
-    forward_dtype: str
-    use_compile: bool
-    report: list[tuple[str, str]]
+class Plan:
+    """The run's data and schedule: the loaders, and how many passes and steps the loop trains."""
+
+    train: DataLoader
+    test: DataLoader
+    train_meta: PuzzleDatasetMetadata
+    test_meta: PuzzleDatasetMetadata
+    epochs_per_iter: int  # epochs per pass over the training data; an eval follows each pass
+    total_iters: int  # passes
+    total_steps: int  # the original's formula: the length of the lr schedule
+    steps_per_pass: int
+    planned: int  # the steps the loop trains (the last checkpoint is step_<planned>)
+    exact: bool  # `planned` is exact (one example per puzzle), else approximate
 
 
-def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
-    device, device_desc = resolve_device(config.device, d.local_rank)
-    forward_dtype, dtype_why = resolve_forward_dtype(
-        (config.arch.__pydantic_extra__ or {}).get("forward_dtype"), device
-    )
-    try:
-        attn, attn_why = select_attention_backend(config.attn_backend, device, getattr(torch, forward_dtype))
-        mlp, mlp_why = select_mlp_kernel(config.mlp_kernel, device, getattr(torch, forward_dtype))
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    use_compile, compile_why = compile_wanted(config.compile, device)
-    cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
-    report = [
-        ("versions", f"Python {sys.version.split()[0]}, torch {torch.__version__}{cuda}"),
-        ("device", device_desc),
-        ("attention", f"{attn} ({attn_why})" if attn_why else attn),
-        ("SwiGLU", f"{mlp} ({mlp_why})"),
-        ("compile", f"{'on' if use_compile else 'off'} ({compile_why})"),
-        ("forward dtype", f"{forward_dtype} ({dtype_why})"),
-        ("world size", f"{d.world_size}" + (f" ({d.backend})" if d.backend else "")),
-    ]
-    return Runtime(d, device, forward_dtype, use_compile, report)
-
-
-def print_report(rows: list[tuple[str, str]]) -> None:
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v}")
-    sys.stdout.flush()
-
-
-def launch(hydra_config: Any) -> None:
-    d = init_distributed(str(hydra_config.get("device", "auto")))
-    try:
-        config, resumed = load_synced_config(hydra_config, d)
-        torch.random.manual_seed(config.seed + d.rank)
-        rt = setup_runtime(config, d)
-        run(config, rt, resumed)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def is_oom(e: BaseException) -> bool:
-    """Out of memory on the GPU, or on the CPU: torch's allocator raises a RuntimeError
-    ("[enforce fail at alloc_cpu.cpp:...] DefaultCPUAllocator: can't allocate memory"), numpy a MemoryError."""
-    return isinstance(e, torch.OutOfMemoryError | MemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(e)
-
-
-def oom_message(e: BaseException, config: PretrainConfig, d: Dist, device: torch.device, phase: str = "train") -> str:
-    local = config.global_batch_size // d.world_size
-    micro = config.micro_batch_size or local
-    figures = ""
-    if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
-        figures = (
-            f" (GPU {torch.cuda.get_device_name(device)}: {total / 2**30:.1f} GiB, {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB "
-            f"allocated by this run, {free / 2**30:.1f} GiB free)"
-        )
-    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
-        figures = (
-            f" (CPU memory: {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB in this machine)"
-        )
-    first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-    where = "GPU memory" if device.type == "cuda" else "memory"
-    if phase == "eval":
-        batch = eval_batch(config)
-        return (
-            f"out of {where} while evaluating batches of {batch}{figures}. Set eval_batch_size={max(1, batch // 2)} "
-            f"(same metrics, less memory); close other programs. {first}"
-        )
-    half = max(1, micro // 2)
-    while local % half:
-        half -= 1
-    return (
-        f"out of {where} at {micro} examples per forward pass{figures}. "
-        f"Set micro_batch_size={half} (same results, less memory) or lower global_batch_size; "
-        f"close other programs{' on the GPU' if device.type == 'cuda' else ''}. {first}"
-    )
-
-
-def evaluate_command(run_dir: str, step: int) -> str:
-    script = os.path.join(os.path.dirname(sys.argv[0]), "evaluate.py")  # beside pretrain.py as it was invoked
-    return shell.command(script, checkpoint=os.path.join(run_dir, f"step_{step}"))
-
-
-def finished_message(config: PretrainConfig, prog: Progress, step: int, already: bool) -> str:
-    """The end of a run, or a resume of one that has ended: where its checkpoints are, how to evaluate them."""
-    run_dir = str(config.checkpoint_path)
-    head = f"run {config.run_name} " + ("is already finished" if already else "finished")
-    lines = [
-        f"{head} (step {step:,}, {prog.passes_done} evaluation(s)); last checkpoint: {shell.quote(os.path.join(run_dir, f'step_{step}'))}"
-    ]
-    lines.append(f"evaluate it:\n  {evaluate_command(run_dir, step)}")
-    best = prog.best_step
-    if best is not None and best != step and prog.best_value and os.path.isfile(os.path.join(run_dir, f"step_{best}")):
-        lines.append(
-            f"best eval (exact accuracy {prog.best_value:.4f}) was step_{best}:\n  {evaluate_command(run_dir, best)}"
-        )
-    if already:
-        lines.append("nothing left to train: a longer schedule (epochs=...) is a new run, with another checkpoint_path")
-    return "\n".join(lines)
-
-
-def plan_line(
-    config: PretrainConfig, planned: int, total_steps: int, exact: bool, steps_per_pass: int, passes: int
-) -> str:
-    """The start-up report's `steps` row: the steps the loop will train (the last checkpoint is step_<that>)."""
-    text = f"{'' if exact else '~'}{planned:,} (batch {config.global_batch_size}"
-    if config.micro_batch_size:
-        text += f", micro-batches of {config.micro_batch_size}"
-    text += f"; {passes} pass(es) of {steps_per_pass:,} whole batches)"
-    if planned != total_steps:
-        text += f"; the lr schedule spans {total_steps:,} (the original's epochs x examples / batch)"
-    return text
-
-
-def restore(
-    state: TrainState,
-    saved: tuple,
-    d: Dist,
-    device: torch.device,
-    local_batch: int,
-    micro_batch: int,
-    seq_len: int,
-    log,
-) -> Progress:
-    """Load a full-state checkpoint into a freshly built run (weights, optimizers, RNG, carry, position)."""
-    step, weights, full, folder = saved
-    weights = {k.removeprefix("_orig_mod."): v for k, v in weights.items()}
-    own = state.model.eager.state_dict()
-    wrong = [k for k in own if k in weights and weights[k].shape != own[k].shape]
-    if wrong or own.keys() != weights.keys():
-        what = (
-            f"tensor {wrong[0]} has shape {tuple(weights[wrong[0]].shape)}, the model of its {ckpt.STATE_SUFFIX} expects {tuple(own[wrong[0]].shape)}"
-            if wrong
-            else "its tensor names differ from the model's"
-        )
-        raise UserError(
-            f"{os.path.join(folder, f'step_{step}')}: the weights file does not belong to its {ckpt.STATE_SUFFIX} ({what}); "
-            "resume from another checkpoint"
-        )
-    state.model.eager.load_state_dict(weights)
-    for opt, sd in zip(state.optimizers, full["optimizers"]):
-        opt.load_state_dict(sd)
-    state.step = step
-    if state.ema is not None:
-        averaged = ckpt.load_ema(folder, step, full)
-        if averaged is not None:
-            state.ema.load_state_dict(averaged)
-        else:
-            log(f"step_{step} has no weight average (trained without ema=true): the average starts from its weights")
-    carry, rng = full["carry"], full["rng"]
-    if d.world_size != full["world_size"]:
-        log(
-            f"resuming on {d.world_size} processes a run saved on {full['world_size']}: ACT carries restart (rows in flight begin anew)"
-        )
-        carry = None
-    elif d.rank > 0:
-        carry, rng = ckpt.read_rank(folder, step, d.rank)
-    if carry is not None and len(carry) != -(local_batch // -micro_batch):
-        log("resuming with another micro_batch_size: ACT carries restart (rows in flight begin anew)")
-        carry = None
-    if carry is not None:
-        dummy = {
-            k: torch.zeros(micro_batch, *shape, dtype=torch.int32, device=device)
-            for k, shape in (("inputs", (seq_len,)), ("labels", (seq_len,)), ("puzzle_identifiers", ()))
-        }
-        template = state.head.initial_carry(dummy)
-        state.carry = [ckpt.carry_from_dict(template, c, device) for c in carry]
-    ckpt.set_rng_state(rng)
-    if state.explore is not None:
-        # Checkpoints written before exploration had its own stream: it drew from the device's global one,
-        # saved beside it, so it continues from there (as the old code would have, minus the loader's draw).
-        explore = rng.get("explore")
-        if explore is None:
-            explore = {"device": device.type, "state": rng.get("cuda" if device.type == "cuda" else "torch")}
-        state.explore.load_state_dict(explore)
-    return Progress(**full["progress"])
-
-
-def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> None:
-    """Train and evaluate. `resumed`: the checkpoint load_synced_config verified on rank 0 (read once)."""
-    d, device = rt.d, rt.device
+def create_plan(config: PretrainConfig, d: Dist, device: torch.device) -> Plan:
     epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
     total_iters = config.epochs // epochs_per_iter
-
     train_loader, train_meta = create_dataloader(
         config,
         "train",
@@ -878,7 +617,6 @@ def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> 
     eval_loader, eval_meta = create_dataloader(
         config, "test", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch(config)
     )
-
     total_steps = int(
         config.epochs * train_meta.total_groups * train_meta.mean_puzzle_examples / config.global_batch_size
     )
@@ -895,145 +633,170 @@ def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> 
     # With one example per puzzle (Sudoku, Maze) a pass is exactly steps_per_pass batches; with several
     # (ARC) a pass's count varies a little with the puzzles drawn, so the plan is approximate.
     planned = min(total_steps, total_iters * steps_per_pass)
-    exact_plan = train_meta.mean_puzzle_examples == 1
+    exact = train_meta.mean_puzzle_examples == 1
+    loaders = (train_loader, eval_loader, train_meta, eval_meta)
+    return Plan(*loaders, epochs_per_iter, total_iters, total_steps, steps_per_pass, planned, exact)
 
-    local_batch = config.global_batch_size // d.world_size
-    if config.micro_batch_size is not None and local_batch % config.micro_batch_size != 0:
+
+def restore_train_state(
+    config: PretrainConfig, state: TrainState, resumed: Resumed | None, rt: Runtime, plan: Plan, log
+) -> tuple[ckpt.Progress, int | None]:
+    """resume=...: load the checkpoint (utils/checkpoint.restore reads it) into the freshly built run (weights,
+    optimizers, average, ACT carry, RNG streams, data position). Returns the run's progress and the size its
+    metrics.jsonl had then (a fresh run: nothing done, None)."""
+    if config.resume is None:
+        return ckpt.Progress(), None
+    d, device = rt.d, rt.device
+    saved = resumed if resumed is not None else ckpt.load_named(config.resume)  # ranks > 0: read the files
+    if saved[2]["dataset"] != ckpt.dataset_fingerprint(config.data_path):
         raise UserError(
-            f"micro_batch_size={config.micro_batch_size} must divide the per-process batch {local_batch} "
-            f"(global_batch_size {config.global_batch_size} / {d.world_size} processes)"
+            f"{config.resume} was trained on a different build of {config.data_path} (counts, vocab or identifiers differ)"
         )
-    log = print if d.is_main else (lambda *_: None)
-    model, optimizers, lrs = create_model(config, train_meta, d, device, rt.forward_dtype, rt.use_compile, log=log)
-    state = TrainState(
-        model=model, optimizers=optimizers, optimizer_lrs=lrs, carry=None, step=0, total_steps=total_steps
+    local = config.global_batch_size // d.world_size
+    micro = config.micro_batch_size or local
+    r = ckpt.restore(saved, state.model.eager.state_dict(), d, -(local // -micro), state.ema is not None, log)
+    state.model.eager.load_state_dict(r.weights)
+    for opt, sd in zip(state.optimizers, r.optimizers):
+        opt.load_state_dict(sd)
+    state.step = r.step
+    if state.ema is not None and r.ema is not None:
+        state.ema.load_state_dict(r.ema)
+    if r.carry is not None:
+        seq = plan.train_meta.seq_len
+        dummy = {
+            k: torch.zeros(micro, *shape, dtype=torch.int32, device=device)
+            for k, shape in (("inputs", (seq,)), ("labels", (seq,)), ("puzzle_identifiers", ()))
+        }
+        template = state.head.initial_carry(dummy)
+        state.carry = [ckpt.carry_from_dict(template, c, device) for c in r.carry]
+    ckpt.set_rng_state(r.rng)
+    if state.explore is not None:
+        state.explore.load_state_dict(ckpt.explore_rng(r.rng, device))
+    cast(PuzzleDataset, plan.train.dataset).set_position(r.progress.passes_done, r.progress.batches_into_pass)
+    if d.is_main and os.path.realpath(saved[3]) == os.path.realpath(str(config.checkpoint_path)):
+        ckpt.supersede_newer(saved[3], saved[0], log)
+    return r.progress, saved[2].get("metrics_bytes")
+
+
+def start_run(
+    config: PretrainConfig,
+    rt: Runtime,
+    state: TrainState,
+    plan: Plan,
+    tracker: Tracker,
+    writes: WriteGuard,
+    metrics_bytes: int | None,
+) -> None:
+    """Rank 0, before the first step: the run folder cleaned and its files begun (metrics.jsonl rewound on
+    resume, W&B, all_config.yaml), then the start-up report (utils/report.py)."""
+    ckpt.clean_stale(str(config.checkpoint_path), print)
+    if config.resume is not None:  # steps after the checkpoint will be trained (and logged) again
+        writes.call("metrics.jsonl", tracker.rewind, state.step, metrics_bytes)
+    model = state.model.eager
+    n_params = sum(p.numel() for p in model.parameters())
+    wandb_status = tracker.start_wandb(
+        config.wandb_mode, config.project_name or "", config.run_name or "", config.model_dump()
     )
-    if config.ema:
-        state.ema = EMA(model.eager, config.ema_rate)
-    state.explore = ExploreRNG(config.seed, d.rank, device)
+    writes.call("all_config.yaml or the model code copy", save_code_and_config, config)
+    print(f"training {'TRM' if 'recursive_reasoning' in config.arch.name else 'HRM'}: {config.run_name}")
+    test_examples = sum(cast(PuzzleDataset, plan.test.dataset).set_sizes().values())
+    emb_params = sum(b.numel() for n, b in model.named_buffers() if n.endswith("puzzle_emb.weights"))
+    steps = plan_line(config, plan.planned, plan.total_steps, plan.exact, plan.steps_per_pass, plan.total_iters)
+    rows = run_rows(
+        config,
+        rt.device,
+        plan.train_meta,
+        test_examples,
+        n_params,
+        emb_params,
+        steps,
+        plan.total_iters,
+        state.head.halt_max_steps,
+        state.step,
+        wandb_status,
+    )
+    print_report(rt.report + rows)
+    if state.step == 0:
+        tracker.log({"num_params": n_params}, step=0)
 
-    prog = Progress()
-    resumed_at: int | None = None
-    metrics_bytes = None
-    if config.resume is not None:
-        saved = resumed
-        if saved is None:  # other ranks (or rank 0 without a cache) read the files named in the config
-            run_dir, name = os.path.split(config.resume)
-            step = int(name.removeprefix("step_"))
-            saved = (step, *ckpt.load_complete(run_dir, step), run_dir)
-        if saved[2]["dataset"] != ckpt.dataset_fingerprint(config.data_path):
-            raise UserError(
-                f"{config.resume} was trained on a different build of {config.data_path} (counts, vocab or identifiers differ)"
-            )
-        local_batch = config.global_batch_size // d.world_size
-        prog = restore(
-            state, saved, d, device, local_batch, config.micro_batch_size or local_batch, train_meta.seq_len, log
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+
+
+class Loop:
+    """The training loop's state between steps (progress, step rate, estimate, timing, phase, stop reason...)
+    and what it does with each finished step, each pass, each eval and the stop.
+
+    It lives here, not in utils/, because it is the loop the original's launch() ran, driving this file's
+    train_batch, evaluate and save_train_state (tests replace those on this module to make them fail).
+    """
+
+    def __init__(
+        self,
+        config: PretrainConfig,
+        rt: Runtime,
+        state: TrainState,
+        plan: Plan,
+        prog: ckpt.Progress,
+        tracker: Tracker,
+        writes: WriteGuard,
+        log,
+    ) -> None:
+        self.config, self.d, self.device, self.log = config, rt.d, rt.device, log
+        self.state, self.plan, self.prog, self.tracker, self.writes = state, plan, prog, tracker, writes
+        self.resumed_at = state.step if config.resume is not None else None
+        self.rate = StepRate()
+        self.bar = (
+            progress_bar(plan.planned, state.step, config.global_batch_size, rate=self.rate) if rt.d.is_main else None
         )
-        cast(PuzzleDataset, train_loader.dataset).set_position(prog.passes_done, prog.batches_into_pass)
-        resumed_at = state.step
-        metrics_bytes = saved[2].get("metrics_bytes")
-        if d.is_main and os.path.realpath(saved[3]) == os.path.realpath(str(config.checkpoint_path)):
-            ckpt.supersede_newer(saved[3], saved[0], log)
-        if prog.passes_done >= total_iters:  # nothing left to train or evaluate
-            log(finished_message(config, prog, state.step, already=True))
-            return
+        self.shown_acc = 0.0  # the last train accuracy measured (steps where no row halted measure none)
+        left = plan.total_iters - prog.passes_done
+        self.estimate = Estimate(state.step, plan.planned, left, log, self.rate, compiled=rt.use_compile)
+        self.timing = TimeToAccuracy.resumed(prog.timing)
+        self.phase = "train"
+        self.last_save = time.monotonic()
+        self.stop_reason = ""  # set: the run stops (a signal, non-finite values, early stopping)
+        self.eval_finite = True  # the last eval's metrics were all finite
+        # Exists before anything reads it (`handle`, the loop); its handlers are installed by `with loop.signals:`.
+        self.signals = StopSignals(log, self.stop_plan)
 
-    writes = WriteGuard(config.save_error, hint=lambda: resume_command(config), log=log)
-    tracker = Tracker(config.checkpoint_path, enabled=d.is_main)
-    tracker.on_error = lambda e: writes.failed("metrics.jsonl", e)
-    progress = None
-    if d.is_main:
-        ckpt.clean_stale(str(config.checkpoint_path), log)
-        if config.resume is not None:  # steps after the checkpoint will be trained (and logged) again
-            writes.call("metrics.jsonl", tracker.rewind, state.step, metrics_bytes)
-        n_params = sum(p.numel() for p in model.eager.parameters())
-        wandb_status = tracker.start_wandb(
-            config.wandb_mode, config.project_name or "", config.run_name or "", config.model_dump()
-        )
-        writes.call("all_config.yaml or the model code copy", save_code_and_config, config)
-        print(f"training {'TRM' if 'recursive_reasoning' in config.arch.name else 'HRM'}: {config.run_name}")
-        train_examples = int(train_meta.total_groups * train_meta.mean_puzzle_examples)
-        test_examples = sum(cast(PuzzleDataset, eval_loader.dataset).set_sizes().values())
-        emb_params = sum(b.numel() for n, b in model.eager.named_buffers() if n.endswith("puzzle_emb.weights"))
-        eval_plan = (
-            f"{total_iters} evals of {test_examples:,} test examples, {state.head.halt_max_steps} ACT steps each"
-        )
-        if config.eval_batches is not None:
-            eval_plan += f" (at most {config.eval_batches} batches of {eval_batch(config)} per set)"
-        rows = rt.report + [
-            (
-                "optimizer",
-                f"AdamATan2 (pure PyTorch, {'multi-tensor' if device.type != 'cpu' else 'per-tensor'}) + sign-SGD puzzle embedding",
-            ),
-            (
-                "data",
-                f"{shell.quote(config.data_path)}: sets {', '.join(train_meta.sets)}; {train_meta.total_groups:,} train groups (~{train_examples:,} "
-                f"examples per epoch), {test_examples:,} test examples; seq {train_meta.seq_len}, vocab {train_meta.vocab_size}",
-            ),
-            (
-                "parameters",
-                f"{n_params:,} model + {emb_params:,} puzzle-embedding table ({train_meta.num_puzzle_identifiers:,} ids)",
-            ),
-            ("steps", plan_line(config, planned, total_steps, exact_plan, steps_per_pass, total_iters)),
-            ("eval plan", eval_plan),
-            ("run folder", shell.quote(str(config.checkpoint_path))),
-            ("resumed", f"from step {state.step} ({config.resume})" if config.resume else "no (new run)"),
-            ("W&B", wandb_status),
-        ]
-        if device.type == "cpu" and n_params > 5_000_000:
-            rows.append(
-                (
-                    "note",
-                    "the paper's model on a CPU: fine to try, but expect weeks for a full recipe (see the estimate below); use a GPU or `python demo.py`",
-                )
-            )
-        print_report(rows)
-        if state.step == 0:
-            tracker.log({"num_params": n_params}, step=0)
-    rate = StepRate()
-    if d.is_main:
-        progress = progress_bar(planned, state.step, config.global_batch_size, rate=rate)
-
-    shown_acc = 0.0
-    estimate = Estimate(state.step, planned, total_iters - prog.passes_done, log, rate, compiled=rt.use_compile)
-    timing = TimeToAccuracy.resumed(prog.timing)
-    phase = "train"
-
-    def stop_plan() -> str:
+    def stop_plan(self) -> str:
         """What a stop signal does now, for the line printed the moment it arrives."""
-        if phase == "eval":
+        if self.phase == "eval":
             return "finishing the evaluation, then saving a checkpoint and exiting"
-        sps = rate.seconds_per_step() or rate.first
+        sps = self.rate.seconds_per_step() or self.rate.first
         # one process stops after the step it is in; several agree on the stop through the next step's
         # all-reduced flags, so they finish one more
-        steps = 1 if d.world_size == 1 else 2
+        steps = 1 if self.d.world_size == 1 else 2
         what = "this step" if steps == 1 else "this step and the next (all processes stop at the same step)"
         took = f" (at most ~{fmt_seconds(steps * sps)}: a step takes {fmt_seconds(sps)})" if sps else ""
         return f"finishing {what}{took}, then saving a checkpoint and exiting"
 
-    last_save = time.monotonic()
-    stop_reason = ""
-    eval_finite = True
+    def out_of_memory(self, evaluating: bool = False) -> AbstractContextManager[None]:
+        """Out of memory inside: one line naming the setting to lower (utils/errors.py)."""
+        local = self.config.global_batch_size // self.d.world_size
+        batch = eval_batch(self.config) if evaluating else None
+        return out_of_memory_explained(self.device, local, self.config.micro_batch_size or local, batch)
 
-    def handle(r: StepResult) -> bool:
+    def handle(self, r: StepResult) -> bool:
         """Bookkeeping of one finished step (steps finish one behind the launches). True: a save is asked for."""
-        nonlocal shown_acc, stop_reason
-        metrics = r.metrics
+        config, prog, d, metrics = self.config, self.prog, self.d, r.metrics
         if prog.pending_check is not None and r.step == prog.pending_check + 1:
             # the first loss computed with that checkpoint's weights: its verdict
             if not r.nonfinite:
                 prog.healthy_step = prog.pending_check
             elif d.is_main:
                 why = f"step {r.step}, the first with its weights, had a non-finite loss"
-                writes.call(
+                self.writes.call(
                     "a checkpoint's health marker", ckpt.mark_unhealthy, config.checkpoint_path, prog.pending_check, why
                 )
             prog.pending_check = None
         if r.nonfinite:
             prog.nan_streak += 1
-            log(f"step {r.step}: non-finite loss or gradient; step skipped ({prog.nan_streak} in a row)")
+            self.log(f"step {r.step}: non-finite loss or gradient; step skipped ({prog.nan_streak} in a row)")
             if config.nan_policy == "stop" or prog.nan_streak >= config.max_nan_skips:
-                stop_reason = (
+                self.stop_reason = (
                     f"non-finite loss or gradients ({prog.nan_streak} step(s) in a row, nan_policy={config.nan_policy})"
                 )
         else:
@@ -1041,158 +804,208 @@ def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> 
         if config.early_stop_exact_accuracy is not None and metrics["train/count"] > 0:
             above = metrics["train/exact_accuracy"] >= config.early_stop_exact_accuracy
             prog.early_stop_streak = prog.early_stop_streak + 1 if above else 0
-            if prog.early_stop_streak >= config.early_stop_patience and not stop_reason:
-                stop_reason = (
+            if prog.early_stop_streak >= config.early_stop_patience and not self.stop_reason:
+                self.stop_reason = (
                     f"train exact accuracy >= {config.early_stop_exact_accuracy} for {config.early_stop_patience} steps"
                 )
-        if d.is_main:
-            tracker.log(metrics | {"train/skipped": float(r.nonfinite)}, step=r.step)
-            progress.update(r.step - progress.n)  # type: ignore[union-attr]
+        if self.bar is not None:  # rank 0
+            self.tracker.log(metrics | {"train/skipped": float(r.nonfinite)}, step=r.step)
+            self.bar.update(r.step - self.bar.n)
             if metrics["train/count"] > 0:  # accuracy only means something on steps where rows halted
-                shown_acc = metrics["train/accuracy"]
-            progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{shown_acc:.3f}", refresh=False)  # type: ignore[union-attr]
-        if r.stop and not stop_reason:
-            stop_reason = f"{signals.requested or 'a signal'} received"
+                self.shown_acc = metrics["train/accuracy"]
+            self.bar.set_postfix(loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{self.shown_acc:.3f}", refresh=False)
+        if r.stop and not self.stop_reason:
+            self.stop_reason = f"{self.signals.requested or 'a signal'} received"
         return r.stop or r.save
 
-    def settle(results: list[StepResult | None], save: bool = False) -> bool:
+    def settle(self, results: list[StepResult | None], save: bool = False) -> bool:
         """Handle finished steps; checkpoint the last launched step when asked. True: stop training."""
-        nonlocal last_save
         while True:
             for r in results:
                 if r is not None:
-                    save |= handle(r)
-            if stop_reason.startswith("non-finite"):
+                    save |= self.handle(r)
+            if self.stop_reason.startswith("non-finite"):
                 return True  # never checkpoint weights that just saw NaNs: the last checkpoint stays the one to resume
-            if not (save or stop_reason) or state.pending is None:
+            if not (save or self.stop_reason) or self.state.pending is None:
                 break
-            results = [finish_step(state)]  # a checkpoint holds every launched step, read and counted
-        if save or stop_reason:
-            if save_checkpoint(config, state, prog, d, stop_reason or "interval", None, tracker, writes) and d.is_main:
-                last_save = time.monotonic()
-            rate.pause()  # the write is not a training step
-        return bool(stop_reason)
+            results = [finish_step(self.state)]  # a checkpoint holds every launched step, read and counted
+        if save or self.stop_reason:
+            why = self.stop_reason or "interval"
+            if save_train_state(self.config, self.state, self.prog, self.d, why, None, self.tracker, self.writes):
+                if self.d.is_main:
+                    self.last_save = time.monotonic()
+            self.rate.pause()  # the write is not a training step
+        return bool(self.stop_reason)
 
-    with StopSignals(log, stop_plan) as signals:
-        for it in range(prog.passes_done, total_iters):
-            if d.is_main:
-                where = f"Epoch {it * epochs_per_iter}"
-                if resumed_at is not None and it == prog.passes_done and prog.batches_into_pass:
-                    into = prog.batches_into_pass * epochs_per_iter // steps_per_pass
-                    where = (
-                        f"Epoch {it * epochs_per_iter + into} (resumed at step {resumed_at:,} of {planned:,}: "
-                        f"{prog.batches_into_pass} of {steps_per_pass} batches done in the pass from epoch {it * epochs_per_iter})"
-                    )
-                elif resumed_at is not None and it == prog.passes_done:
-                    where += f" (resumed at step {resumed_at:,} of {planned:,})"
-                print(f"[Rank {d.rank}, World Size {d.world_size}]: {where}", flush=True)
-            model.eager.train()
-            for _set, batch, gbs in train_loader:
-                if state.step >= state.total_steps:
-                    break
-                if signals.requested and d.world_size == 1 and not stop_reason:
-                    # One process needs no agreement: stop after the step the signal arrived in, read and saved.
-                    stop_reason = f"{signals.requested} received"
-                    if settle([]):
-                        break
-                timed = (
-                    d.is_main
-                    and config.checkpoint_minutes is not None
-                    and time.monotonic() - last_save > 60 * config.checkpoint_minutes
-                )
-                try:
-                    res = train_batch(config, state, batch, gbs, d, device, signals.requested is not None, timed)
-                except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
-                    if not is_oom(e):
-                        raise
-                    raise UserError(oom_message(e, config, d, device)) from None
-                prog.batches_into_pass += 1
-                if d.is_main:
-                    rate.tick(state.step)
-                    estimate.tick(state.step)
-                interval_due = config.checkpoint_interval is not None and state.step % config.checkpoint_interval == 0
-                if settle([res], save=interval_due):
-                    break
-            if not stop_reason:
-                settle([finish_step(state)])  # the pass's last step
-            if stop_reason:
-                break
-
-            model.eager.eval()
-            phase = "eval"
-            try:
-                with state.ema.swapped_in() if state.ema is not None else nullcontext():
-                    results = evaluate(config, state, eval_loader, eval_meta, d, device, writes)
-                raw = None
-                if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
-                    quiet = config.model_copy(update={"eval_save_outputs": []})
-                    raw = evaluate(quiet, state, eval_loader, eval_meta, d, device, writes)
-            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
-                if not is_oom(e):
-                    raise
-                raise UserError(oom_message(e, config, d, device, phase="eval")) from None
-            eval_finite = all(
-                math.isfinite(v) for r in (results, raw) if r is not None for m in r.values() for v in m.values()
+    def where(self, it: int) -> str:
+        """The pass's heading: its first epoch, and where a resumed run picks up."""
+        prog, per, plan = self.prog, self.plan.epochs_per_iter, self.plan
+        where = f"Epoch {it * per}"
+        if self.resumed_at is not None and it == prog.passes_done and prog.batches_into_pass:
+            into = prog.batches_into_pass * per // plan.steps_per_pass
+            where = (
+                f"Epoch {it * per + into} (resumed at step {self.resumed_at:,} of {plan.planned:,}: "
+                f"{prog.batches_into_pass} of {plan.steps_per_pass} batches done in the pass from epoch {it * per})"
             )
-            prog.passes_done, prog.batches_into_pass = it + 1, 0
-            if d.is_main and results is not None:
-                flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
-                flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
-                # since the command's start, earlier jobs of a resumed run included
-                flat["elapsed_s"] = timing.elapsed()
-                tracker.log(flat, step=state.step)
-                print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
-                steps = state.head.halt_max_steps
-                for line in eval_headline(results, steps):
-                    print(f"  {'EMA ' if state.ema is not None else ''}{line}", flush=True)
-                for line in eval_headline(raw or {}, steps):
-                    print(f"  raw {line}", flush=True)
-                exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
-                if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
-                    prog.best_step, prog.best_value = state.step, sum(exact) / len(exact)
-                if exact:
-                    for line in timing.update(sum(exact) / len(exact), state.step):
-                        print(f"  {line}", flush=True)
-                    prog.timing = timing.state_dict()
-            if d.world_size > 1:  # every rank needs rank 0's best_step for pruning decisions to agree
-                obj = [(prog.best_step, prog.best_value, eval_finite)]
-                dist.broadcast_object_list(obj, src=0)
-                prog.best_step, prog.best_value, eval_finite = obj[0]
-            if config.checkpoint_every_eval or it == total_iters - 1:
-                prog.eval_steps.append(state.step)
-            path = save_checkpoint(config, state, prog, d, "eval", eval_finite, tracker, writes)
-            if path:
-                last_save = time.monotonic()
-                log(f"checkpoint: {shell.quote(path)}")
-            phase = "train"
-            rate.pause()  # the evaluation (and its compile) is not training time
-            if signals.requested:
-                stop_reason = f"{signals.requested} received"
-                break
+        elif self.resumed_at is not None and it == prog.passes_done:
+            where += f" (resumed at step {self.resumed_at:,} of {plan.planned:,})"
+        return where
 
-    if progress is not None:
-        progress.close()
-    tracker.finish()
-    if timing.best is not None:
-        log(timing.summary())
-    if not stop_reason and prog.passes_done >= total_iters:
-        log(finished_message(config, prog, state.step, already=False))
-    if stop_reason:
-        log(f"stopped at step {state.step}: {stop_reason}")
-        if stop_reason.startswith("non-finite"):
-            raise UserError(f"training stopped on non-finite values; {healthy_hint(config, prog.healthy_step)}")
-        done = ckpt.list_complete(config.checkpoint_path or "")
-        if done:
-            log(f"last complete checkpoint: step_{done[0]}. To continue:\n  {resume_command(config)}")
-        if "received" in stop_reason:
-            sys.exit(130)
-    elif prog.nan_streak > 0 or not eval_finite:  # never a success with non-finite losses or evals at the end
-        what = (
-            f"the last {prog.nan_streak} step(s) had non-finite losses"
-            if prog.nan_streak
-            else "the last eval was non-finite"
+    def train_pass(self, it: int) -> bool:
+        """Train pass `it` over the data (a resumed run: its rest). True: the run stops."""
+        config, state, d = self.config, self.state, self.d
+        if d.is_main:
+            print(f"[Rank {d.rank}, World Size {d.world_size}]: {self.where(it)}", flush=True)
+        state.model.eager.train()
+        for _set, batch, gbs in self.plan.train:
+            if state.step >= state.total_steps:
+                break
+            if self.signals.requested and d.world_size == 1 and not self.stop_reason:
+                # One process needs no agreement: stop after the step the signal arrived in, read and saved.
+                self.stop_reason = f"{self.signals.requested} received"
+                if self.settle([]):
+                    break
+            timed = (
+                d.is_main
+                and config.checkpoint_minutes is not None
+                and time.monotonic() - self.last_save > 60 * config.checkpoint_minutes
+            )
+            with self.out_of_memory():
+                res = train_batch(config, state, batch, gbs, d, self.device, self.signals.requested is not None, timed)
+            self.prog.batches_into_pass += 1
+            if d.is_main:
+                self.rate.tick(state.step)
+                self.estimate.tick(state.step)
+            interval_due = config.checkpoint_interval is not None and state.step % config.checkpoint_interval == 0
+            if self.settle([res], save=interval_due):
+                break
+        if not self.stop_reason:
+            self.settle([finish_step(state)])  # the pass's last step
+        return bool(self.stop_reason)
+
+    def eval_pass(self, it: int) -> bool:
+        """Evaluate after pass `it`, log it and checkpoint it. True: a stop signal came meanwhile."""
+        config, state, d, prog = self.config, self.state, self.d, self.prog
+        state.model.eager.eval()
+        self.phase = "eval"
+        test, meta = self.plan.test, self.plan.test_meta
+        with self.out_of_memory(evaluating=True):
+            with state.ema.swapped_in() if state.ema is not None else nullcontext():
+                results = evaluate(config, state, test, meta, d, self.device, self.writes)
+            raw = None
+            if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
+                quiet = config.model_copy(update={"eval_save_outputs": []})
+                raw = evaluate(quiet, state, test, meta, d, self.device, self.writes)
+        self.eval_finite = all(
+            math.isfinite(v) for r in (results, raw) if r is not None for m in r.values() for v in m.values()
         )
-        raise UserError(f"training ended on non-finite values ({what}); {healthy_hint(config, prog.healthy_step)}")
+        prog.passes_done, prog.batches_into_pass = it + 1, 0
+        if d.is_main and results is not None:
+            self.report_eval(results, raw)
+        if d.world_size > 1:  # every rank needs rank 0's best_step for pruning decisions to agree
+            obj = [(prog.best_step, prog.best_value, self.eval_finite)]
+            dist.broadcast_object_list(obj, src=0)
+            prog.best_step, prog.best_value, self.eval_finite = obj[0]
+        if config.checkpoint_every_eval or it == self.plan.total_iters - 1:
+            prog.eval_steps.append(state.step)
+        path = save_train_state(config, state, prog, d, "eval", self.eval_finite, self.tracker, self.writes)
+        if path:
+            self.last_save = time.monotonic()
+            self.log(f"checkpoint: {shell.quote(path)}")
+        self.phase = "train"
+        self.rate.pause()  # the evaluation (and its compile) is not training time
+        if self.signals.requested:
+            self.stop_reason = f"{self.signals.requested} received"
+            return True
+        return False
+
+    def report_eval(self, results: dict[str, dict[str, float]], raw: dict[str, dict[str, float]] | None) -> None:
+        """Rank 0: log and print an eval's metrics, keep the best step, and the time to accuracy."""
+        prog, step = self.prog, self.state.step
+        flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
+        flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
+        flat["elapsed_s"] = self.timing.elapsed()  # since the command's start, earlier jobs of a resumed run included
+        self.tracker.log(flat, step=step)
+        print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
+        halt_max_steps = self.state.head.halt_max_steps
+        for line in eval_headline(results, halt_max_steps):
+            print(f"  {'EMA ' if self.state.ema is not None else ''}{line}", flush=True)
+        for line in eval_headline(raw or {}, halt_max_steps):
+            print(f"  raw {line}", flush=True)
+        exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
+        if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
+            prog.best_step, prog.best_value = step, sum(exact) / len(exact)
+        if exact:
+            for line in self.timing.update(sum(exact) / len(exact), step):
+                print(f"  {line}", flush=True)
+            prog.timing = self.timing.state_dict()
+
+    def finish(self) -> None:
+        """The run's last lines; a stop by signal exits 130, non-finite values at the end exit 2."""
+        config, prog, step, log, stop_reason = self.config, self.prog, self.state.step, self.log, self.stop_reason
+        if self.bar is not None:
+            self.bar.close()
+        self.tracker.finish()
+        if self.timing.best is not None:
+            log(self.timing.summary())
+        if not stop_reason and prog.passes_done >= self.plan.total_iters:
+            log(finished_message(config, prog, step, already=False))
+        if stop_reason:
+            log(f"stopped at step {step}: {stop_reason}")
+            if stop_reason.startswith("non-finite"):
+                raise UserError(f"training stopped on non-finite values; {healthy_hint(config, prog.healthy_step)}")
+            done = ckpt.list_complete(config.checkpoint_path or "")
+            if done:
+                log(f"last complete checkpoint: step_{done[0]}. To continue:\n  {resume_command(config)}")
+            if "received" in stop_reason:
+                sys.exit(130)
+        elif prog.nan_streak > 0 or not self.eval_finite:  # never a success with non-finite losses or evals at the end
+            what = (
+                f"the last {prog.nan_streak} step(s) had non-finite losses"
+                if prog.nan_streak
+                else "the last eval was non-finite"
+            )
+            raise UserError(f"training ended on non-finite values ({what}); {healthy_hint(config, prog.healthy_step)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Main
+
+
+def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> None:
+    """Train and evaluate. `resumed`: the checkpoint load_synced_config verified on rank 0 (read once)."""
+    log = print if rt.d.is_main else (lambda *_: None)
+    plan = create_plan(config, rt.d, rt.device)
+    state = init_train_state(config, plan.train_meta, rt, plan.total_steps, log)
+    prog, metrics_bytes = restore_train_state(config, state, resumed, rt, plan, log)
+    if prog.passes_done >= plan.total_iters:  # a resumed run that had finished: nothing to train or evaluate
+        log(finished_message(config, prog, state.step, already=True))
+        return
+
+    writes = WriteGuard(config.save_error, hint=lambda: resume_command(config), log=log)
+    tracker = Tracker(config.checkpoint_path, enabled=rt.d.is_main)
+    tracker.on_error = lambda e: writes.failed("metrics.jsonl", e)
+    if rt.d.is_main:
+        start_run(config, rt, state, plan, tracker, writes, metrics_bytes)
+
+    loop = Loop(config, rt, state, plan, prog, tracker, writes, log)
+    with loop.signals:
+        for it in range(prog.passes_done, plan.total_iters):
+            if loop.train_pass(it) or loop.eval_pass(it):
+                break
+    loop.finish()
+
+
+def launch(hydra_config: Any) -> None:
+    d = init_distributed(str(hydra_config.get("device", "auto")))
+    try:
+        config, resumed = load_synced_config(hydra_config, d)
+        torch.random.manual_seed(config.seed + d.rank)
+        rt = setup_runtime(config, d)
+        run(config, rt, resumed)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Attention with a backend fallback: probed and chosen once per process (select_attention_backend, called by
-pretrain.setup_runtime), used by every Attention module (models/layers.py).
+utils/runtime.setup_runtime), used by every Attention module (models/layers.py).
 
 Backends, tried in order by `attn_backend=auto`:
     fa3   FlashAttention 3 (`flash_attn_interface`, Hopper only)

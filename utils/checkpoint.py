@@ -16,8 +16,10 @@ complete or clearly incomplete (a `.state` without weights), and `clean_stale` r
 
 This module owns the format: `write`/`write_rank` (what the files hold), `load_complete`/`read_rank`/`load_ema`
 (reading them back for resume), `same_arch` (old checkpoints: keys they predate count as their defaults),
-`find_resume`/`prune`/`clean_stale`, and the weights loading of evaluate.py and predict.py (`checkpoint_file`,
-`weights_file`, `load_checkpoint`). pretrain.save_checkpoint/restore decide when and move the trainer's objects.
+`save`/`restore` (a run's checkpoint from every rank: the checks, the health verdict, the agreement of ranks;
+and back), `find_resume`/`prune`/`clean_stale`, and the weights loading of evaluate.py and predict.py
+(`checkpoint_file`, `weights_file`, `load_checkpoint`). pretrain.save_train_state/restore decide when and hand
+over the trainer's objects as plain state dicts.
 """
 
 from __future__ import annotations
@@ -33,14 +35,20 @@ import shlex
 import sys
 import warnings
 import zlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from utils.errors import UserError, load_error
 from utils.functions import arch_config_class
+
+if TYPE_CHECKING:
+    from utils.runtime import Dist
+    from utils.writes import WriteGuard
 
 STATE_SUFFIX = ".state"
 EMA_SUFFIX = ".ema"  # step_N.ema: the weights with the EMA parameters (ema=true), kept as long as step_N
@@ -376,6 +384,206 @@ def load_ema(run_dir: str, step: int, full: dict[str, Any]) -> dict[str, torch.T
     if want is not None and digest(averaged) != want:
         raise UserError(f"{path} does not match the checksum in its {STATE_SUFFIX} (corrupt or replaced)")
     return averaged
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A run's checkpoint: saved from every rank, restored into a freshly built run
+
+
+@dataclass
+class Progress:
+    """Where the run is, beyond the step: saved in every checkpoint (its `progress` entry)."""
+
+    passes_done: int = 0  # completed passes over the training data (= evals done)
+    batches_into_pass: int = 0  # batches of the current pass already trained on
+    eval_steps: list[int] = field(default_factory=list)  # steps whose weights are kept (checkpoint_every_eval)
+    best_step: int | None = None  # best eval exact accuracy so far...
+    best_value: float | None = None  # ...and its value
+    nan_streak: int = 0
+    early_stop_streak: int = 0
+    timing: dict = field(default_factory=dict)  # time to accuracy so far (utils/records.py)
+    # Health: a checkpoint is healthy when a forward pass with its weights gave finite values: its own eval
+    # (evals run on exactly the saved weights), or else the next training step's loss. Never pruned.
+    healthy_step: int | None = None  # the newest checkpoint known healthy
+    pending_check: int | None = None  # the newest checkpoint, waiting for the next step's loss to judge it
+
+    def for_checkpoint(self, step: int, eval_finite: bool | None) -> tuple[Progress, bool | None]:
+        """What the checkpoint of `step` saves, and its own verdict: its eval (`eval_finite`), else the next
+        step's loss (pending); a step that was just skipped for a non-finite loss means these weights gave one."""
+        saved = dataclasses.replace(self)
+        if eval_finite is not None:
+            saved.pending_check = None
+            if eval_finite:
+                saved.healthy_step = step
+        else:
+            saved.pending_check = step if self.nan_streak == 0 else None
+        verdict = eval_finite if eval_finite is not None else (None if self.nan_streak == 0 else False)
+        return saved, verdict
+
+
+def _all_agree(d: Dist, device: torch.device, flags: list[bool]) -> list[bool]:
+    """Each flag set on any rank (every rank calls this at the same point)."""
+    if d.world_size == 1:
+        return flags
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t)
+    return [f > 0 for f in t.tolist()]
+
+
+def save(
+    run_dir: str,
+    step: int,
+    d: Dist,
+    prog: Progress,
+    *,
+    weights: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor] | None,
+    optimizers: list[dict[str, Any]],
+    carry: Any,
+    rng: dict[str, Any],
+    device: torch.device,
+    eval_finite: bool | None,
+    save_error: str,
+    keep_last: int,
+    hint: Callable[[], str],
+    writes: WriteGuard | None,
+    **meta: Any,  # total_steps, config, data_path, why, metrics_bytes: as `write` takes them
+) -> str | None:
+    """Write the checkpoint of `step` from every rank, or none: returns its weights path, None if not written.
+    `eval_finite`: for the checkpoint of an eval, whether all its metrics were finite. `hint`: where to go
+    back to after non-finite values. Called by every rank at the same point (they agree on each outcome)."""
+    w_path = paths(run_dir, step)[0]
+
+    # Nothing non-finite is written: checked on the device, before any write, by every rank (carries differ;
+    # weights and moments are the same on every rank, so rank 0 checks those).
+    bad_model = nonfinite({"weights": weights, "ema": ema, "optimizers": optimizers}) if d.is_main else []
+    bad_carry = nonfinite({"carry": carry})
+    bad = _all_agree(d, device, [bool(bad_model), bool(bad_carry)])
+    if any(bad):
+        names = ", ".join((bad_model + bad_carry)[:3]) or "another rank's ACT carry"
+        if bad[0]:
+            raise UserError(f"step {step}: non-finite values in {names}; not saved, training stopped; {hint()}")
+        if d.is_main and writes is not None:
+            writes.warn_once(
+                "nonfinite",
+                f"not saving checkpoint step_{step}: non-finite values in {names} (said once until a save succeeds); {hint()}",
+            )
+        return None
+
+    saved, verdict = prog.for_checkpoint(step, eval_finite)
+    ok = True
+    error = ""
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        if not d.is_main:
+            write_rank(run_dir, step, d.rank, carry, rng)
+    except OSError as e:
+        ok, error = False, f"rank {d.rank}: {e}"
+    ok = not _all_agree(d, device, [not ok])[0]
+    if ok and d.is_main:
+        try:
+            write(
+                run_dir,
+                step,
+                weights,
+                ema,
+                optimizers=optimizers,
+                carry=carry,
+                rng=rng,
+                progress=dataclasses.asdict(saved),
+                world_size=d.world_size,
+                verdict=verdict,
+                **meta,
+            )
+        except OSError as e:
+            ok, error = False, str(e)
+    ok = not _all_agree(d, device, [not ok])[0]
+    if not ok:
+        msg = f"could not write checkpoint step_{step} in {run_dir} ({error or 'another rank failed'}); the previous checkpoint is intact"
+        if save_error == "stop":
+            raise UserError(msg + "; free some disk space or set checkpoint_path, then resume=auto")
+        if d.is_main:
+            print(f"warning: {msg}; continuing (save_error=continue)", flush=True)
+        return None
+    prog.healthy_step, prog.pending_check = saved.healthy_step, saved.pending_check
+    if writes is not None:
+        writes.reset("nonfinite")
+    if d.is_main:
+        protect = {s for s in (prog.best_step, prog.healthy_step) if s is not None}
+        prune(run_dir, keep_last, protect_full=protect, keep_weights=set(prog.eval_steps))
+    return w_path
+
+
+def load_named(path: str) -> tuple[int, dict[str, Any], dict[str, Any], str]:
+    """The checkpoint `<run folder>/step_N`, as find_resume returns it (ranks > 0 read what rank 0 verified)."""
+    run_dir, name = os.path.split(path)
+    step = int(name.removeprefix("step_"))
+    return (step, *load_complete(run_dir, step), run_dir)
+
+
+@dataclass
+class Restored:
+    """A checkpoint read back for one rank of a new launch, ready to load into its objects."""
+
+    step: int
+    weights: dict[str, torch.Tensor]  # keys as the model's state_dict
+    optimizers: list[dict[str, Any]]
+    ema: dict[str, torch.Tensor] | None  # None: trained without ema=true, or not asked for
+    carry: list[Any] | None  # this rank's ACT carry per micro-batch, as saved; None: rows in flight begin anew
+    rng: dict[str, Any]  # this rank's RNG states (`set_rng_state`, `explore_rng`)
+    progress: Progress
+
+
+def restore(
+    saved: tuple[int, dict[str, Any], dict[str, Any], str],
+    own: dict[str, torch.Tensor],
+    d: Dist,
+    chunks: int,
+    want_ema: bool,
+    log: Callable[..., None],
+) -> Restored:
+    """Read a full-state checkpoint (`find_resume`/`load_named`) for a model whose state_dict is `own`, on `d`'s
+    processes with `chunks` micro-batches per step; says what cannot continue exactly (the carries restart)."""
+    step, weights, full, folder = saved
+    weights = {k.removeprefix("_orig_mod."): v for k, v in weights.items()}
+    wrong = [k for k in own if k in weights and weights[k].shape != own[k].shape]
+    if wrong or own.keys() != weights.keys():
+        what = (
+            f"tensor {wrong[0]} has shape {tuple(weights[wrong[0]].shape)}, the model of its {STATE_SUFFIX} expects {tuple(own[wrong[0]].shape)}"
+            if wrong
+            else "its tensor names differ from the model's"
+        )
+        raise UserError(
+            f"{os.path.join(folder, f'step_{step}')}: the weights file does not belong to its {STATE_SUFFIX} ({what}); "
+            "resume from another checkpoint"
+        )
+    averaged = None
+    if want_ema:
+        averaged = load_ema(folder, step, full)
+        if averaged is None:
+            log(f"step_{step} has no weight average (trained without ema=true): the average starts from its weights")
+    carry, rng = full["carry"], full["rng"]
+    if d.world_size != full["world_size"]:
+        log(
+            f"resuming on {d.world_size} processes a run saved on {full['world_size']}: ACT carries restart (rows in flight begin anew)"
+        )
+        carry = None
+    elif d.rank > 0:
+        carry, rng = read_rank(folder, step, d.rank)
+    if carry is not None and len(carry) != chunks:
+        log("resuming with another micro_batch_size: ACT carries restart (rows in flight begin anew)")
+        carry = None
+    return Restored(step, weights, full["optimizers"], averaged, carry, rng, Progress(**full["progress"]))
+
+
+def explore_rng(rng: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The saved state of ACT exploration's own random stream (utils/rng.ExploreRNG). Checkpoints written
+    before it had one: it drew from the device's global stream, saved beside it, so it continues from there
+    (as the old code would have, minus the loader's draw)."""
+    explore = rng.get("explore")
+    if explore is None:
+        explore = {"device": device.type, "state": rng.get("cuda" if device.type == "cuda" else "torch")}
+    return explore
 
 
 # ----------------------------------------------------------------------------------------------------------

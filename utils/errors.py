@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import os
 import sys
-from collections.abc import Iterable
-from typing import NoReturn
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import torch
 
 
 class UserError(Exception):
@@ -29,3 +34,61 @@ def load_error(e: BaseException) -> str:
     if "Weights only load failed" in text:
         return f"{type(e).__name__}: it holds Python objects, not only tensors; refused, nothing in it was run"
     return f"{type(e).__name__}: {text.splitlines()[0][:160] if text else 'empty or truncated file'}"
+
+
+# Out of memory: torch is imported inside these, as the dataset tools import this module without it.
+
+
+def is_oom(e: BaseException) -> bool:
+    """Out of memory on the GPU, or on the CPU: torch's allocator raises a RuntimeError
+    ("[enforce fail at alloc_cpu.cpp:...] DefaultCPUAllocator: can't allocate memory"), numpy a MemoryError."""
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError | MemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(e)
+
+
+def oom_message(e: BaseException, device: torch.device, local: int, micro: int, eval_batch: int | None = None) -> str:
+    """What to set after running out of memory: training `micro` of `local` examples per process per step, or
+    (`eval_batch` given) evaluating batches of `eval_batch`; with the memory figures of the device."""
+    import torch
+
+    figures = ""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        figures = (
+            f" (GPU {torch.cuda.get_device_name(device)}: {total / 2**30:.1f} GiB, {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB "
+            f"allocated by this run, {free / 2**30:.1f} GiB free)"
+        )
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        figures = (
+            f" (CPU memory: {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB in this machine)"
+        )
+    first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+    where = "GPU memory" if device.type == "cuda" else "memory"
+    if eval_batch is not None:
+        return (
+            f"out of {where} while evaluating batches of {eval_batch}{figures}. Set eval_batch_size={max(1, eval_batch // 2)} "
+            f"(same metrics, less memory); close other programs. {first}"
+        )
+    half = max(1, micro // 2)
+    while local % half:
+        half -= 1
+    return (
+        f"out of {where} at {micro} examples per forward pass{figures}. "
+        f"Set micro_batch_size={half} (same results, less memory) or lower global_batch_size; "
+        f"close other programs{' on the GPU' if device.type == 'cuda' else ''}. {first}"
+    )
+
+
+@contextmanager
+def out_of_memory_explained(
+    device: torch.device, local: int, micro: int, eval_batch: int | None = None
+) -> Iterator[None]:
+    """Running out of memory inside becomes a UserError naming the setting to change (`oom_message`); any
+    other error passes unchanged."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not is_oom(e):
+            raise
+        raise UserError(oom_message(e, device, local, micro, eval_batch)) from None

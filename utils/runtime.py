@@ -2,22 +2,28 @@
 
 Device, forward dtype and compile are chosen here; the attention backend in models/attention.py and the SwiGLU
 kernel in models/layers.py. Each choice is made once and comes back with a one-line reason, which
-pretrain.setup_runtime gathers into the start-up report.
+`setup_runtime` (below) gathers into the start-up report.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from models.attention import select_attention_backend
+from models.layers import select_mlp_kernel
 from utils.errors import UserError
+
+if TYPE_CHECKING:
+    from utils.config import PretrainConfig
 
 # ----------------------------------------------------------------------------------------------------------
 # Distributed
@@ -170,3 +176,40 @@ class CompileGuard:
             return fn(self.eager)
         self._verified.add(key)
         return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# All of the choices, for pretrain.py, evaluate.py and predict.py
+
+
+@dataclass
+class Runtime:
+    d: Dist
+    device: torch.device
+    forward_dtype: str
+    use_compile: bool
+    report: list[tuple[str, str]]  # the start-up report's first rows: each choice and its reason
+
+
+def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
+    device, device_desc = resolve_device(config.device, d.local_rank)
+    forward_dtype, dtype_why = resolve_forward_dtype(
+        (config.arch.__pydantic_extra__ or {}).get("forward_dtype"), device
+    )
+    try:
+        attn, attn_why = select_attention_backend(config.attn_backend, device, getattr(torch, forward_dtype))
+        mlp, mlp_why = select_mlp_kernel(config.mlp_kernel, device, getattr(torch, forward_dtype))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    use_compile, compile_why = compile_wanted(config.compile, device)
+    cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
+    report = [
+        ("versions", f"Python {sys.version.split()[0]}, torch {torch.__version__}{cuda}"),
+        ("device", device_desc),
+        ("attention", f"{attn} ({attn_why})" if attn_why else attn),
+        ("SwiGLU", f"{mlp} ({mlp_why})"),
+        ("compile", f"{'on' if use_compile else 'off'} ({compile_why})"),
+        ("forward dtype", f"{forward_dtype} ({dtype_why})"),
+        ("world size", f"{d.world_size}" + (f" ({d.backend})" if d.backend else "")),
+    ]
+    return Runtime(d, device, forward_dtype, use_compile, report)

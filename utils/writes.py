@@ -36,6 +36,18 @@ def append_all(path: str, data: bytes) -> None:
         os.close(fd)
 
 
+def replace_atomically(path: str, write: Callable[[str], Any]) -> None:
+    """`write(tmp)` to a temporary name, then rename it over `path`: a full disk never leaves `path` truncated."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 class WriteGuard:
     def __init__(self, policy: str, hint: Callable[[], str] = lambda: "", log=print) -> None:
         self.policy, self.hint, self.log = policy, hint, log
