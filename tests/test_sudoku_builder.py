@@ -408,6 +408,9 @@ def test_cli_interrupted_build_leaves_nothing(tmp_path: Path, sig: signal.Signal
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a suite started in the background by a script (`cmd &`) inherits SIGINT ignored, and so would the
+        # builder; a user's Ctrl-C reaches a foreground process with the default handler, as here
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 30
