@@ -1,7 +1,7 @@
 """What the trainer tells the user about a run as a whole: the start-up report (what runs where, on what data,
 for how many steps) and the end of a run (where its checkpoints are, how to evaluate them).
 
-Text only, from plain values; the loop's own lines (steps, evals, stops) stay beside it in pretrain.py.
+Text only, from plain values; the loop's own lines (steps, evals, stops) are in utils/train_loop.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,445 @@
+"""The run that pretrain.run() drives: its plan (loaders and schedule), the resume into a freshly built train
+state, the start-up (run folder, report) and the loop (`Loop`: its state between steps, each finished step,
+each pass, each eval, the stop).
+
+pretrain.py keeps the original's functions (train_batch, evaluate, save_train_state...); this module gets them
+from run() as `Steps` and never imports pretrain: `python pretrain.py` runs it as __main__, and an import here
+would load a second copy with its own globals (a test's replacement of pretrain.train_batch would miss it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from dataset.format import PuzzleDatasetMetadata
+from dataset.loader import PuzzleDataset
+from utils import checkpoint as ckpt
+from utils import shell
+from utils.config import PretrainConfig, Resumed, eval_batch, healthy_hint, resume_command
+from utils.errors import UserError, out_of_memory_explained
+from utils.records import TimeToAccuracy
+from utils.report import finished_message, plan_line, print_report, run_rows
+from utils.runtime import Dist, Runtime
+from utils.signals import StopSignals
+from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
+from utils.writes import WriteGuard
+
+if TYPE_CHECKING:  # types only: see the module's docstring
+    from pretrain import StepResult, TrainState
+
+
+@dataclass(frozen=True)
+class Steps:
+    """pretrain.py's functions that the run calls, handed in by run(), which looks them up when it runs."""
+
+    create_dataloader: Callable[..., tuple[DataLoader, PuzzleDatasetMetadata]]
+    train_batch: Callable[..., StepResult | None]
+    finish_step: Callable[[TrainState], StepResult | None]
+    evaluate: Callable[..., dict[str, dict[str, float]] | None]
+    eval_headline: Callable[[dict[str, dict[str, float]], int], list[str]]
+    save_train_state: Callable[..., str | None]
+    save_code_and_config: Callable[[PretrainConfig], None]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Set-up: data and plan, resume, start-up report
+
+
+@dataclass
+class Plan:
+    """The run's data and schedule: the loaders, and how many passes and steps the loop trains."""
+
+    train: DataLoader
+    test: DataLoader
+    train_meta: PuzzleDatasetMetadata
+    test_meta: PuzzleDatasetMetadata
+    epochs_per_iter: int  # epochs per pass over the training data; an eval follows each pass
+    total_iters: int  # passes
+    total_steps: int  # the original's formula: the length of the lr schedule
+    steps_per_pass: int
+    planned: int  # the steps the loop trains (the last checkpoint is step_<planned>)
+    exact: bool  # `planned` is exact (one example per puzzle), else approximate
+
+
+def create_plan(config: PretrainConfig, d: Dist, device: torch.device, steps: Steps) -> Plan:
+    epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
+    total_iters = config.epochs // epochs_per_iter
+    train_loader, train_meta = steps.create_dataloader(
+        config,
+        "train",
+        d,
+        device,
+        test_set_mode=False,
+        epochs_per_iter=epochs_per_iter,
+        global_batch_size=config.global_batch_size,
+    )
+    eval_loader, eval_meta = steps.create_dataloader(
+        config, "test", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch(config)
+    )
+    total_steps = int(
+        config.epochs * train_meta.total_groups * train_meta.mean_puzzle_examples / config.global_batch_size
+    )
+    steps_per_pass = int(
+        epochs_per_iter * train_meta.total_groups * train_meta.mean_puzzle_examples // config.global_batch_size
+    )
+    if total_steps <= 0 or steps_per_pass <= 0:
+        raise UserError(
+            f"global_batch_size={config.global_batch_size} is larger than one pass of training data "
+            f"({train_meta.total_groups} groups x {epochs_per_iter} epochs): lower global_batch_size or raise eval_interval/epochs"
+        )
+    # total_steps (the original's formula) sets the lr schedule; the loop trains whole batches of each pass,
+    # so it ends at total_iters * steps_per_pass when that is fewer (each pass drops its partial last batch).
+    # With one example per puzzle (Sudoku, Maze) a pass is exactly steps_per_pass batches; with several
+    # (ARC) a pass's count varies a little with the puzzles drawn, so the plan is approximate.
+    planned = min(total_steps, total_iters * steps_per_pass)
+    exact = train_meta.mean_puzzle_examples == 1
+    loaders = (train_loader, eval_loader, train_meta, eval_meta)
+    return Plan(*loaders, epochs_per_iter, total_iters, total_steps, steps_per_pass, planned, exact)
+
+
+def restore_train_state(
+    config: PretrainConfig,
+    state: TrainState,
+    resumed: Resumed | None,
+    rt: Runtime,
+    plan: Plan,
+    log: Callable[..., None],
+) -> tuple[ckpt.Progress, int | None]:
+    """resume=...: load the checkpoint (utils/checkpoint.restore reads it) into the freshly built run (weights,
+    optimizers, average, ACT carry, RNG streams, data position). Returns the run's progress and the size its
+    metrics.jsonl had then (a fresh run: nothing done, None)."""
+    if config.resume is None:
+        return ckpt.Progress(), None
+    d, device = rt.d, rt.device
+    saved = resumed if resumed is not None else ckpt.load_named(config.resume)  # ranks > 0: read the files
+    if saved[2]["dataset"] != ckpt.dataset_fingerprint(config.data_path):
+        raise UserError(
+            f"{config.resume} was trained on a different build of {config.data_path} (counts, vocab or identifiers differ)"
+        )
+    local = config.global_batch_size // d.world_size
+    micro = config.micro_batch_size or local
+    r = ckpt.restore(saved, state.model.eager.state_dict(), d, -(local // -micro), state.ema is not None, log)
+    state.model.eager.load_state_dict(r.weights)
+    for opt, sd in zip(state.optimizers, r.optimizers):
+        opt.load_state_dict(sd)
+    state.step = r.step
+    if state.ema is not None and r.ema is not None:
+        state.ema.load_state_dict(r.ema)
+    if r.carry is not None:
+        seq = plan.train_meta.seq_len
+        dummy = {
+            k: torch.zeros(micro, *shape, dtype=torch.int32, device=device)
+            for k, shape in (("inputs", (seq,)), ("labels", (seq,)), ("puzzle_identifiers", ()))
+        }
+        template = state.head.initial_carry(dummy)
+        state.carry = [ckpt.carry_from_dict(template, c, device) for c in r.carry]
+    ckpt.set_rng_state(r.rng)
+    if state.explore is not None:
+        state.explore.load_state_dict(ckpt.explore_rng(r.rng, device))
+    cast(PuzzleDataset, plan.train.dataset).set_position(r.progress.passes_done, r.progress.batches_into_pass)
+    if d.is_main and os.path.realpath(saved[3]) == os.path.realpath(str(config.checkpoint_path)):
+        ckpt.supersede_newer(saved[3], saved[0], log)
+    return r.progress, saved[2].get("metrics_bytes")
+
+
+def start_run(
+    config: PretrainConfig,
+    rt: Runtime,
+    state: TrainState,
+    plan: Plan,
+    tracker: Tracker,
+    writes: WriteGuard,
+    metrics_bytes: int | None,
+    steps: Steps,
+) -> None:
+    """Rank 0, before the first step: the run folder cleaned and its files begun (metrics.jsonl rewound on
+    resume, W&B, all_config.yaml), then the start-up report (utils/report.py)."""
+    ckpt.clean_stale(str(config.checkpoint_path), print)
+    if config.resume is not None:  # steps after the checkpoint will be trained (and logged) again
+        writes.call("metrics.jsonl", tracker.rewind, state.step, metrics_bytes)
+    model = state.model.eager
+    n_params = sum(p.numel() for p in model.parameters())
+    wandb_status = tracker.start_wandb(
+        config.wandb_mode, config.project_name or "", config.run_name or "", config.model_dump()
+    )
+    writes.call("all_config.yaml or the model code copy", steps.save_code_and_config, config)
+    print(f"training {'TRM' if 'recursive_reasoning' in config.arch.name else 'HRM'}: {config.run_name}")
+    test_examples = sum(cast(PuzzleDataset, plan.test.dataset).set_sizes().values())
+    emb_params = sum(b.numel() for n, b in model.named_buffers() if n.endswith("puzzle_emb.weights"))
+    schedule = plan_line(config, plan.planned, plan.total_steps, plan.exact, plan.steps_per_pass, plan.total_iters)
+    rows = run_rows(
+        config,
+        rt.device,
+        plan.train_meta,
+        test_examples,
+        n_params,
+        emb_params,
+        schedule,
+        plan.total_iters,
+        state.head.halt_max_steps,
+        state.step,
+        wandb_status,
+    )
+    print_report(rt.report + rows)
+    if state.step == 0:
+        tracker.log({"num_params": n_params}, step=0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+
+
+class Loop:
+    """The training loop's state between steps (progress, step rate, estimate, timing, phase, stop reason...)
+    and what it does with each finished step, each pass, each eval and the stop; pretrain.py's steps do the work."""
+
+    def __init__(
+        self,
+        config: PretrainConfig,
+        rt: Runtime,
+        state: TrainState,
+        plan: Plan,
+        prog: ckpt.Progress,
+        tracker: Tracker,
+        writes: WriteGuard,
+        log: Callable[..., None],
+        steps: Steps,
+    ) -> None:
+        self.config, self.d, self.device, self.log, self.steps = config, rt.d, rt.device, log, steps
+        self.state, self.plan, self.prog, self.tracker, self.writes = state, plan, prog, tracker, writes
+        self.resumed_at = state.step if config.resume is not None else None
+        self.rate = StepRate()
+        self.bar = (
+            progress_bar(plan.planned, state.step, config.global_batch_size, rate=self.rate) if rt.d.is_main else None
+        )
+        self.shown_acc = 0.0  # the last train accuracy measured (steps where no row halted measure none)
+        left = plan.total_iters - prog.passes_done
+        self.estimate = Estimate(state.step, plan.planned, left, log, self.rate, compiled=rt.use_compile)
+        self.timing = TimeToAccuracy.resumed(prog.timing)
+        self.phase = "train"
+        self.last_save = time.monotonic()
+        self.stop_reason = ""  # set: the run stops (a signal, non-finite values, early stopping)
+        self.eval_finite = True  # the last eval's metrics were all finite
+        # Exists before anything reads it (`handle`, the loop); its handlers are installed by `with loop.signals:`.
+        self.signals = StopSignals(log, self.stop_plan)
+
+    def stop_plan(self) -> str:
+        """What a stop signal does now, for the line printed the moment it arrives."""
+        if self.phase == "eval":
+            return "finishing the evaluation, then saving a checkpoint and exiting"
+        sps = self.rate.seconds_per_step() or self.rate.first
+        # one process stops after the step it is in; several agree on the stop through the next step's
+        # all-reduced flags, so they finish one more
+        steps = 1 if self.d.world_size == 1 else 2
+        what = "this step" if steps == 1 else "this step and the next (all processes stop at the same step)"
+        took = f" (at most ~{fmt_seconds(steps * sps)}: a step takes {fmt_seconds(sps)})" if sps else ""
+        return f"finishing {what}{took}, then saving a checkpoint and exiting"
+
+    def out_of_memory(self, evaluating: bool = False) -> AbstractContextManager[None]:
+        """Out of memory inside: one line naming the setting to lower (utils/errors.py)."""
+        local = self.config.global_batch_size // self.d.world_size
+        batch = eval_batch(self.config) if evaluating else None
+        return out_of_memory_explained(self.device, local, self.config.micro_batch_size or local, batch)
+
+    def handle(self, r: StepResult) -> bool:
+        """Bookkeeping of one finished step (steps finish one behind the launches). True: a save is asked for."""
+        config, prog, d, metrics = self.config, self.prog, self.d, r.metrics
+        if prog.pending_check is not None and r.step == prog.pending_check + 1:
+            # the first loss computed with that checkpoint's weights: its verdict
+            if not r.nonfinite:
+                prog.healthy_step = prog.pending_check
+            elif d.is_main:
+                why = f"step {r.step}, the first with its weights, had a non-finite loss"
+                self.writes.call(
+                    "a checkpoint's health marker", ckpt.mark_unhealthy, config.checkpoint_path, prog.pending_check, why
+                )
+            prog.pending_check = None
+        if r.nonfinite:
+            prog.nan_streak += 1
+            self.log(f"step {r.step}: non-finite loss or gradient; step skipped ({prog.nan_streak} in a row)")
+            if config.nan_policy == "stop" or prog.nan_streak >= config.max_nan_skips:
+                self.stop_reason = (
+                    f"non-finite loss or gradients ({prog.nan_streak} step(s) in a row, nan_policy={config.nan_policy})"
+                )
+        else:
+            prog.nan_streak = 0
+        if config.early_stop_exact_accuracy is not None and metrics["train/count"] > 0:
+            above = metrics["train/exact_accuracy"] >= config.early_stop_exact_accuracy
+            prog.early_stop_streak = prog.early_stop_streak + 1 if above else 0
+            if prog.early_stop_streak >= config.early_stop_patience and not self.stop_reason:
+                self.stop_reason = (
+                    f"train exact accuracy >= {config.early_stop_exact_accuracy} for {config.early_stop_patience} steps"
+                )
+        if self.bar is not None:  # rank 0
+            self.tracker.log(metrics | {"train/skipped": float(r.nonfinite)}, step=r.step)
+            self.bar.update(r.step - self.bar.n)
+            if metrics["train/count"] > 0:  # accuracy only means something on steps where rows halted
+                self.shown_acc = metrics["train/accuracy"]
+            self.bar.set_postfix(loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{self.shown_acc:.3f}", refresh=False)
+        if r.stop and not self.stop_reason:
+            self.stop_reason = f"{self.signals.requested or 'a signal'} received"
+        return r.stop or r.save
+
+    def settle(self, results: list[StepResult | None], save: bool = False) -> bool:
+        """Handle finished steps; checkpoint the last launched step when asked. True: stop training."""
+        while True:
+            for r in results:
+                if r is not None:
+                    save |= self.handle(r)
+            if self.stop_reason.startswith("non-finite"):
+                return True  # never checkpoint weights that just saw NaNs: the last checkpoint stays the one to resume
+            if not (save or self.stop_reason) or self.state.pending is None:
+                break
+            results = [self.steps.finish_step(self.state)]  # a checkpoint holds every launched step, read and counted
+        if save or self.stop_reason:
+            why = self.stop_reason or "interval"
+            if self.steps.save_train_state(
+                self.config, self.state, self.prog, self.d, why, None, self.tracker, self.writes
+            ):
+                if self.d.is_main:
+                    self.last_save = time.monotonic()
+            self.rate.pause()  # the write is not a training step
+        return bool(self.stop_reason)
+
+    def where(self, it: int) -> str:
+        """The pass's heading: its first epoch, and where a resumed run picks up."""
+        prog, per, plan = self.prog, self.plan.epochs_per_iter, self.plan
+        where = f"Epoch {it * per}"
+        if self.resumed_at is not None and it == prog.passes_done and prog.batches_into_pass:
+            into = prog.batches_into_pass * per // plan.steps_per_pass
+            where = (
+                f"Epoch {it * per + into} (resumed at step {self.resumed_at:,} of {plan.planned:,}: "
+                f"{prog.batches_into_pass} of {plan.steps_per_pass} batches done in the pass from epoch {it * per})"
+            )
+        elif self.resumed_at is not None and it == prog.passes_done:
+            where += f" (resumed at step {self.resumed_at:,} of {plan.planned:,})"
+        return where
+
+    def train_pass(self, it: int) -> bool:
+        """Train pass `it` over the data (a resumed run: its rest). True: the run stops."""
+        config, state, d = self.config, self.state, self.d
+        if d.is_main:
+            print(f"[Rank {d.rank}, World Size {d.world_size}]: {self.where(it)}", flush=True)
+        state.model.eager.train()
+        for _set, batch, gbs in self.plan.train:
+            if state.step >= state.total_steps:
+                break
+            if self.signals.requested and d.world_size == 1 and not self.stop_reason:
+                # One process needs no agreement: stop after the step the signal arrived in, read and saved.
+                self.stop_reason = f"{self.signals.requested} received"
+                if self.settle([]):
+                    break
+            timed = (
+                d.is_main
+                and config.checkpoint_minutes is not None
+                and time.monotonic() - self.last_save > 60 * config.checkpoint_minutes
+            )
+            with self.out_of_memory():
+                res = self.steps.train_batch(
+                    config, state, batch, gbs, d, self.device, self.signals.requested is not None, timed
+                )
+            self.prog.batches_into_pass += 1
+            if d.is_main:
+                self.rate.tick(state.step)
+                self.estimate.tick(state.step)
+            interval_due = config.checkpoint_interval is not None and state.step % config.checkpoint_interval == 0
+            if self.settle([res], save=interval_due):
+                break
+        if not self.stop_reason:
+            self.settle([self.steps.finish_step(state)])  # the pass's last step
+        return bool(self.stop_reason)
+
+    def eval_pass(self, it: int) -> bool:
+        """Evaluate after pass `it`, log it and checkpoint it. True: a stop signal came meanwhile."""
+        config, state, d, prog = self.config, self.state, self.d, self.prog
+        state.model.eager.eval()
+        self.phase = "eval"
+        test, meta = self.plan.test, self.plan.test_meta
+        with self.out_of_memory(evaluating=True):
+            with state.ema.swapped_in() if state.ema is not None else nullcontext():
+                results = self.steps.evaluate(config, state, test, meta, d, self.device, self.writes)
+            raw = None
+            if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
+                quiet = config.model_copy(update={"eval_save_outputs": []})
+                raw = self.steps.evaluate(quiet, state, test, meta, d, self.device, self.writes)
+        self.eval_finite = all(
+            math.isfinite(v) for r in (results, raw) if r is not None for m in r.values() for v in m.values()
+        )
+        prog.passes_done, prog.batches_into_pass = it + 1, 0
+        if d.is_main and results is not None:
+            self.report_eval(results, raw)
+        if d.world_size > 1:  # every rank needs rank 0's best_step for pruning decisions to agree
+            obj = [(prog.best_step, prog.best_value, self.eval_finite)]
+            dist.broadcast_object_list(obj, src=0)
+            prog.best_step, prog.best_value, self.eval_finite = obj[0]
+        if config.checkpoint_every_eval or it == self.plan.total_iters - 1:
+            prog.eval_steps.append(state.step)
+        path = self.steps.save_train_state(config, state, prog, d, "eval", self.eval_finite, self.tracker, self.writes)
+        if path:
+            self.last_save = time.monotonic()
+            self.log(f"checkpoint: {shell.quote(path)}")
+        self.phase = "train"
+        self.rate.pause()  # the evaluation (and its compile) is not training time
+        if self.signals.requested:
+            self.stop_reason = f"{self.signals.requested} received"
+            return True
+        return False
+
+    def report_eval(self, results: dict[str, dict[str, float]], raw: dict[str, dict[str, float]] | None) -> None:
+        """Rank 0: log and print an eval's metrics, keep the best step, and the time to accuracy."""
+        prog, step = self.prog, self.state.step
+        flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
+        flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
+        flat["elapsed_s"] = self.timing.elapsed()  # since the command's start, earlier jobs of a resumed run included
+        self.tracker.log(flat, step=step)
+        print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
+        halt_max_steps = self.state.head.halt_max_steps
+        for line in self.steps.eval_headline(results, halt_max_steps):
+            print(f"  {'EMA ' if self.state.ema is not None else ''}{line}", flush=True)
+        for line in self.steps.eval_headline(raw or {}, halt_max_steps):
+            print(f"  raw {line}", flush=True)
+        exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
+        if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
+            prog.best_step, prog.best_value = step, sum(exact) / len(exact)
+        if exact:
+            for line in self.timing.update(sum(exact) / len(exact), step):
+                print(f"  {line}", flush=True)
+            prog.timing = self.timing.state_dict()
+
+    def finish(self) -> None:
+        """The run's last lines; a stop by signal exits 130, non-finite values at the end exit 2."""
+        config, prog, step, log, stop_reason = self.config, self.prog, self.state.step, self.log, self.stop_reason
+        if self.bar is not None:
+            self.bar.close()
+        self.tracker.finish()
+        if self.timing.best is not None:
+            log(self.timing.summary())
+        if not stop_reason and prog.passes_done >= self.plan.total_iters:
+            log(finished_message(config, prog, step, already=False))
+        if stop_reason:
+            log(f"stopped at step {step}: {stop_reason}")
+            if stop_reason.startswith("non-finite"):
+                raise UserError(f"training stopped on non-finite values; {healthy_hint(config, prog.healthy_step)}")
+            done = ckpt.list_complete(config.checkpoint_path or "")
+            if done:
+                log(f"last complete checkpoint: step_{done[0]}. To continue:\n  {resume_command(config)}")
+            if "received" in stop_reason:
+                sys.exit(130)
+        elif prog.nan_streak > 0 or not self.eval_finite:  # never a success with non-finite losses or evals at the end
+            what = (
+                f"the last {prog.nan_streak} step(s) had non-finite losses"
+                if prog.nan_streak
+                else "the last eval was non-finite"
+            )
+            raise UserError(f"training ended on non-finite values ({what}); {healthy_hint(config, prog.healthy_step)}")
