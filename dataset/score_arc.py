@@ -45,7 +45,7 @@ sys.path.insert(0, REPO_ROOT)
 import numpy as np  # noqa: E402
 
 from dataset.puzzles import arc  # noqa: E402
-from utils.errors import UserError, exit_with  # noqa: E402
+from utils.errors import UserError, exit_with, load_tensors  # noqa: E402
 
 PREDS_FILE = re.compile(r"^step_(\d+)_all_preds\.(\d+)$")
 NEEDED = ("inputs", "puzzle_identifiers", "logits", "q_halt_logits")
@@ -114,15 +114,7 @@ def find_pred_files(
 
 
 def load_preds(path: str) -> dict:
-    import torch  # only the scorer needs torch; memory-mapped so that large prediction files need not fit in RAM
-
-    try:
-        try:
-            preds = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # files in torch's legacy format cannot be memory-mapped
-            preds = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot load predictions {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    preds = load_tensors(path, "cannot load predictions {path}: {why}", mmap=True)  # may exceed RAM: mapped
     if not isinstance(preds, dict):
         raise UserError(f"{path}: expected a dict of tensors as evaluate.py writes")
     missing = [k for k in NEEDED if k not in preds]

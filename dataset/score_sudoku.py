@@ -14,7 +14,6 @@ import glob
 import json
 import os
 import sys
-import warnings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -26,7 +25,7 @@ import utils.interrupt  # noqa: E402, F401  (first: Ctrl-C while torch imports p
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from utils.errors import UserError, exit_with, load_error  # noqa: E402
+from utils.errors import UserError, exit_with, load_tensors  # noqa: E402
 
 BANDS = ((0, 0, "0 guesses"), (1, 9, "1-9"), (10, 99, "10-99"), (100, 10**9, ">=100"))
 
@@ -42,12 +41,7 @@ def load_preds(pattern: str) -> dict[str, np.ndarray]:
 def read_preds(path: str) -> dict[str, torch.Tensor]:
     """One step_N_all_preds.<rank> file, checked (weights_only: a crafted file cannot run code, and one of
     another shape is refused here rather than deep inside the scoring)."""
-    try:
-        with warnings.catch_warnings():  # torch warns about a crafted file's pickle protocol before refusing it
-            warnings.simplefilter("ignore")
-            part = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path} is not a prediction file ({load_error(e)})") from None
+    part = load_tensors(path, "{path} is not a prediction file ({why})")
     if not isinstance(part, dict):
         raise UserError(f"{path} holds a {type(part).__name__}, not the dict of tensors evaluate.py writes")
     for key in ("inputs", "labels", "logits"):

@@ -33,7 +33,6 @@ import random
 import re
 import shlex
 import sys
-import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from utils.errors import UserError, load_error
+from utils.errors import UserError, load_tensors
 from utils.functions import arch_config_class
 
 if TYPE_CHECKING:
@@ -654,12 +653,7 @@ def saved_arch(state: dict[str, torch.Tensor]) -> dict[str, int]:
 
 def load_checkpoint(path: str, model: torch.nn.Module, data_path: str) -> None:
     """Load the original's or our weights (weights_only: a checkpoint cannot run code)."""
-    try:
-        with warnings.catch_warnings():  # torch warns about a crafted file's pickle protocol before refusing it
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {load_error(e)}") from None
+    state = load_tensors(path, "cannot read checkpoint {path}: {why}")
     try:  # a .state beside the weights holds their checksum: a flipped byte is refused, not evaluated
         verify_weights(path, state)
     except ValueError as e:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +35,25 @@ def load_error(e: BaseException) -> str:
     if "Weights only load failed" in text:
         return f"{type(e).__name__}: it holds Python objects, not only tensors; refused, nothing in it was run"
     return f"{type(e).__name__}: {text.splitlines()[0][:160] if text else 'empty or truncated file'}"
+
+
+def load_tensors(path: str, refused: str, mmap: bool = False) -> Any:
+    """torch.load of a file the user named, with weights_only=True (a crafted file cannot run code). A file
+    torch refuses is one UserError: `refused` with {path} and {why} filled in. mmap: memory-map it (large
+    prediction files need not fit in RAM), falling back to a plain read for torch's legacy format."""
+    import torch  # here: the dataset tools import this module without torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about a crafted file's pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            if mmap:
+                try:
+                    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # files in torch's legacy format cannot be memory-mapped
+                    pass
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(refused.format(path=path, why=load_error(e))) from None
 
 
 # Out of memory: torch is imported inside these, as the dataset tools import this module without it.
