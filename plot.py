@@ -21,7 +21,6 @@ import utils.interrupt  # noqa: F401  (first: Ctrl-C during the imports below pr
 # isort: split
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from utils.errors import UserError, close_matches, exit_with
+from utils.tracking import metrics_file, read_metrics
 
 DEFAULT_PANELS: list[tuple[str, list[str]]] = [
     ("lm loss (train)", ["train/lm_loss"]),
@@ -69,40 +69,12 @@ def _float(v: Any) -> float | None:
     return None
 
 
-def metrics_file(path: str) -> str:
-    if os.path.isfile(path):
-        return path
-    candidate = os.path.join(path, "metrics.jsonl")
-    if os.path.isfile(candidate):
-        return candidate
-    if not os.path.isdir(path):
-        raise UserError(f"{path!r} does not exist; pass a run folder (checkpoints/<project>/<run>)")
-    # a project folder: name the runs inside it
-    runs = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, "metrics.jsonl")))
-    hint = f"; runs under it: {', '.join(runs[:5])}{', ...' if len(runs) > 5 else ''}" if runs else ""
-    raise UserError(f"{path!r} has no metrics.jsonl (is it a run folder?){hint}")
-
-
 def read_run(path: str, label: str, max_step: int | None = None) -> Run:
     fname = metrics_file(path)
     run = Run(label=label, path=fname)
-    import gzip
-    import zlib
-
-    try:
-        with gzip.open(fname, "rt") if fname.endswith(".gz") else open(fname) as f:
-            lines = f.readlines()
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as e:  # binary junk, a broken .gz
-        raise UserError(f"{fname} is not a metrics.jsonl text file ({type(e).__name__})") from None
-    if lines and not lines[-1].endswith("\n"):
-        lines.pop()  # the half-written last line of a run still going: not worth a warning
-    for line in filter(None, (ln.strip() for ln in lines)):
-        try:
-            row = json.loads(line)
-            step = int(row["step"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # TypeError: a line that is not an object
-            run.bad_lines += 1
-            continue
+    rows, run.bad_lines = read_metrics(fname)
+    for _, row in rows:
+        step = row["step"]
         if max_step is not None and step > max_step:
             continue
         halted = _float(row.get("train/count"))

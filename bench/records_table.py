@@ -13,7 +13,6 @@ metrics.jsonl file (.gz too). The accuracy of an evaluation: the mean over its t
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.errors import UserError, exit_with  # noqa: E402
 from utils.records import clock  # noqa: E402
+from utils.tracking import metrics_file, read_metrics  # noqa: E402
 
 THRESHOLDS = (0.2, 0.4, 0.55, 0.87)  # the issue's marks: 55% (HRM paper), 87% (TRM's published figure)
 
@@ -34,40 +34,22 @@ class Eval:
     exact: float
 
 
-def metrics_file(path: Path) -> Path:
-    if path.is_dir():
-        for name in ("metrics.jsonl", "metrics.jsonl.gz"):
-            if (path / name).is_file():
-                return path / name
-        raise UserError(f"{path} holds no metrics.jsonl; give a run folder or a metrics.jsonl file")
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; give a run folder or a metrics.jsonl file")
-    return path
-
-
 def read_evals(path: Path, raw: bool = False) -> list[Eval]:
     """The evaluations of one metrics file, in order, with their wall time."""
-    f = metrics_file(path)
-    opener = gzip.open if f.suffix == ".gz" else open
+    f = metrics_file(str(path))
     out = []
-    with opener(f, "rt") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short when the run was killed
-            exact = set_accuracies(row, "raw/") if raw else []
-            exact = exact or set_accuracies(row, "")  # without EMA the main keys are the raw weights'
-            if not exact:
-                continue
-            if "elapsed_s" not in row:
-                raise UserError(
-                    f"{f}:{n}: an evaluation without elapsed_s (wall time from the command's start); older runs "
-                    "lack it: rerun with this version, the peers through bench/peers.py"
-                )
-            out.append(Eval(float(row["elapsed_s"]), int(row["step"]), sum(exact) / len(exact)))
+    rows, _ = read_metrics(f)  # a line cut short when the run was killed is left out
+    for n, row in rows:
+        exact = set_accuracies(row, "raw/") if raw else []
+        exact = exact or set_accuracies(row, "")  # without EMA the main keys are the raw weights'
+        if not exact:
+            continue
+        if "elapsed_s" not in row:
+            raise UserError(
+                f"{f}:{n}: an evaluation without elapsed_s (wall time from the command's start); "
+                "older runs lack it: rerun with this version, the peers through bench/peers.py"
+            )
+        out.append(Eval(float(row["elapsed_s"]), row["step"], sum(exact) / len(exact)))
     return out
 
 

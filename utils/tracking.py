@@ -16,9 +16,55 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from utils.errors import UserError
 from utils.writes import append_all
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+# Reading metrics.jsonl back (plot.py, bench/records_table.py): one JSON object a line, also gzipped
+
+
+def metrics_file(path: str) -> str:
+    """The metrics file of a run folder (metrics.jsonl, or metrics.jsonl.gz as kept under results/), or the file."""
+    if os.path.isfile(path):
+        return path
+    for name in ("metrics.jsonl", "metrics.jsonl.gz"):
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    if not os.path.isdir(path):
+        raise UserError(f"{path!r} does not exist; pass a run folder (checkpoints/<project>/<run>)")
+    # a project folder: name the runs inside it
+    runs = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, "metrics.jsonl")))
+    hint = f"; runs under it: {', '.join(runs[:5])}{', ...' if len(runs) > 5 else ''}" if runs else ""
+    raise UserError(f"{path!r} has no metrics.jsonl (is it a run folder?){hint}")
+
+
+def read_metrics(fname: str) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """([(line number, row with an integer step)] in file order, how many other lines could not be read). The
+    half-written last line of a run still going is dropped without counting."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(fname, "rt") if fname.endswith(".gz") else open(fname) as f:
+            lines = f.readlines()
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as e:  # binary junk, a broken .gz
+        raise UserError(f"{fname} is not a metrics.jsonl text file ({type(e).__name__})") from None
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    rows, bad = [], 0
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            row["step"] = int(row["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # TypeError: a line that is not an object
+            bad += 1
+            continue
+        rows.append((n, row))
+    return rows, bad
 
 
 def wandb_logged_in() -> bool:
