@@ -35,7 +35,7 @@ from utils.config import PretrainConfig, config_error, eval_batch, validate_conf
 from utils.errors import UserError, close_matches, exit_with
 from utils.runtime import init_distributed
 from utils.trm_config import from_trm_config
-from utils.tta import evaluate_tta, puzzle_kind
+from utils.tta import evaluate_tta, prefix_sizes, puzzle_kind
 
 DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -147,6 +147,16 @@ def check_tta_kind(kind: str, k: int, config: PretrainConfig, ckpt: str) -> None
         raise UserError(f"a maze has 8 symmetries: tta must be <= 8, got {k}")
 
 
+def print_tta_table(m: dict[str, float], k: int) -> None:
+    """Exact accuracy with the first j of the K copies, per vote rule, and the share any copy got right."""
+    valid = f"k{k}/valid_first" in m
+    head = f"  {'copies':>6} {'votes':>7}" + (f" {'valid first':>11}" if valid else "") + f" {'any copy right':>14}"
+    print(head)
+    for j in prefix_sizes(k):
+        cells = f"  {j:>6} {m[f'k{j}/votes']:>7.4f}" + (f" {m[f'k{j}/valid_first']:>11.4f}" if valid else "")
+        print(cells + f" {m[f'k{j}/any_copy']:>14.4f}")
+
+
 def print_per_step(m: dict[str, float], steps: int) -> None:
     """One row per ACT segment from evaluate(per_step=True)'s `step_<i>/...` means."""
     print("  segment  exact   token   says halt  halted by")
@@ -233,6 +243,7 @@ def launch(cli: dict[str, Any]) -> None:
                     f"{set_name}: tta_exact_accuracy={m['tta_exact_accuracy']:.4f}, tta_accuracy={m['tta_accuracy']:.4f} "
                     f"(one copy: exact {m['exact_accuracy']:.4f}, token {m['accuracy']:.4f})"
                 )
+                print_tta_table(m, tta)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -429,14 +429,16 @@ def evaluate(
     d: Dist,
     device: torch.device,
     writes: WriteGuard | None = None,
-    per_step: bool = False,
+    per_step: bool | None = None,
 ):
     """Run every test example for the full halt_max_steps; returns {set: {metric: mean}} on rank 0.
 
     Saves the outputs named in eval_save_outputs to <checkpoint_path>/step_<N>_all_preds.<rank>.
     per_step: also score every segment (`step_<i>/...`: exact and token accuracy if the prediction were taken
-    there, the share of rows whose Q-head says halt there, the share halted by then) for evaluate.py's table.
+    there, the share of rows whose Q-head says halt there, the share halted by then) for evaluate.py's table;
+    None: as config.eval_per_step (training evals).
     """
+    per_step = config.eval_per_step if per_step is None else per_step
     set_ids = {name: i for i, name in enumerate(meta.sets)}
     saved: dict[str, list[torch.Tensor]] = {}
     keys: list[str] = []

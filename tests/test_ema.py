@@ -101,7 +101,10 @@ def test_ema_run_evaluates_the_average_and_resumes_bit_exactly(tiny_sudoku, tmp_
     from tests.conftest import read_metrics, run_py
 
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    _run(tiny_sudoku, ref, "ema=true", "ema_rate=0.9")
+    r = _run(tiny_sudoku, ref, "ema=true", "ema_rate=0.9", "eval_per_step=true")
+    assert (
+        "  all exact accuracy after segment 1..4: " in r.stdout and "raw/all exact accuracy after segment" in r.stdout
+    )
     last = max(r["step"] for r in read_metrics(ref))
     raw = torch.load(ref / f"step_{last}", weights_only=True)
     avg = torch.load(ref / f"step_{last}.ema", weights_only=True)
@@ -129,6 +132,11 @@ def test_ema_run_evaluates_the_average_and_resumes_bit_exactly(tiny_sudoku, tmp_
     out = run_py(["evaluate.py", f"checkpoint={ref / f'step_{last}'}", "ema=false"])
     assert out.returncode == 0 and "(its weights)" in out.stdout
     raw_acc = float(out.stdout.split("accuracy=")[1].split(",")[0])
+    # eval_per_step=true: each segment's scores for both weight sets, the last segment's being the headline
+    for prefix in ("all", "raw/all"):
+        assert evals[-1][f"{prefix}/step_4/accuracy"] == pytest.approx(evals[-1][f"{prefix}/accuracy"])
+        assert evals[-1][f"{prefix}/step_4/halted_by"] == pytest.approx(1.0)
+        assert {f"{prefix}/step_{i}/exact_accuracy" for i in (1, 2, 3)} <= evals[-1].keys()
     assert raw_acc == pytest.approx(evals[-1]["raw/all/accuracy"], abs=1e-5)  # ema_eval_raw: both are logged
     assert raw_acc != pytest.approx(evals[-1]["all/accuracy"], abs=1e-5)
 

@@ -90,6 +90,9 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     line = r.stdout.split("all: tta_exact_accuracy=")[1]
     assert float(line.split("(one copy: exact ")[1].split(",")[0]) == pytest.approx(exact, abs=1e-4)
     assert 0 <= float(line.split(",")[0]) <= 1
+    table = line.split("any copy right\n")[1].splitlines()[:3]  # copies 1, 2, 3 of this one run
+    assert [int(t.split()[0]) for t in table] == [1, 2, 3]
+    assert float(table[0].split()[1]) == pytest.approx(exact, abs=1e-4)  # one copy: the plain evaluation
 
     # eval_batch_size: rows are independent, so another eval batch (with a padded last batch) gives the same
     # metrics and the same predictions for the real rows

@@ -88,6 +88,12 @@ def test_evaluate_tta_one_copy_is_the_plain_evaluation_and_voting_fixes_copies(t
     monkeypatch.setattr(tta, "predict", oracle)
     m = tta.evaluate_tta(state.model, state.model.eager, str(tiny_sudoku), meta, 4, 16, 2, cpu)["all"]
     assert m["exact_accuracy"] == 0.0 and m["tta_exact_accuracy"] == 1.0 and m["tta_accuracy"] == 1.0
+    # the table from the same predictions: the first j copies. With two, the wrong copy 0 and a right copy 1
+    # tie on votes and confidence (the first grid wins) unless valid solutions come first
+    assert tta.prefix_sizes(4) == [1, 2, 4] and tta.prefix_sizes(6) == [1, 2, 4, 6] and tta.prefix_sizes(1) == [1]
+    assert (m["k1/votes"], m["k1/valid_first"], m["k1/any_copy"]) == (0.0, 0.0, 0.0)
+    assert (m["k2/votes"], m["k2/valid_first"], m["k2/any_copy"]) == (0.0, 1.0, 1.0)
+    assert (m["k4/votes"], m["k4/valid_first"], m["k4/any_copy"]) == (1.0, 1.0, 1.0)
 
 
 def test_tta_options_and_arc_are_refused_with_the_fix() -> None:

@@ -81,6 +81,7 @@ class PretrainConfig(pydantic.BaseModel):
     early_stop_exact_accuracy: float | None = None  # stop when train exact accuracy stays above this...
     early_stop_patience: int = 1000  # ...for this many steps
     eval_batches: int | None = None  # evaluate on at most N batches of each test set
+    eval_per_step: bool = False  # also log every ACT segment's accuracy and halting: <set>/step_<i>/...
     eval_batch_size: int | None = None  # global batch for evaluation (None: global_batch_size, as the original)
     micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
 

@@ -403,8 +403,12 @@ class Loop:
         flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
         flat["elapsed_s"] = self.timing.elapsed()  # since the command's start, earlier jobs of a resumed run included
         self.tracker.log(flat, step=step)
-        print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()), flush=True)
+        print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items() if "/step_" not in k), flush=True)
         halt_max_steps = self.state.head.halt_max_steps
+        for s, m in {**results, **{f"raw/{s}": m for s, m in (raw or {}).items()}}.items():
+            if "step_1/exact_accuracy" in m:  # eval_per_step: one compact line instead of 4 keys per segment
+                cells = " ".join(f"{m[f'step_{i}/exact_accuracy']:.3f}" for i in range(1, halt_max_steps + 1))
+                print(f"  {s} exact accuracy after segment 1..{halt_max_steps}: {cells}", flush=True)
         for line in self.steps.eval_headline(results, halt_max_steps):
             print(f"  {'EMA ' if self.state.ema is not None else ''}{line}", flush=True)
         for line in self.steps.eval_headline(raw or {}, halt_max_steps):

@@ -15,6 +15,7 @@ solver can check that without knowing the answer. ARC has its own voting command
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -149,7 +150,12 @@ def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int
 def evaluate_tta(
     model, eager, data_path: str, meta, k: int, batch: int, steps: int, device, prefer_valid: bool = True, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Exact and token accuracy of the voted grids per test set, beside the same for copy 0 alone (K=1)."""
+    """Exact and token accuracy of the voted grids per test set, beside the same for copy 0 alone (K=1).
+
+    Also, for the first j copies (j = 1, 2, 4, ..., K): exact accuracy of the vote (`k<j>/votes`), of the vote
+    preferring valid Sudoku solutions (`k<j>/valid_first`), and the share with at least one right copy
+    (`k<j>/any_copy`, the ceiling any vote could reach).
+    """
     from dataset.loader import load_arrays
 
     kind = puzzle_kind(meta.seq_len, meta.vocab_size, meta.num_puzzle_identifiers)
@@ -163,13 +169,32 @@ def evaluate_tta(
         variants = tf.apply(inputs).reshape(n * k, -1)
         preds, conf = predict(model, eager, variants, np.repeat(per_example, k), batch, steps, device)
         back = tf.undo(preds.reshape(n, k, -1).astype(np.int64))
-        valid = sudoku_valid(inputs, back) if kind == "sudoku" and prefer_valid else None
-        chosen = vote(back, conf.reshape(n, k), valid)
+        conf = conf.reshape(n, k)
+        valid = sudoku_valid(inputs, back) if kind == "sudoku" else None
         mask = labels != (meta.ignore_label_id if meta.ignore_label_id is not None else -1)
-        row = {}
-        for name, grid in (("", back[:, 0]), ("tta_", chosen)):
-            right = (grid == labels) & mask
-            row[f"{name}exact_accuracy"] = float((right.sum(1) == mask.sum(1)).mean())
-            row[f"{name}accuracy"] = float((right.sum(1) / np.maximum(mask.sum(1), 1)).mean())
+
+        score = partial(grid_scores, labels=labels, mask=mask)
+        row = dict(zip(("exact_accuracy", "accuracy"), score(back[:, 0])))
+        row |= dict(
+            zip(("tta_exact_accuracy", "tta_accuracy"), score(vote(back, conf, valid if prefer_valid else None)))
+        )
+        # the first j copies of these K are themselves a TTA run with j copies: one table per rule from one pass
+        exact = ((back == labels[:, None]) | ~mask[:, None]).all(-1)  # (N, K): copy k is right
+        for j in prefix_sizes(k):
+            row[f"k{j}/votes"] = score(vote(back[:, :j], conf[:, :j]))[0]
+            if valid is not None:
+                row[f"k{j}/valid_first"] = score(vote(back[:, :j], conf[:, :j], valid[:, :j]))[0]
+            row[f"k{j}/any_copy"] = float(exact[:, :j].any(1).mean())
         results[set_name] = row
     return results
+
+
+def grid_scores(grid: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(N, L) chosen grids -> (exact, token) accuracy over the labelled cells."""
+    right = (grid == labels) & mask
+    return float((right.sum(1) == mask.sum(1)).mean()), float((right.sum(1) / np.maximum(mask.sum(1), 1)).mean())
+
+
+def prefix_sizes(k: int) -> list[int]:
+    """1, 2, 4, ... below K, then K: the copy counts evaluate.py's table reports from one tta=K run."""
+    return [j for j in (2**i for i in range(k.bit_length())) if j < k] + [k]
