@@ -8,6 +8,8 @@ A path is a run folder (metrics.jsonl inside; all_config.yaml or the peers' run.
 metrics.jsonl file (.gz too). The accuracy of an evaluation: the mean over its test sets of `<set>/exact_accuracy`
 (the paper's protocol; the EMA weights when the run had ema=true), as in the run's own summary (utils/records.py);
 `--raw` reads the raw weights' `raw/<set>/exact_accuracy` of an EMA run instead (runs without EMA: the same keys). Times: `elapsed_s` of the row.
+A last column gives the best test-time-augmentation score inside the limit (`<set>/tta_exact_accuracy`, logged by
+runs with `eval_tta=K`): voting over transformed copies is not the paper's protocol, so it never sets the times.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Eval:
     seconds: float
     step: int
     exact: float
+    voted: float | None = None  # eval_tta's whole-grid vote over K transformed copies (mean over the test sets)
+    copies: int = 0
 
 
 def read_evals(path: Path, raw: bool = False) -> list[Eval]:
@@ -49,7 +53,10 @@ def read_evals(path: Path, raw: bool = False) -> list[Eval]:
                 f"{f}:{n}: an evaluation without elapsed_s (wall time from the command's start); "
                 "older runs lack it: rerun with this version, the peers through bench/peers.py"
             )
-        out.append(Eval(float(row["elapsed_s"]), row["step"], sum(exact) / len(exact)))
+        voted = [float(v) for k, v in row.items() if k.endswith("/tta_exact_accuracy") and k.count("/") == 1]
+        copies = max((int(k.split("/k")[1].split("/")[0]) for k in row if "/tta/k" in k), default=0)
+        mean_voted = sum(voted) / len(voted) if voted else None
+        out.append(Eval(float(row["elapsed_s"]), row["step"], sum(exact) / len(exact), mean_voted, copies))
     return out
 
 
@@ -96,12 +103,16 @@ def row(label: str, recipe: str, evals: list[Eval], minutes: float, thresholds: 
     last = inside[-1] if inside else None
     # no evaluation after the limit: the run may have ended (or been stopped) before it
     note = "" if len(inside) < len(evals) else ", the run's last eval"
+    voted = max((e for e in inside if e.voted is not None), key=lambda e: e.voted or 0.0, default=None)
     return [
         label,
         recipe or "-",
         *(cell(first_at(evals, t, limit)) for t in thresholds),
         cell(best, with_accuracy=True),
         (cell(last, with_accuracy=True) + note) if last else "-",
+        f"{voted.voted:.1%} with {voted.copies} copies at {clock(voted.seconds)} (step {voted.step:,})"
+        if voted
+        else "-",
     ]
 
 
@@ -112,6 +123,7 @@ def table(runs: list[tuple[str, Path]], minutes: float, thresholds: tuple[float,
         *(f"time to {t:.0%}" for t in thresholds),
         f"best within {minutes:g} min",
         f"at {minutes:g} min (last eval inside)",
+        f"voted (tta) within {minutes:g} min",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for label, path in runs:

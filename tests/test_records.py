@@ -72,6 +72,8 @@ def test_table_rows_of_ours_and_a_peer(tmp_path, capsys) -> None:
     rows = [{"step": 0, "time": 0.0, "num_params": 5.0}, {"step": 1, "time": 60.0, "train/exact_accuracy": 0.99}]
     rows += [our_eval(1000, 330.0, 0.0, 0.0), our_eval(2000, 480.0, 0.56, 0.60), our_eval(3000, 700.0, 0.50, 0.62)]
     rows += [our_eval(4000, 1490.0, 0.70, 0.70), our_eval(5000, 1600.0, 0.95, 0.95)]  # the last one after 25 min
+    rows[-2] |= {"all/tta_exact_accuracy": 0.9, "all/tta/k1/votes": 0.7, "all/tta/k16/votes": 0.88}  # eval_tta=16
+    rows[-1] |= {"all/tta_exact_accuracy": 0.99, "all/tta/k16/votes": 0.99}  # after the limit: not counted
     write_rows(ours / "metrics.jsonl", rows)
     (ours / "all_config.yaml").write_text("recipe: trm-sudoku\nlr: 0.0001\n")
     peer = tmp_path / "peers" / "hrm-original"
@@ -86,23 +88,23 @@ def test_table_rows_of_ours_and_a_peer(tmp_path, capsys) -> None:
     head, _, a, b = capsys.readouterr().out.strip().splitlines()
     assert head == (
         "| run | recipe | time to 20% | time to 40% | time to 55% | time to 87% | best within 25 min "
-        "| at 25 min (last eval inside) |"
+        "| at 25 min (last eval inside) | voted (tta) within 25 min |"
     )
     # train rows never count; the eval after 25 min counts for nothing (not even 87%)
     assert a == (
         "| ours | trm-sudoku | 8m00s (step 2,000) | 8m00s (step 2,000) | 8m00s (step 2,000) | - "
-        "| 70.0% at 24m50s (step 4,000) | 70.0% at 24m50s (step 4,000) |"
+        "| 70.0% at 24m50s (step 4,000) | 70.0% at 24m50s (step 4,000) | 90.0% with 16 copies at 24m50s (step 4,000) |"
     )
     # the mean over the test sets; no eval after the limit, so the last one may not be the accuracy at 25 min
     assert b == (
         "| orig | paper-sudoku | 1m40s (step 10) | 15m00s (step 20) | - | - | 50.0% at 15m00s (step 20) "
-        "| 50.0% at 15m00s (step 20), the run's last eval |"
+        "| 50.0% at 15m00s (step 20), the run's last eval | - |"
     )
     rt.main(["--raw", "--minutes", "12", "--thresholds", "0.6", str(ours / "metrics.jsonl")])
     row = capsys.readouterr().out.strip().splitlines()[2]
     assert (
         row
-        == "| ours | trm-sudoku | 8m00s (step 2,000) | 62.0% at 11m40s (step 3,000) | 62.0% at 11m40s (step 3,000) |"
+        == "| ours | trm-sudoku | 8m00s (step 2,000) | 62.0% at 11m40s (step 3,000) | 62.0% at 11m40s (step 3,000) | - |"
     )
 
 
