@@ -235,3 +235,50 @@ def test_bad_eval_tta_is_refused_before_training(tiny_sudoku: Path, tmp_path: Pa
         assert "[Rank 0" not in r.stdout and not run.exists(), arg  # no step trained, no run folder left
         if data == arc:
             assert r.stderr.strip().endswith(f"python dataset/score_arc.py --preds {run} --data {arc}"), r.stderr
+
+
+def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_alone(
+    tiny_sudoku: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import time
+
+    from omegaconf import OmegaConf
+
+    import evaluate
+    import pretrain
+    from tests.conftest import read_metrics
+    from utils import records, train_loop
+
+    real, pause, calls = tta.evaluate_tta, 1.5, []
+
+    def slow_and_perfect(*args, **kwargs):  # a slow vote that solves everything: the plain score must still rule
+        out = real(*args, **kwargs)
+        time.sleep(pause)
+        calls.append(time.time())
+        return {s: m | {"tta_exact_accuracy": 1.0} for s, m in out.items()}
+
+    monkeypatch.setattr(train_loop, "evaluate_tta", slow_and_perfect)
+    cfg = evaluate.default_config()
+    cfg.update(
+        data_path=str(tiny_sudoku),
+        checkpoint_path=str(tmp_path / "run"),
+        global_batch_size=64,
+        epochs=2,
+        eval_interval=1,
+        wandb_mode="disabled",
+        device="cpu",
+        checkpoint_minutes=None,
+        eval_tta=2,
+        eval_tta_every=True,
+    )
+    cfg["arch"].update(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2)
+    pretrain.launch(OmegaConf.create(cfg))
+    out = capsys.readouterr().out
+    evals = [m for m in read_metrics(tmp_path / "run") if "all/accuracy" in m]
+    assert len(evals) == len(calls) == 2 and all(m["all/tta_exact_accuracy"] == 1.0 for m in evals)
+    for m, done in zip(evals, calls):  # logged just after the vote, without the vote's time
+        assert m["elapsed_s"] <= done - records.PROCESS_START - pause + 0.5
+    state = torch.load(tmp_path / "run" / f"step_{evals[-1]['step']}.state", weights_only=True)
+    plain = [m["all/exact_accuracy"] for m in evals]
+    assert state["progress"]["best_value"] == max(plain) < 1.0
+    assert "test exact accuracy >= 10% first reached" not in out and f"best {max(plain):.1%}" in out
