@@ -30,12 +30,13 @@ import yaml
 from omegaconf import OmegaConf
 
 from pretrain import TrainState, create_dataloader, create_model, eval_headline, evaluate, setup_runtime
+from utils import shell
 from utils.checkpoint import checkpoint_file, load_checkpoint, weights_file
 from utils.config import PretrainConfig, config_error, eval_batch, validate_config
 from utils.errors import UserError, close_matches, exit_with
 from utils.runtime import init_distributed
 from utils.trm_config import from_trm_config
-from utils.tta import evaluate_tta, prefix_sizes, puzzle_kind
+from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes, puzzle_kind
 
 DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -133,20 +134,6 @@ def tta_options(cli: dict[str, Any]) -> tuple[int, bool, int]:
     return k, prefer, seed
 
 
-def check_tta_kind(kind: str, k: int, config: PretrainConfig, ckpt: str) -> None:
-    if k == 1:
-        return
-    if kind == "arc":
-        raise UserError(
-            "tta is for Sudoku and Maze; ARC votes over the augmentations already in its test set: "
-            f"python dataset/score_arc.py --preds {os.path.dirname(ckpt) or '.'} --data {config.data_path}"
-        )
-    if kind not in ("sudoku", "maze"):
-        raise UserError("tta needs a Sudoku (seq 81, vocab 11) or Maze (seq 900, vocab 6) dataset")
-    if kind == "maze" and k > 8:
-        raise UserError(f"a maze has 8 symmetries: tta must be <= 8, got {k}")
-
-
 def print_tta_table(m: dict[str, float], k: int) -> None:
     """Exact accuracy with the first j of the K copies, per vote rule, and the share any copy got right."""
     valid = f"k{k}/valid_first" in m
@@ -200,9 +187,9 @@ def launch(cli: dict[str, Any]) -> None:
             epochs_per_iter=1,
             global_batch_size=eval_batch(config),
         )
-        check_tta_kind(
-            puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers), tta, config, ckpt
-        )
+        kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
+        score = ["python", "dataset/score_arc.py", "--preds", os.path.dirname(ckpt) or ".", "--data", config.data_path]
+        check_tta_kind(kind, tta, "tta", shell.join(score))
         model, optimizers, lrs = create_model(config, train_meta, d, rt.device, rt.forward_dtype, rt.use_compile)
         weights = weights_file(ckpt, ema)
         load_checkpoint(weights, model.eager, config.data_path)

@@ -23,7 +23,7 @@ FLAGS = {
     "puzzle_emb_weight_decay=1.0",
     # speedrun candidate 1: the paper's recipe with TRM's halting and the weight average, evaluated more often
     "speedrun-hrm": "epochs=18000 eval_interval=1000 global_batch_size=768 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 "
-    "puzzle_emb_weight_decay=1.0 ema=true ema_eval_raw=false arch.no_ACT_continue=true",
+    "puzzle_emb_weight_decay=1.0 ema=true ema_eval_raw=false eval_tta=16 arch.no_ACT_continue=true",
     "trm-sudoku": "arch=trm epochs=50000 eval_interval=5000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 "
     "puzzle_emb_weight_decay=1.0 arch.mlp_t=true arch.pos_encodings=none arch.L_layers=2 arch.H_cycles=3 "
     "arch.L_cycles=6 ema=true",

@@ -104,9 +104,183 @@ def test_tta_options_and_arc_are_refused_with_the_fix() -> None:
     for bad in ({"tta": 0}, {"tta": "many"}, {"tta": 2, "tta_prefer_valid": "yes"}, {"tta": True}):
         with pytest.raises(UserError, match="tta"):
             evaluate.tta_options(dict(bad))
-    config = type("C", (), {"data_path": "data/arc-aug-1000"})()
-    with pytest.raises(UserError, match=r"python dataset/score_arc\.py --preds run --data data/arc-aug-1000"):
-        evaluate.check_tta_kind("arc", 4, config, "run/step_10")
-    with pytest.raises(UserError, match="8 symmetries"):
-        evaluate.check_tta_kind("maze", 16, config, "run/step_10")
-    evaluate.check_tta_kind("arc", 1, config, "run/step_10")  # tta=1 is the plain evaluation: always fine
+    vote = "python dataset/score_arc.py --preds run --data data/arc-aug-1000"
+    with pytest.raises(UserError, match=r"tta is for Sudoku and Maze, drop tta=4; .*score_arc\.py --preds run"):
+        tta.check_tta_kind("arc", 4, "tta", vote)
+    with pytest.raises(UserError, match="8 symmetries: tta must be <= 8"):
+        tta.check_tta_kind("maze", 16, "tta", vote)
+    tta.check_tta_kind("arc", 1, "tta", vote)  # tta=1 is the plain evaluation: always fine
+
+
+def test_evaluate_tta_rows_are_the_puzzles_eval_batches_scores(tiny_sudoku: Path) -> None:
+    import pretrain
+    from tests.conftest import CPU, D, build
+
+    config, state, loader, meta = build(tiny_sudoku, halt_max_steps=2)  # 32 test puzzles, batches of 16
+    full = pretrain.evaluate(config, state, loader, meta, D, CPU)["all"]
+    first = pretrain.evaluate(config.model_copy(update={"eval_batches": 1}), state, loader, meta, D, CPU)["all"]
+    m = tta.evaluate_tta(state.model, state.model.eager, str(tiny_sudoku), meta, 1, 16, 2, CPU, rows=16)["all"]
+    assert m["accuracy"] == pytest.approx(first["accuracy"], abs=1e-6)
+    assert m["accuracy"] != pytest.approx(full["accuracy"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In training: eval_tta=K (utils/train_loop.py)
+
+
+def _train(data: Path, run_dir: Path, *extra: str):
+    from tests.conftest import SHORT_RUN, pretrain_args, run_py
+
+    r = run_py(pretrain_args(data, run_dir, [*SHORT_RUN, "seed=2"], *extra))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r
+
+
+def _tta_keys(row: dict) -> set[str]:
+    return {k for k in row if "tta" in k}
+
+
+def test_training_votes_at_the_last_eval_with_the_weights_of_the_headline(tiny_sudoku: Path, tmp_path: Path) -> None:
+    from tests.conftest import read_metrics, run_py
+
+    run = tmp_path / "run"
+    r = _train(tiny_sudoku, run, "eval_tta=3", "ema=true", "ema_rate=0.9")
+    evals = [m for m in read_metrics(run) if "all/accuracy" in m]
+    assert [m["step"] for m in evals] == [8, 16]
+    assert _tta_keys(evals[0]) == set()  # eval_tta_every=false: the last eval only
+    rules = ("votes", "valid_first", "any_copy")
+    want = {"all/tta_exact_accuracy", "all/tta_accuracy"} | {f"all/tta/k{j}/{k}" for j in (1, 2, 3) for k in rules}
+    last = evals[-1]
+    assert _tta_keys(last) == want  # the average's only: none for raw/
+    assert last["all/tta/k1/votes"] == pytest.approx(last["all/exact_accuracy"])  # copy 0 is the eval itself
+    assert last["all/tta/k1/any_copy"] == pytest.approx(last["all/exact_accuracy"])
+    shown = next(line for line in r.stdout.splitlines() if line.startswith("eval all/") and "tta" in line)
+    assert "all/tta_exact_accuracy=" in shown and "/tta/k" not in shown  # the k<j> table is logged, not printed
+    line = next(line for line in r.stdout.splitlines() if "TTA all" in line)
+    assert line.startswith("  EMA TTA all (3 copies, most votes, valid solutions first): exact ")
+    assert "; by copies 1/2/3: " in line and "; took " in line
+
+    # evaluate.py tta=3 on the checkpoint: the same copies of the same weights (the average) give the same vote;
+    # the raw weights another. Token accuracy: this tiny model solves no puzzle whole.
+    def voted(*extra: str) -> tuple[float, float]:
+        out = run_py(["evaluate.py", f"checkpoint={run / 'step_16'}", "tta=3", "save_outputs=[]", *extra])
+        assert out.returncode == 0, out.stderr
+        scores = out.stdout.split("all: tta_exact_accuracy=")[1]
+        return float(scores.split(",")[0]), float(scores.split("tta_accuracy=")[1].split()[0])
+
+    exact, token = voted()
+    assert (exact, token) == (
+        pytest.approx(last["all/tta_exact_accuracy"], abs=1e-4),
+        pytest.approx(last["all/tta_accuracy"], abs=1e-4),
+    )
+    assert voted("ema=false")[1] != pytest.approx(last["all/tta_accuracy"], abs=1e-4)
+
+
+def test_training_votes_at_every_eval_when_asked(tiny_sudoku: Path, tmp_path: Path) -> None:
+    from tests.conftest import read_metrics
+
+    run = tmp_path / "run"
+    _train(tiny_sudoku, run, "eval_tta=2", "eval_tta_every=true")
+    evals = [m for m in read_metrics(run) if "all/accuracy" in m]
+    assert len(evals) == 2
+    for m in evals:
+        assert {"all/tta_exact_accuracy", "all/tta/k2/valid_first"} <= _tta_keys(m)
+        assert m["all/tta/k1/votes"] == pytest.approx(m["all/exact_accuracy"])
+
+
+def test_training_with_several_processes_skips_it_and_says_how_to_vote(tiny_sudoku: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, SHORT_RUN, pretrain_args, py_env, read_metrics, scratch_dir
+
+    run = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29541"]
+    args = pretrain_args(tiny_sudoku, run, [*SHORT_RUN, "seed=2"], "epochs=4", "eval_interval=4", "eval_tta=2")
+    r = subprocess.run(torchrun + args, cwd=scratch_dir(), env=py_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "note: eval_tta=2 is skipped with 2 processes" in r.stdout
+    assert f"after training: python {REPO / 'evaluate.py'} checkpoint={run / 'step_8'} tta=2" in r.stdout
+    evals = [m for m in read_metrics(run) if "all/accuracy" in m]
+    assert len(evals) == 1 and _tta_keys(evals[0]) == set()
+
+
+def test_bad_eval_tta_is_refused_before_training(tiny_sudoku: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from dataset.build_arc_dataset import main as build_arc
+    from tests.conftest import FIXTURE_DATA, SHORT_RUN, pretrain_args, run_py
+
+    raw = tmp_path / "raw"
+    for sub, n in (("training", 2), ("evaluation", 2)):  # a few real ARC tasks
+        (raw / sub).mkdir(parents=True)
+        for f in sorted((FIXTURE_DATA / "raw-data" / "ARC-AGI" / "data" / sub).glob("*.json"))[:n]:
+            shutil.copy(f, raw / sub / f.name)
+    arc, maze = tmp_path / "arc", tmp_path / "maze"
+    assert build_arc(["--dataset-dirs", str(raw), "--num-aug", "1", "--output-dir", str(arc)]) == 0
+    built = run_py(["dataset/build_maze_dataset.py", "--generate", "4", "--test-size", "2", "--output-dir", str(maze)])
+    assert built.returncode == 0, built.stderr
+
+    cases = [
+        (tiny_sudoku, "eval_tta=0", "eval_tta=0: give a whole number >= 1 of transformed copies per test puzzle"),
+        (tiny_sudoku, "eval_tta=true", "eval_tta=True: give a whole number >= 1"),
+        (arc, "eval_tta=4", "eval_tta is for Sudoku and Maze, drop eval_tta=4; ARC votes over the augmentations"),
+        (maze, "eval_tta=9", "a maze has 8 symmetries: eval_tta must be <= 8, got 9"),
+    ]
+    for i, (data, arg, message) in enumerate(cases):
+        run = tmp_path / f"run{i}"
+        r = run_py(pretrain_args(data, run, SHORT_RUN, arg))
+        assert r.returncode == 2, (arg, r.stdout[-2000:], r.stderr[-2000:])
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (arg, r.stderr)
+        assert "[Rank 0" not in r.stdout and not run.exists(), arg  # no step trained, no run folder left
+        if data == arc:
+            assert r.stderr.strip().endswith(f"python dataset/score_arc.py --preds {run} --data {arc}"), r.stderr
+
+
+def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_alone(
+    tiny_sudoku: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import time
+
+    from omegaconf import OmegaConf
+
+    import evaluate
+    import pretrain
+    from tests.conftest import read_metrics
+    from utils import records, train_loop
+
+    real, pause, calls = tta.evaluate_tta, 1.5, []
+
+    def slow_and_perfect(*args, **kwargs):  # a slow vote that solves everything: the plain score must still rule
+        out = real(*args, **kwargs)
+        time.sleep(pause)
+        calls.append(time.time())
+        return {s: m | {"tta_exact_accuracy": 1.0} for s, m in out.items()}
+
+    monkeypatch.setattr(train_loop, "evaluate_tta", slow_and_perfect)
+    cfg = evaluate.default_config()
+    cfg.update(
+        data_path=str(tiny_sudoku),
+        checkpoint_path=str(tmp_path / "run"),
+        global_batch_size=64,
+        epochs=2,
+        eval_interval=1,
+        wandb_mode="disabled",
+        device="cpu",
+        checkpoint_minutes=None,
+        eval_tta=2,
+        eval_tta_every=True,
+    )
+    cfg["arch"].update(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2)
+    pretrain.launch(OmegaConf.create(cfg))
+    out = capsys.readouterr().out
+    evals = [m for m in read_metrics(tmp_path / "run") if "all/accuracy" in m]
+    assert len(evals) == len(calls) == 2 and all(m["all/tta_exact_accuracy"] == 1.0 for m in evals)
+    for m, done in zip(evals, calls):  # logged just after the vote, without the vote's time
+        assert m["elapsed_s"] <= done - records.PROCESS_START - pause + 0.5
+    # ...but the clock stays wall time: the second eval came after the first vote, its time included
+    assert evals[1]["elapsed_s"] >= calls[0] - records.PROCESS_START
+    state = torch.load(tmp_path / "run" / f"step_{evals[-1]['step']}.state", weights_only=True)
+    plain = [m["all/exact_accuracy"] for m in evals]
+    assert state["progress"]["best_value"] == max(plain) < 1.0
+    assert "test exact accuracy >= 10% first reached" not in out and f"best {max(plain):.1%}" in out

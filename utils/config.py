@@ -15,6 +15,7 @@ from typing import Any
 
 import pydantic
 import yaml
+from pydantic_core import PydanticCustomError
 
 from utils import checkpoint as ckpt
 from utils import shell
@@ -82,6 +83,8 @@ class PretrainConfig(pydantic.BaseModel):
     early_stop_patience: int = 1000  # ...for this many steps
     eval_batches: int | None = None  # evaluate on at most N batches of each test set
     eval_per_step: bool = False  # also log every ACT segment's accuracy and halting: <set>/step_<i>/...
+    eval_tta: int = 1  # test-time augmentation at training evals: K copies per test puzzle (utils/tta.py); 1: off
+    eval_tta_every: bool = False  # TTA at every eval (each costs K plain evaluations), not only the run's last
     eval_batch_size: int | None = None  # global batch for evaluation (None: global_batch_size, as the original)
     micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
 
@@ -89,6 +92,16 @@ class PretrainConfig(pydantic.BaseModel):
     ema: bool = False
     ema_rate: float = 0.999
     ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
+
+    @pydantic.field_validator("eval_tta", mode="before")
+    @classmethod
+    def _whole_copies(cls, v: Any) -> Any:
+        # before pydantic's own check, which reads eval_tta=true as 1 and would silently turn the request off
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise PydanticCustomError(
+                "eval_tta", "give a whole number >= 1 of transformed copies per test puzzle (1: off), e.g. eval_tta=8"
+            )
+        return v
 
 
 # Keys the trainer fills in for the model from the dataset; not settable in arch.

@@ -29,10 +29,11 @@ from utils import shell
 from utils.config import PretrainConfig, Resumed, eval_batch, healthy_hint, resume_command
 from utils.errors import UserError, out_of_memory_explained
 from utils.records import TimeToAccuracy
-from utils.report import finished_message, plan_line, print_report, run_rows
+from utils.report import evaluate_command, finished_message, plan_line, print_report, run_rows
 from utils.runtime import Dist, Runtime
 from utils.signals import StopSignals
 from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
+from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes, puzzle_kind
 from utils.writes import WriteGuard
 
 if TYPE_CHECKING:  # types only: see the module's docstring
@@ -87,6 +88,12 @@ def create_plan(config: PretrainConfig, d: Dist, device: torch.device, steps: St
     eval_loader, eval_meta = steps.create_dataloader(
         config, "test", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch(config)
     )
+    if config.eval_tta > 1:  # it needs the test set's kind: refused now, not at the run's last eval
+        score = ["python", "dataset/score_arc.py", "--preds", str(config.checkpoint_path), "--data", config.data_path]
+        kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
+        check_tta_kind(
+            kind, config.eval_tta, "eval_tta", f"once evaluate.py wrote a checkpoint's predictions, {shell.join(score)}"
+        )
     total_steps = int(
         config.epochs * train_meta.total_groups * train_meta.mean_puzzle_examples / config.global_batch_size
     )
@@ -231,6 +238,12 @@ class Loop:
         self.last_save = time.monotonic()
         self.stop_reason = ""  # set: the run stops (a signal, non-finite values, early stopping)
         self.eval_finite = True  # the last eval's metrics were all finite
+        if config.eval_tta > 1 and rt.d.world_size > 1:
+            log(
+                f"note: eval_tta={config.eval_tta} is skipped with {rt.d.world_size} processes (it runs in one, "
+                "which could outlast the others' wait); after training: "
+                f"{evaluate_command(str(config.checkpoint_path), plan.planned)} tta={config.eval_tta}"
+            )
         # Exists before anything reads it (`handle`, the loop); its handlers are installed by `with loop.signals:`.
         self.signals = StopSignals(log, self.stop_plan)
 
@@ -366,9 +379,12 @@ class Loop:
         state.model.eager.eval()
         self.phase = "eval"
         test, meta = self.plan.test, self.plan.test_meta
+        tta = None
         with self.out_of_memory(evaluating=True):
             with state.ema.swapped_in() if state.ema is not None else nullcontext():
                 results = self.steps.evaluate(config, state, test, meta, d, self.device, self.writes)
+                if config.eval_tta > 1 and (config.eval_tta_every or it == self.plan.total_iters - 1):
+                    tta = self.tta()  # the weights of the headline score
             raw = None
             if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
                 quiet = config.model_copy(update={"eval_save_outputs": []})
@@ -378,7 +394,7 @@ class Loop:
         )
         prog.passes_done, prog.batches_into_pass = it + 1, 0
         if d.is_main and results is not None:
-            self.report_eval(results, raw)
+            self.report_eval(results, raw, tta)
         if d.world_size > 1:  # every rank needs rank 0's best_step for pruning decisions to agree
             obj = [(prog.best_step, prog.best_value, self.eval_finite)]
             dist.broadcast_object_list(obj, src=0)
@@ -396,14 +412,43 @@ class Loop:
             return True
         return False
 
-    def report_eval(self, results: dict[str, dict[str, float]], raw: dict[str, dict[str, float]] | None) -> None:
+    def tta(self) -> tuple[dict[str, dict[str, float]], float] | None:
+        """Test-time augmentation with the model as it is now (utils/tta.py): its scores per set and seconds; one
+        process only (see __init__'s note), so None with several."""
+        config, state = self.config, self.state
+        if self.d.world_size > 1:
+            return None
+        k, batch = config.eval_tta, eval_batch(config)
+        rows = config.eval_batches * batch if config.eval_batches is not None else None  # the same rows as the eval
+        print(f"  TTA: solving {k} transformed copies of each test puzzle ({k} plain evaluations)...", flush=True)
+        t0 = time.monotonic()
+        scores = evaluate_tta(
+            state.model, state.model.eager, config.data_path, self.plan.test_meta, k, batch,
+            state.head.halt_max_steps, self.device, rows=rows,
+        )  # fmt: skip
+        return scores, time.monotonic() - t0
+
+    def report_eval(
+        self,
+        results: dict[str, dict[str, float]],
+        raw: dict[str, dict[str, float]] | None,
+        tta: tuple[dict[str, dict[str, float]], float] | None = None,
+    ) -> None:
         """Rank 0: log and print an eval's metrics, keep the best step, and the time to accuracy."""
         prog, step = self.prog, self.state.step
         flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
         flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
+        scores, took = tta or ({}, 0.0)
+        for s, m in scores.items():
+            flat |= {f"{s}/tta_exact_accuracy": m["tta_exact_accuracy"], f"{s}/tta_accuracy": m["tta_accuracy"]}
+            flat |= {f"{s}/tta/{k}": v for k, v in m.items() if k.startswith("k")}
+        # The vote ran after the headline score was known: this row's time and the time to accuracy are taken
+        # without it (restored below), later rows' times are wall time with it (a record pays for what it runs)
+        self.timing.offset -= took
         flat["elapsed_s"] = self.timing.elapsed()  # since the command's start, earlier jobs of a resumed run included
         self.tracker.log(flat, step=step)
-        print("eval " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items() if "/step_" not in k), flush=True)
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in flat.items() if "/step_" not in k and "/tta/" not in k)
+        print("eval " + shown, flush=True)
         halt_max_steps = self.state.head.halt_max_steps
         for s, m in {**results, **{f"raw/{s}": m for s, m in (raw or {}).items()}}.items():
             if "step_1/exact_accuracy" in m:  # eval_per_step: one compact line instead of 4 keys per segment
@@ -413,12 +458,16 @@ class Loop:
             print(f"  {'EMA ' if self.state.ema is not None else ''}{line}", flush=True)
         for line in self.steps.eval_headline(raw or {}, halt_max_steps):
             print(f"  raw {line}", flush=True)
+        for s, m in scores.items():
+            print(f"  {'EMA ' if self.state.ema is not None else ''}{tta_line(s, m, self.config.eval_tta, took)}")
         exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
         if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
             prog.best_step, prog.best_value = step, sum(exact) / len(exact)
         if exact:
             for line in self.timing.update(sum(exact) / len(exact), step):
                 print(f"  {line}", flush=True)
+        self.timing.offset += took
+        if exact:
             prog.timing = self.timing.state_dict()
 
     def finish(self) -> None:
@@ -447,3 +496,16 @@ class Loop:
                 else "the last eval was non-finite"
             )
             raise UserError(f"training ended on non-finite values ({what}); {healthy_hint(config, prog.healthy_step)}")
+
+
+def tta_line(name: str, m: dict[str, float], k: int, took: float) -> str:
+    """One set's TTA scores: the vote of all K copies, one copy's, and the vote of the first 1, 2, 4, ... K."""
+    valid = f"k{k}/valid_first" in m  # Sudoku: the chosen rule prefers valid solutions of the givens
+    rule = "valid_first" if valid else "votes"
+    sizes = prefix_sizes(k)
+    by = " ".join(f"{m[f'k{j}/{rule}']:.3f}" for j in sizes)
+    return (
+        f"TTA {name} ({k} copies, most votes{', valid solutions first' if valid else ''}): "
+        f"exact {m['tta_exact_accuracy']:.4f} (one copy {m['exact_accuracy']:.4f}); "
+        f"by copies {'/'.join(map(str, sizes))}: {by}; took {fmt_seconds(took)}"
+    )

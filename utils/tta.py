@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 
 from dataset.puzzles.dihedral import dihedral_transform
+from utils.errors import UserError
 
 MAZE_SIDE = 30
 
@@ -33,6 +34,22 @@ def puzzle_kind(seq_len: int, vocab_size: int, num_puzzle_identifiers: int) -> s
     if seq_len == 900 and vocab_size == 12:
         return "arc"
     return "other"
+
+
+def check_tta_kind(kind: str, k: int, key: str, arc_vote: str) -> None:
+    """K > 1 copies need the transforms of Sudoku or Maze. `key`: the setting named in the refusal (evaluate.py's
+    tta, training's eval_tta); `arc_vote`: the command(s) that vote over an ARC test set's own augmentations."""
+    if k == 1:
+        return
+    if kind == "arc":
+        raise UserError(
+            f"{key} is for Sudoku and Maze, drop {key}={k}; ARC votes over the augmentations already in its test "
+            f"set: {arc_vote}"
+        )
+    if kind not in ("sudoku", "maze"):
+        raise UserError(f"{key} needs a Sudoku (seq 81, vocab 11) or Maze (seq 900, vocab 6) dataset, drop {key}={k}")
+    if kind == "maze" and k > 8:
+        raise UserError(f"a maze has 8 symmetries: {key} must be <= 8, got {k}")
 
 
 @dataclass
@@ -148,9 +165,20 @@ def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int
 
 
 def evaluate_tta(
-    model, eager, data_path: str, meta, k: int, batch: int, steps: int, device, prefer_valid: bool = True, seed: int = 0
+    model,
+    eager,
+    data_path: str,
+    meta,
+    k: int,
+    batch: int,
+    steps: int,
+    device,
+    prefer_valid: bool = True,
+    seed: int = 0,
+    rows: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Exact and token accuracy of the voted grids per test set, beside the same for copy 0 alone (K=1).
+    `rows`: only the first that many puzzles of each set (training's eval_batches bound).
 
     Also, for the first j copies (j = 1, 2, 4, ..., K): exact accuracy of the vote (`k<j>/votes`), of the vote
     preferring valid Sudoku solutions (`k<j>/valid_first`), and the share with at least one right copy
@@ -162,9 +190,9 @@ def evaluate_tta(
     tf = make_transforms(kind, k, meta.vocab_size, seed)
     results = {}
     for set_name, a in load_arrays(data_path, "test", meta).items():
-        inputs = np.asarray(a["inputs"], dtype=np.int64)
-        labels = np.asarray(a["labels"], dtype=np.int64)
-        per_example = np.repeat(a["puzzle_identifiers"], np.diff(a["puzzle_indices"]))
+        inputs = np.asarray(a["inputs"][:rows], dtype=np.int64)
+        labels = np.asarray(a["labels"][:rows], dtype=np.int64)
+        per_example = np.repeat(a["puzzle_identifiers"], np.diff(a["puzzle_indices"]))[:rows]
         n = len(inputs)
         variants = tf.apply(inputs).reshape(n * k, -1)
         preds, conf = predict(model, eager, variants, np.repeat(per_example, k), batch, steps, device)
