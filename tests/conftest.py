@@ -123,6 +123,19 @@ def tiny_config(data: Path, **overrides):
     return pretrain.PretrainConfig(**(base | overrides))
 
 
+def launch_config(data: Path, run_dir: Path, **overrides):
+    """The config `pretrain.launch` gets from the command line, for a tiny CPU run of the tiny model in-process."""
+    from omegaconf import OmegaConf
+
+    import evaluate
+
+    cfg = evaluate.default_config()
+    cfg.update(data_path=str(data), checkpoint_path=str(run_dir), global_batch_size=64, epochs=2, eval_interval=1)
+    cfg.update(wandb_mode="disabled", device="cpu", **overrides)
+    cfg["arch"].update(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2)
+    return OmegaConf.create(cfg)
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

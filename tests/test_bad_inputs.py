@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_ARCH, run_py
+from tests.conftest import REPO, TINY_ARCH, launch_config, run_py
 from utils.checkpoint import checkpoint_file, load_checkpoint
 from utils.errors import UserError
 
@@ -745,29 +745,17 @@ CPU_OOM = (
 
 
 def _launch_with(monkeypatch, tiny_sudoku: Path, tmp_path: Path, target: str, error: BaseException) -> str:
-    from omegaconf import OmegaConf
 
-    import evaluate
     import pretrain
 
-    cfg = evaluate.default_config()
-    cfg.update(
-        data_path=str(tiny_sudoku),
-        checkpoint_path=str(tmp_path / "run"),
-        global_batch_size=64,
-        epochs=1,
-        eval_interval=1,
-        wandb_mode="disabled",
-        device="cpu",
-    )
-    cfg["arch"].update(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2)
+    cfg = launch_config(tiny_sudoku, tmp_path / "run", epochs=1)
 
     def fail(*_args, **_kwargs):
         raise error
 
     monkeypatch.setattr(pretrain, target, fail)
     with pytest.raises(UserError) as err:
-        pretrain.launch(OmegaConf.create(cfg))
+        pretrain.launch(cfg)
     return str(err.value)
 
 

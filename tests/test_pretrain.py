@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY_ARCH, WALL_CLOCK_KEYS, read_metrics, run_py, tiny_config
+from tests.conftest import TINY_ARCH, WALL_CLOCK_KEYS, launch_config, read_metrics, run_py, tiny_config
 
 TRAIN = [
     "epochs=16",
@@ -235,29 +235,18 @@ def test_micro_batches_equal_one_big_batch(tiny_sudoku: Path, tmp_path: Path) ->
 
 
 def test_out_of_memory_is_answered_with_figures_and_settings(tiny_sudoku: Path, tmp_path: Path, monkeypatch) -> None:
-    from omegaconf import OmegaConf
 
-    import evaluate
     import pretrain
     from utils.errors import UserError
 
-    cfg = evaluate.default_config()
-    cfg.update(
-        data_path=str(tiny_sudoku),
-        checkpoint_path=str(tmp_path / "run"),
-        global_batch_size=64,
-        epochs=2,
-        eval_interval=1,
-        wandb_mode="disabled",
-    )
-    cfg["arch"].update(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2)
+    cfg = launch_config(tiny_sudoku, tmp_path / "run")
 
     def out_of_memory(*_args, **_kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(pretrain, "train_batch", out_of_memory)
     with pytest.raises(UserError) as err:
-        pretrain.launch(OmegaConf.create(cfg))
+        pretrain.launch(cfg)
     msg = str(err.value)
     assert "out of memory at 64 examples per forward pass" in msg
     assert "micro_batch_size=32" in msg and "Tried to allocate 20.00 GiB" in msg

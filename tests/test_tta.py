@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dataset.puzzles.sudoku import is_solution, solve
+from tests.conftest import launch_config
 from utils import tta
 from utils.runtime import Dist
 
@@ -242,9 +243,6 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
 ) -> None:
     import time
 
-    from omegaconf import OmegaConf
-
-    import evaluate
     import pretrain
     from tests.conftest import read_metrics
     from utils import records, train_loop
@@ -258,21 +256,8 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
         return {s: m | {"tta_exact_accuracy": 1.0} for s, m in out.items()}
 
     monkeypatch.setattr(train_loop, "evaluate_tta", slow_and_perfect)
-    cfg = evaluate.default_config()
-    cfg.update(
-        data_path=str(tiny_sudoku),
-        checkpoint_path=str(tmp_path / "run"),
-        global_batch_size=64,
-        epochs=2,
-        eval_interval=1,
-        wandb_mode="disabled",
-        device="cpu",
-        checkpoint_minutes=None,
-        eval_tta=2,
-        eval_tta_every=True,
-    )
-    cfg["arch"].update(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2)
-    pretrain.launch(OmegaConf.create(cfg))
+    cfg = launch_config(tiny_sudoku, tmp_path / "run", checkpoint_minutes=None, eval_tta=2, eval_tta_every=True)
+    pretrain.launch(cfg)
     out = capsys.readouterr().out
     evals = [m for m in read_metrics(tmp_path / "run") if "all/accuracy" in m]
     assert len(evals) == len(calls) == 2 and all(m["all/tta_exact_accuracy"] == 1.0 for m in evals)
