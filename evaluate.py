@@ -29,6 +29,7 @@ import torch.distributed as dist
 import yaml
 from omegaconf import OmegaConf
 
+from dataset.loader import load_metadata
 from pretrain import TrainState, create_dataloader, create_model, eval_headline, evaluate, setup_runtime
 from utils import shell
 from utils.checkpoint import checkpoint_file, load_checkpoint, weights_file
@@ -169,15 +170,6 @@ def launch(cli: dict[str, Any]) -> None:
             config, ckpt = obj[0]
         assert config is not None
         rt = setup_runtime(config, d)
-        train_loader, train_meta = create_dataloader(
-            config,
-            "train",
-            d,
-            rt.device,
-            test_set_mode=False,
-            epochs_per_iter=1,
-            global_batch_size=config.global_batch_size,
-        )
         eval_loader, eval_meta = create_dataloader(
             config,
             "test",
@@ -187,10 +179,16 @@ def launch(cli: dict[str, Any]) -> None:
             epochs_per_iter=1,
             global_batch_size=eval_batch(config),
         )
+        # The model's shape (vocabulary, sequence length, puzzle identifiers) is the train split's. A folder with
+        # only a test split (another held-out set to score a checkpoint on) has the same fields in its metadata.
+        has_train = os.path.isfile(os.path.join(config.data_path, "train", "dataset.json"))
+        model_meta = load_metadata(config.data_path, "train") if has_train else eval_meta
+        if not has_train and d.is_main:
+            print(f"{config.data_path} has no train split: the model's shape is read from its test split", flush=True)
         kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
         score = ["python", "dataset/score_arc.py", "--preds", os.path.dirname(ckpt) or ".", "--data", config.data_path]
         check_tta_kind(kind, tta, "tta", shell.join(score))
-        model, optimizers, lrs = create_model(config, train_meta, d, rt.device, rt.forward_dtype, rt.use_compile)
+        model, optimizers, lrs = create_model(config, model_meta, d, rt.device, rt.forward_dtype, rt.use_compile)
         weights = weights_file(ckpt, ema)
         load_checkpoint(weights, model.eager, config.data_path)
 
@@ -214,7 +212,8 @@ def launch(cli: dict[str, Any]) -> None:
                     print_per_step(m, state.head.halt_max_steps)
             for line in eval_headline(metrics, state.head.halt_max_steps):
                 print(line)
-            print(f"predictions: {os.path.join(config.checkpoint_path or '', f'step_{step}_all_preds.{d.rank}')}")
+            if config.eval_save_outputs:  # save_outputs=[] writes nothing
+                print(f"predictions: {os.path.join(config.checkpoint_path or '', f'step_{step}_all_preds.{d.rank}')}")
         if tta > 1 and d.is_main:  # one process: K copies of each test puzzle, voted on whole grids
             steps = state.head.halt_max_steps
             scores = evaluate_tta(

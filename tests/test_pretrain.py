@@ -106,6 +106,16 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     r = run_py(["evaluate.py", f"checkpoint={ckpt}", "eval_batch_size=0"])
     assert r.returncode == 2 and "eval_batch_size must be positive" in r.stderr
 
+    # another held-out set, as a folder with only a test split: the same puzzles score the same, nothing written
+    held = tmp_path / "held-out"
+    shutil.copytree(tiny_sudoku / "test", held / "test")
+    shutil.copy(tiny_sudoku / "identifiers.json", held)
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}", f"data_path={held}", "save_outputs=[]"])
+    assert r.returncode == 0, r.stderr
+    assert "has no train split: the model's shape is read from its test split" in r.stdout
+    assert abs(float(r.stdout.split("accuracy=")[1].split(",")[0]) - acc) < 1e-6
+    assert "predictions:" not in r.stdout and not list(held.rglob("*_all_preds*"))
+
 
 def test_torchrun_two_gloo_processes_equal_one(tiny_sudoku: Path, tmp_path: Path) -> None:
     # Exploration draws are per rank, so turn them off to compare step by step.
