@@ -29,7 +29,7 @@ import torch.distributed as dist
 import yaml
 from omegaconf import OmegaConf
 
-from dataset.loader import load_metadata
+from dataset.loader import model_metadata
 from pretrain import TrainState, create_dataloader, create_model, eval_headline, evaluate, setup_runtime
 from utils import shell
 from utils.checkpoint import checkpoint_file, load_checkpoint, weights_file
@@ -179,10 +179,7 @@ def launch(cli: dict[str, Any]) -> None:
             epochs_per_iter=1,
             global_batch_size=eval_batch(config),
         )
-        # The model's shape (vocabulary, sequence length, puzzle identifiers) is the train split's. A folder with
-        # only a test split (another held-out set to score a checkpoint on) has the same fields in its metadata.
-        has_train = os.path.isfile(os.path.join(config.data_path, "train", "dataset.json"))
-        model_meta = load_metadata(config.data_path, "train") if has_train else eval_meta
+        model_meta, has_train = model_metadata(config.data_path)
         if not has_train and d.is_main:
             print(f"{config.data_path} has no train split: the model's shape is read from its test split", flush=True)
         kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)

@@ -138,9 +138,9 @@ def main() -> None:
         config, ckpt, _ = load_eval_config(cli)
         d = Dist()
         rt = setup_runtime(config, d)
-        from dataset.loader import load_metadata
+        from dataset.loader import model_metadata
 
-        meta = load_metadata(config.data_path, "train")
+        meta, _ = model_metadata(config.data_path)  # a test-only folder gives the shape too
         model, _, _ = create_model(config, meta, d, rt.device, rt.forward_dtype, use_compile=False)
         ckpt = weights_file(ckpt, ema)
         load_checkpoint(ckpt, model.eager, config.data_path)

@@ -90,6 +90,17 @@ def load_metadata(data_path: str, split: str) -> PuzzleDatasetMetadata:
         raise UserError(f"{path} has bad metadata ({problems}); rebuild the dataset") from None
 
 
+def model_metadata(data_path: str) -> tuple[PuzzleDatasetMetadata, bool]:
+    """The metadata that shapes a model (vocabulary, sequence length, puzzle identifiers): the train split's, or,
+    in a folder holding only a test split (another held-out set to score a checkpoint on), the test split's,
+    which has the same fields. Also says whether the train split was there."""
+    if os.path.isfile(os.path.join(data_path, "train", "dataset.json")):
+        return load_metadata(data_path, "train"), True
+    if os.path.isfile(os.path.join(data_path, "test", "dataset.json")):
+        return load_metadata(data_path, "test"), False
+    return load_metadata(data_path, "train"), True  # neither: the error names what is missing and how to build it
+
+
 def load_arrays(
     data_path: str, split: str, metadata: PuzzleDatasetMetadata, check: bool = True
 ) -> dict[str, dict[str, np.ndarray]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,7 +222,7 @@ def test_malicious_checkpoint_is_refused(tmp_path: Path) -> None:
     assert r.returncode == 2 and not (tmp_path / "pwned").exists()
 
 
-def test_predict_one_sudoku(reference: Path, tiny_sudoku: Path) -> None:
+def test_predict_one_sudoku(reference: Path, tiny_sudoku: Path, tmp_path: Path) -> None:
     import numpy as np
 
     grid = np.load(tiny_sudoku / "test" / "all__inputs.npy")[0].astype(int) - 1
@@ -230,7 +231,16 @@ def test_predict_one_sudoku(reference: Path, tiny_sudoku: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     assert "prediction after 5 ACT step(s) (training used 2)" in r.stdout
     assert "halting confidence" in r.stdout and "valid solution:" in r.stdout
+    out = r.stdout
     r = run_py(["predict.py", f"checkpoint={reference / 'step_16'}", f"puzzle={puzzle}", "halt=q"])
     assert r.returncode == 0 and "ACT step(s)" in r.stdout
+    # a data folder holding only a test split shapes the model as well: the same answer
+    held = tmp_path / "test-only"
+    shutil.copytree(tiny_sudoku / "test", held / "test")
+    r = run_py(
+        ["predict.py", f"checkpoint={reference / 'step_16'}", f"puzzle={puzzle}", "max_steps=5", f"data_path={held}"]
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("prediction after")[1] == out.split("prediction after")[1]
     r = run_py(["predict.py", f"checkpoint={reference / 'step_16'}", "puzzle=12345"])
     assert r.returncode == 2 and "expected 81 characters" in r.stderr and "Traceback" not in r.stderr
