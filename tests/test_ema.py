@@ -102,6 +102,7 @@ def test_ema_run_evaluates_the_average_and_resumes_bit_exactly(tiny_sudoku, tmp_
 
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     r = _run(tiny_sudoku, ref, "ema=true", "ema_rate=0.9", "eval_per_step=true")
+    assert "4 ACT steps each; every segment scored (eval_per_step)" in r.stdout  # the start-up plan says so
     assert (
         "  all exact accuracy after segment 1..4: " in r.stdout and "raw/all exact accuracy after segment" in r.stdout
     )

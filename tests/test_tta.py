@@ -160,6 +160,7 @@ def test_training_votes_at_the_last_eval_with_the_weights_of_the_headline(tiny_s
     line = next(line for line in r.stdout.splitlines() if "TTA all" in line)
     assert line.startswith("  EMA TTA all (3 copies, most votes, valid solutions first): exact ")
     assert "; by copies 1/2/3: " in line and "; took " in line
+    assert " ACT steps each; 3 voted copies of each at the last eval (eval_tta)" in r.stdout  # the start-up plan
 
     # evaluate.py tta=3 on the checkpoint: the same copies of the same weights (the average) give the same vote;
     # the raw weights another. Token accuracy: this tiny model solves no puzzle whole.

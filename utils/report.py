@@ -59,6 +59,11 @@ def run_rows(
     eval_plan = f"{evals} evals of {test_examples:,} test examples, {halt_max_steps} ACT steps each"
     if config.eval_batches is not None:
         eval_plan += f" (at most {config.eval_batches} batches of {eval_batch(config)} per set)"
+    if config.eval_tta > 1:  # eval_tta: K more evaluations' worth, where they happen
+        when = "every eval" if config.eval_tta_every else "the last eval"
+        eval_plan += f"; {config.eval_tta} voted copies of each at {when} (eval_tta)"
+    if config.eval_per_step:
+        eval_plan += "; every segment scored (eval_per_step)"
     rows = [
         (
             "optimizer",
