@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from adam_atan2 import AdamATan2
 from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
-from models.losses import IGNORE_LABEL_ID, ACTLossHead
+from models.losses import EVAL_KEYS, IGNORE_LABEL_ID, ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils import checkpoint as ckpt
 from utils.config import (  # noqa: F401  (re-exported: tests and bench/ use pretrain.<name>, as in the original)
@@ -445,7 +445,7 @@ def evaluate(
     totals: torch.Tensor | None = None
     halt_max_steps = state.head.halt_max_steps
     says_halt = state.head.says_halt
-    return_keys = sorted(set(config.eval_save_outputs) | {"logits", "q_halt_logits", "q_continue_logits"})
+    return_keys = sorted(set(config.eval_save_outputs) | set(EVAL_KEYS))
 
     def run_batch(model: nn.Module, batch: dict[str, torch.Tensor]):
         carry = state.head.initial_carry(batch)

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 IGNORE_LABEL_ID = -100
+# What an evaluation reads from each segment, sorted: torch.compile guards on the `return_keys` list, so every
+# evaluation passing this same list (pretrain.evaluate, utils/tta) reuses one compiled graph
+EVAL_KEYS = ["logits", "q_continue_logits", "q_halt_logits"]
 
 
 def s(x: torch.Tensor, epsilon: float = 1e-30) -> torch.Tensor:

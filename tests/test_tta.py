@@ -270,3 +270,33 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
     plain = [m["all/exact_accuracy"] for m in evals]
     assert state["progress"]["best_value"] == max(plain) < 1.0
     assert "test exact accuracy >= 10% first reached" not in out and f"best {max(plain):.1%}" in out
+
+
+def test_tta_reuses_the_compiled_evaluation(tiny_sudoku: Path) -> None:
+    """With compile on, the vote's forwards hit the graph the evaluation compiled: torch.compile guards on the
+    `return_keys` list and on inference-mode tensors, and a second graph costs a compile (~a minute on a GPU)."""
+    import torch._dynamo
+    import torch._dynamo.utils as dynamo_utils
+
+    import pretrain
+    from dataset.loader import load_arrays
+    from tests.conftest import CPU, D, build
+    from utils.runtime import CompileGuard
+
+    config, state, loader, meta = build(tiny_sudoku, halt_max_steps=2)
+    torch._dynamo.reset()
+    state.model = CompileGuard(state.model.eager, enabled=True)
+
+    def graphs() -> int:
+        return dynamo_utils.counters["stats"]["unique_graphs"]
+
+    before = graphs()
+    plain = pretrain.evaluate(config, state, loader, meta, D, CPU)["all"]
+    compiled = graphs()
+    assert compiled > before and state.model.is_compiled  # it did compile (no eager fallback)
+    a = load_arrays(str(tiny_sudoku), "test", meta)["all"]
+    inputs = np.asarray(a["inputs"])
+    preds, _ = tta.predict(state.model, state.model.eager, inputs, np.zeros(len(inputs), np.int64), 16, 2, CPU)
+    assert graphs() == compiled  # no second graph for the vote's forwards
+    labels = np.asarray(a["labels"])
+    assert np.mean((preds == labels).all(1)) == pytest.approx(plain["exact_accuracy"])  # and the same answers

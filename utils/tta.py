@@ -137,6 +137,8 @@ def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int
     """
     import torch
 
+    from models.losses import EVAL_KEYS
+
     preds, conf = [], []
     for start in range(0, len(inputs), batch):
         x = np.asarray(inputs[start : start + batch], dtype=np.int32)
@@ -145,20 +147,22 @@ def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int
         if real < batch:
             x = np.pad(x, ((0, batch - real), (0, 0)))
             p = np.pad(p, (0, batch - real))
-        b = {
-            "inputs": torch.from_numpy(x).to(device),
-            "labels": torch.zeros_like(torch.from_numpy(x)).to(device),
-            "puzzle_identifiers": torch.from_numpy(p).to(device),
-        }
 
-        def segments(m, b=b):
+        def segments(m, b):
             carry = eager.initial_carry(b)
             for _ in range(steps):
-                carry, _, _, out, _ = m(carry=carry, batch=b, return_keys=["logits", "q_halt_logits"])
+                # pretrain.evaluate's list (default eval_save_outputs): the evaluation's compiled graph, not another
+                carry, _, _, out, _ = m(carry=carry, batch=b, return_keys=EVAL_KEYS)
             return out["logits"].argmax(-1), torch.sigmoid(out["q_halt_logits"].float())
 
+        # the batch is made inside inference mode, as pretrain.evaluate's: torch.compile guards on that too
         with torch.inference_mode():
-            tokens, q = model.run("eval", segments)
+            b = {
+                "inputs": torch.from_numpy(x).to(device),
+                "labels": torch.zeros_like(torch.from_numpy(x)).to(device),
+                "puzzle_identifiers": torch.from_numpy(p).to(device),
+            }
+            tokens, q = model.run("eval", lambda m, b=b: segments(m, b))
         preds.append(tokens[:real].cpu().numpy())
         conf.append(q[:real].cpu().numpy())
     return np.concatenate(preds), np.concatenate(conf)
