@@ -30,9 +30,9 @@ class TimeToAccuracy:
     def elapsed(self) -> float:
         return self.offset + time.time() - self.start
 
-    def update(self, accuracy: float, step: int) -> list[str]:
-        """Record one evaluation; returns a line for each threshold it crossed first."""
-        t = self.elapsed()
+    def update(self, accuracy: float, step: int, at: float | None = None) -> list[str]:
+        """Record one evaluation, known at `at` seconds (default: now); returns a line per threshold crossed first."""
+        t = self.elapsed() if at is None else at
         if self.best is None or accuracy > self.best[0]:
             self.best = (accuracy, t, step)
         lines = []

@@ -442,10 +442,10 @@ class Loop:
         for s, m in scores.items():
             flat |= {f"{s}/tta_exact_accuracy": m["tta_exact_accuracy"], f"{s}/tta_accuracy": m["tta_accuracy"]}
             flat |= {f"{s}/tta/{k}": v for k, v in m.items() if k.startswith("k")}
-        # The vote ran after the headline score was known: this row's time and the time to accuracy are taken
-        # without it (restored below), later rows' times are wall time with it (a record pays for what it runs)
-        self.timing.offset -= took
-        flat["elapsed_s"] = self.timing.elapsed()  # since the command's start, earlier jobs of a resumed run included
+        # The vote ran after the headline score was known: this eval's time (and time to accuracy) is that moment;
+        # the clock runs on, so later evals' times include the vote (a record pays for what it runs)
+        known_at = self.timing.elapsed() - took
+        flat["elapsed_s"] = known_at  # since the command's start, earlier jobs of a resumed run included
         self.tracker.log(flat, step=step)
         shown = ", ".join(f"{k}={v:.4f}" for k, v in flat.items() if "/step_" not in k and "/tta/" not in k)
         print("eval " + shown, flush=True)
@@ -464,10 +464,8 @@ class Loop:
         if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
             prog.best_step, prog.best_value = step, sum(exact) / len(exact)
         if exact:
-            for line in self.timing.update(sum(exact) / len(exact), step):
+            for line in self.timing.update(sum(exact) / len(exact), step, at=known_at):
                 print(f"  {line}", flush=True)
-        self.timing.offset += took
-        if exact:
             prog.timing = self.timing.state_dict()
 
     def finish(self) -> None:

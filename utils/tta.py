@@ -206,18 +206,21 @@ def evaluate_tta(
         mask = labels != (meta.ignore_label_id if meta.ignore_label_id is not None else -1)
 
         score = partial(grid_scores, labels=labels, mask=mask)
-        row = dict(zip(("exact_accuracy", "accuracy"), score(back[:, 0])))
-        row |= dict(
-            zip(("tta_exact_accuracy", "tta_accuracy"), score(vote(back, conf, valid if prefer_valid else None)))
-        )
         # the first j copies of these K are themselves a TTA run with j copies: one table per rule from one pass
         exact = ((back == labels[:, None]) | ~mask[:, None]).all(-1)  # (N, K): copy k is right
-        for j in prefix_sizes(k):
-            row[f"k{j}/votes"] = score(vote(back[:, :j], conf[:, :j]))[0]
+        table: dict[str, float] = {}
+        for j in prefix_sizes(k):  # ends with j = K, whose chosen grids are the headline's
+            by_votes = vote(back[:, :j], conf[:, :j])
+            table[f"k{j}/votes"] = score(by_votes)[0]
+            chosen = by_votes
             if valid is not None:
-                row[f"k{j}/valid_first"] = score(vote(back[:, :j], conf[:, :j], valid[:, :j]))[0]
-            row[f"k{j}/any_copy"] = float(exact[:, :j].any(1).mean())
-        results[set_name] = row
+                by_valid = vote(back[:, :j], conf[:, :j], valid[:, :j])
+                table[f"k{j}/valid_first"] = score(by_valid)[0]
+                chosen = by_valid if prefer_valid else by_votes
+            table[f"k{j}/any_copy"] = float(exact[:, :j].any(1).mean())
+        row = dict(zip(("exact_accuracy", "accuracy"), score(back[:, 0])))
+        row |= dict(zip(("tta_exact_accuracy", "tta_accuracy"), score(chosen)))
+        results[set_name] = row | table
     return results
 
 
