@@ -61,7 +61,7 @@ from utils.runtime import (
     init_distributed,
     setup_runtime,
 )
-from utils.signals import ignore_stop_signals
+from utils.signals import end_workers_at_exit, ignore_stop_signals
 from utils.tracking import Tracker, progress_bar
 from utils.train_loop import Loop, Steps, create_plan, restore_train_state, start_run
 from utils.writes import WriteGuard, replace_atomically
@@ -138,6 +138,8 @@ def create_dataloader(
         persistent_workers=workers > 0,
         generator=loader_generator(config.seed, d.rank),  # not the global RNG, which exploration uses
     )
+    if workers:
+        end_workers_at_exit(loader)  # they ignore stop signals: without this an exit by error or signal hung
     return loader, dataset.metadata
 
 

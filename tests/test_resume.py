@@ -94,6 +94,37 @@ def test_loader_workers_ignore_group_signals(tiny_sudoku: Path) -> None:
     del it, loader
 
 
+# A process that exits while its loader's workers live: sys.exit with the loader still referenced (a stop by
+# signal exits 130 and a user error 2 that way, their tracebacks keeping the run's frames).
+EXIT_WITH_LIVE_WORKERS = """
+import sys, torch, pretrain
+from tests.conftest import tiny_config
+from utils.runtime import Dist
+loader, _ = pretrain.create_dataloader(tiny_config(sys.argv[1]), "train", Dist(), torch.device("cuda"),
+                                       test_set_mode=False, epochs_per_iter=2, global_batch_size=8)
+it = iter(loader)
+next(it)
+print("worker", it._workers[0].pid, flush=True)
+sys.exit(3)
+"""
+
+
+def test_exit_with_live_workers_is_prompt(tiny_sudoku: Path) -> None:
+    """Workers ignore SIGTERM, which Python's own exit handler sends them before waiting: that wait never ended
+    (every GPU run stopped by `timeout` hung after saving until killed). Now the workers end with the process."""
+    t0 = time.monotonic()
+    try:
+        r = run_py(["-c", EXIT_WITH_LIVE_WORKERS, str(tiny_sudoku)], timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit within 60 s: its loader workers kept it waiting")
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert time.monotonic() - t0 < 30
+    pid = int(r.stdout.split("worker ")[1].split()[0])
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # the worker is gone too, not orphaned
+        os.kill(pid, 0)
+
+
 def test_kill_9_at_random_moments_then_resume(tiny_sudoku: Path, reference: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     rng = random.Random(0)

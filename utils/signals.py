@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 
@@ -64,7 +66,38 @@ class StopSignals:
 def ignore_stop_signals(_worker_id: int = 0) -> None:
     """In loader workers: Ctrl-C, `timeout` and a closed tmux pane signal the whole process group; a worker
     killed by them makes PyTorch raise in the main process mid-step, before it can save. The main process
-    handles the stop (StopSignals) and ends its workers itself."""
+    handles the stop (StopSignals) and ends its workers itself (end_workers_at_exit)."""
     for name in StopSignals.SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+_loaders: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def end_workers_at_exit(loader: Any) -> Any:
+    """Register a DataLoader whose workers ignore stop signals, so that they end when the process exits.
+
+    Python's multiprocessing ends daemon workers at exit with SIGTERM and then waits for them, and these ignore
+    SIGTERM: a process that exits while the loader still exists waited forever. The loader outlives the run when
+    it exits by an exception (a stop by signal exits 130 with sys.exit, a user error exits 2), because the
+    traceback keeps the run's frames. Measured: every GPU run stopped by `timeout` hung after saving until
+    `timeout -k` killed it, and a second Ctrl-C could not help (the signals are ignored by then). This handler
+    runs before multiprocessing's (atexit runs last-registered first) and shuts the workers down the way the
+    loader itself would."""
+    if not _loaders:
+        atexit.unregister(_end_workers)  # once, however many loaders
+        atexit.register(_end_workers)
+    _loaders.add(loader)
+    return loader
+
+
+def _end_workers() -> None:
+    for loader in list(_loaders):
+        it = getattr(loader, "_iterator", None)  # where a DataLoader keeps its persistent workers' iterator
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()  # PyTorch's own handshake: stops the pin-memory thread, tells each worker to end, joins
+        for worker in getattr(it, "_workers", ()):
+            if worker.is_alive():  # past the handshake's timeout: SIGKILL cannot be ignored
+                worker.kill()
