@@ -185,7 +185,9 @@ def launch(cli: dict[str, Any]) -> None:
         kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
         score = ["python", "dataset/score_arc.py", "--preds", os.path.dirname(ckpt) or ".", "--data", config.data_path]
         check_tta_kind(kind, tta, "tta", shell.join(score))
-        model, optimizers, lrs = create_model(config, model_meta, d, rt.device, rt.forward_dtype, rt.use_compile)
+        model, optimizers, lrs = create_model(
+            config, model_meta, d, rt.device, rt.forward_dtype, rt.use_compile, compile_mode=rt.compile_mode
+        )
         weights = weights_file(ckpt, ema)
         load_checkpoint(weights, model.eager, config.data_path)
 

@@ -164,6 +164,7 @@ def create_model(
     forward_dtype: str,
     use_compile: bool,
     log=print,
+    compile_mode: str | None = None,
 ) -> tuple[CompileGuard, list[torch.optim.Optimizer], list[float]]:
     model_cls = load_model_class(config.arch.name)
     loss_cls = load_model_class(config.arch.loss.name)
@@ -199,7 +200,7 @@ def create_model(
         AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2))
     )
     lrs.append(config.lr)
-    return CompileGuard(model, enabled=use_compile, log=log), optimizers, lrs
+    return CompileGuard(model, enabled=use_compile, log=log, mode=compile_mode), optimizers, lrs
 
 
 def cosine_schedule_with_warmup_lr_lambda(
@@ -230,7 +231,9 @@ def init_train_state(
             f"micro_batch_size={config.micro_batch_size} must divide the per-process batch {local_batch} "
             f"(global_batch_size {config.global_batch_size} / {rt.d.world_size} processes)"
         )
-    model, optimizers, lrs = create_model(config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log)
+    model, optimizers, lrs = create_model(
+        config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log, rt.compile_mode
+    )
     return TrainState(
         model=model,
         optimizers=optimizers,

@@ -224,6 +224,41 @@ def test_disable_compile_env_is_reported(tiny_sudoku: Path, tmp_path: Path) -> N
     assert "off (DISABLE_COMPILE is set)" in r.stdout
 
 
+def test_compile_mode_reaches_torch_compile(tiny_sudoku: Path, tmp_path: Path) -> None:
+    """compile_mode=reduce-overhead (CUDA graphs on a GPU; ignored by Inductor on CPU) trains, is reported, and
+    marks a new generation of graph replays before each compiled call; a mistyped mode stops before training."""
+    out = train(
+        tiny_sudoku, tmp_path / "run", "compile=true", "compile_mode=reduce-overhead", "epochs=4", "eval_interval=4"
+    )
+    assert "compile        on (compile=true; mode reduce-overhead: CUDA graphs)" in out
+    assert "torch.compile failed" not in out  # compiled, not the eager fallback
+    assert read_metrics(tmp_path / "run")[-1]["all/exact_accuracy"] >= 0  # trained and evaluated to the end
+
+    r = run_py(["pretrain.py", f"data_path={tiny_sudoku}", f"checkpoint_path={tmp_path / 'bad'}", "compile_mode=fast"])
+    assert r.returncode == 2 and "compile_mode must be null or one of default, reduce-overhead" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
+
+
+def test_cuda_graph_modes_mark_each_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from utils.runtime import CompileGuard
+
+    marks: list[int] = []
+    compiles: list[dict] = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiles.append(kw) or m)  # the mode and marks only
+    model = torch.nn.Linear(4, 4)
+    for mode, want in [(None, 0), ("max-autotune-no-cudagraphs", 0), ("reduce-overhead", 2), ("max-autotune", 2)]:
+        marks.clear()
+        guard = CompileGuard(model, enabled=True, mode=mode)
+        assert compiles[-1] == {"dynamic": False, "mode": mode}
+        for _ in range(2):
+            guard.run("train", lambda m: m(torch.ones(1, 4)))
+        assert len(marks) == want, mode
+    guard = CompileGuard(model, enabled=False, mode="reduce-overhead")  # compile off: no graphs to mark
+    guard.run("train", lambda m: m(torch.ones(1, 4)))
+    assert len(marks) == 2
+
+
 def test_micro_batches_equal_one_big_batch(tiny_sudoku: Path, tmp_path: Path) -> None:
     """Gradient accumulation over 4 micro-batches, each with its own ACT carry, equals one batch of 64."""
     extra = ["arch.halt_exploration_prob=0", "epochs=4", "eval_interval=2", "checkpoint_minutes=null"]

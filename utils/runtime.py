@@ -135,6 +135,26 @@ def compile_wanted(setting: Any, device: torch.device) -> tuple[bool, str]:
     return True, "on by default on CUDA"
 
 
+# torch.compile's modes (torch._inductor.list_mode_options); those with "cudagraphs" replay each compiled call as
+# one CUDA graph, which pays where a step is bound by kernel launches (small batches) and costs a private memory pool
+COMPILE_MODES = {
+    "default": "torch's default",
+    "reduce-overhead": "CUDA graphs",
+    "max-autotune": "autotuned kernels and CUDA graphs",
+    "max-autotune-no-cudagraphs": "autotuned kernels",
+}
+
+
+def check_compile_mode(mode: str | None) -> str | None:
+    if mode is not None and mode not in COMPILE_MODES:
+        raise UserError(f"compile_mode must be null or one of {', '.join(COMPILE_MODES)}; got {mode!r}")
+    return mode
+
+
+def uses_cuda_graphs(mode: str | None) -> bool:
+    return mode in ("reduce-overhead", "max-autotune")
+
+
 class CompileGuard:
     """Holds the eager module and, when enabled, its torch.compile'd twin.
 
@@ -143,10 +163,13 @@ class CompileGuard:
     Checkpoints always use `eager` (no `_orig_mod.` prefixes).
     """
 
-    def __init__(self, model: nn.Module, enabled: bool, log: Callable[[str], None] = print):
+    def __init__(
+        self, model: nn.Module, enabled: bool, log: Callable[[str], None] = print, mode: str | None = None
+    ) -> None:
         self.eager = model
-        self.compiled: nn.Module | None = torch.compile(model, dynamic=False) if enabled else None  # type: ignore[assignment]
+        self.compiled: nn.Module | None = torch.compile(model, dynamic=False, mode=mode) if enabled else None  # type: ignore[assignment]
         self.log = log
+        self.graphs = enabled and uses_cuda_graphs(mode)
         self._verified: set[str] = set()
 
     @property
@@ -159,6 +182,10 @@ class CompileGuard:
 
     def run(self, key: str, fn: Callable[[nn.Module], Any], cleanup: Callable[[], None] | None = None) -> Any:
         """Run fn(model); on the first call for `key` with compile on, fall back to eager if it fails."""
+        if self.graphs and self.compiled is not None:
+            # one train step or eval batch = one generation of CUDA graph replays: the outputs of earlier ones
+            # (the carry fed back in, metrics already read) may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         if self.compiled is None or key in self._verified:
             return fn(self.active)
         try:
@@ -189,6 +216,7 @@ class Runtime:
     forward_dtype: str
     use_compile: bool
     report: list[tuple[str, str]]  # the start-up report's first rows: each choice and its reason
+    compile_mode: str | None = None
 
 
 def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
@@ -202,6 +230,9 @@ def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
     except ValueError as e:
         raise UserError(str(e)) from None
     use_compile, compile_why = compile_wanted(config.compile, device)
+    mode = check_compile_mode(config.compile_mode)
+    if use_compile and mode is not None:
+        compile_why += f"; mode {mode}: {COMPILE_MODES[mode]}"
     cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
     report = [
         ("versions", f"Python {sys.version.split()[0]}, torch {torch.__version__}{cuda}"),
@@ -212,4 +243,4 @@ def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
         ("forward dtype", f"{forward_dtype} ({dtype_why})"),
         ("world size", f"{d.world_size}" + (f" ({d.backend})" if d.backend else "")),
     ]
-    return Runtime(d, device, forward_dtype, use_compile, report)
+    return Runtime(d, device, forward_dtype, use_compile, report, mode)
