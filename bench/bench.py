@@ -105,19 +105,29 @@ def metadata_dict(seq: int, vocab: int, ids: int, groups: int) -> dict:
     )
 
 
-def setup_ours(root: Path, cfg: dict, meta: dict, compile_: bool, micro: int | None = None, mlp: str = "auto"):
+def setup_ours(
+    root: Path,
+    cfg: dict,
+    meta: dict,
+    compile_: bool,
+    micro: int | None = None,
+    mlp: str = "auto",
+    mode: str | None = None,
+):
     sys.path.insert(0, str(root))
     import pretrain
     from dataset.format import PuzzleDatasetMetadata
     from utils.runtime import Dist
 
     config = pretrain.PretrainConfig(
-        **cfg, compile=compile_, attn_backend="auto", micro_batch_size=micro, mlp_kernel=mlp
+        **cfg, compile=compile_, compile_mode=mode, attn_backend="auto", micro_batch_size=micro, mlp_kernel=mlp
     )
     d = Dist()
     rt = pretrain.setup_runtime(config, d)
     m = PuzzleDatasetMetadata(**meta)
-    model, opts, lrs = pretrain.create_model(config, m, d, rt.device, rt.forward_dtype, rt.use_compile)
+    model, opts, lrs = pretrain.create_model(
+        config, m, d, rt.device, rt.forward_dtype, rt.use_compile, compile_mode=rt.compile_mode
+    )
     state = pretrain.TrainState(model=model, optimizers=opts, optimizer_lrs=lrs, carry=None, step=0, total_steps=10**6)
 
     def train(batch, gbs):
@@ -285,7 +295,7 @@ def main() -> None:
     sys.path = [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).resolve().parent]
     cfg, meta = config_dict(seq, vocab, batch, ids), metadata_dict(seq, vocab, ids, groups=10**6)
     setup = setup_ours if args.impl == "ours" else setup_orig
-    if args.compile_mode:  # applies to every torch.compile call of either implementation
+    if args.compile_mode and args.impl == "orig":  # ours takes it as its compile_mode key (marks and copies)
         import functools
 
         torch.compile = functools.partial(torch.compile, mode=args.compile_mode)  # type: ignore[assignment]
@@ -305,7 +315,9 @@ def main() -> None:
         k, v = kv.split("=", 1)
         setattr(inductor_config, k, type(getattr(inductor_config, k))(int(v) if v.isdigit() else v))
     torch.manual_seed(0)
-    extra = ({"micro": args.micro} if args.micro else {}) | ({"mlp": args.mlp} if args.impl == "ours" else {})
+    extra = ({"micro": args.micro} if args.micro else {}) | (
+        {"mlp": args.mlp, "mode": args.compile_mode} if args.impl == "ours" else {}
+    )
     train, evaluate, model, report = setup(args.root.resolve(), cfg, meta, not args.no_compile, **extra)
 
     batches = make_batches(8, seq, vocab, batch, ids)

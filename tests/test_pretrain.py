@@ -251,12 +251,42 @@ def test_cuda_graph_modes_mark_each_step(monkeypatch: pytest.MonkeyPatch) -> Non
         marks.clear()
         guard = CompileGuard(model, enabled=True, mode=mode)
         assert compiles[-1] == {"dynamic": False, "mode": mode}
+        made: list[torch.Tensor] = []
+
+        def call(m: torch.nn.Module, made: list[torch.Tensor] = made) -> dict:
+            made.append(m(torch.ones(1, 4)))
+            return {"y": [made[-1]], "n": 3}
+
         for _ in range(2):
-            guard.run("train", lambda m: m(torch.ones(1, 4)))
+            out = guard.run("train", call)
         assert len(marks) == want, mode
+        # with CUDA graphs what a call returns is copied out of the graphs' memory pool, which the next overwrites
+        assert (out["y"][0].data_ptr() != made[-1].data_ptr()) == (want > 0), mode
+        assert torch.equal(out["y"][0], made[-1]) and out["n"] == 3
     guard = CompileGuard(model, enabled=False, mode="reduce-overhead")  # compile off: no graphs to mark
     guard.run("train", lambda m: m(torch.ones(1, 4)))
     assert len(marks) == 2
+
+
+def test_out_of_graph_pool_copies_the_carry() -> None:
+    """The ACT carry (nested dataclasses, a dict of tensors) comes back whole, equal, in memory of its own."""
+    from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1Carry, HierarchicalReasoningModel_ACTV1InnerCarry
+    from utils.runtime import out_of_graph_pool
+
+    inner = HierarchicalReasoningModel_ACTV1InnerCarry(z_H=torch.randn(2, 3), z_L=torch.randn(2, 3))
+    carry = HierarchicalReasoningModel_ACTV1Carry(
+        inner, torch.tensor([1, 2]), torch.tensor([True, False]), {"x": torch.ones(2)}
+    )
+    got = out_of_graph_pool([carry, (torch.zeros(1), "s")])
+    copy = got[0]
+    assert type(copy) is type(carry) and type(copy.inner_carry) is type(inner) and got[1][1] == "s"
+    pairs = [
+        (copy.inner_carry.z_H, inner.z_H),
+        (copy.steps, carry.steps),
+        (copy.current_data["x"], carry.current_data["x"]),
+    ]
+    for a, b in pairs:
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
 
 
 def test_micro_batches_equal_one_big_batch(tiny_sudoku: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ kernel in models/layers.py. Each choice is made once and comes back with a one-l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -155,6 +156,21 @@ def uses_cuda_graphs(mode: str | None) -> bool:
     return mode in ("reduce-overhead", "max-autotune")
 
 
+def out_of_graph_pool(obj: Any) -> Any:
+    """obj with every tensor copied (through dataclasses, dicts, lists and tuples). A CUDA graph's outputs live in
+    its memory pool, where the next replay writes: the ACT carry one step returns is the next step's input, and
+    cudagraph trees refused it as an overwritten output (BENCHMARKS.md). A carry at batch 384 is ~80 MB to copy."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return type(obj)(**{f.name: out_of_graph_pool(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+    if isinstance(obj, dict):
+        return {k: out_of_graph_pool(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(out_of_graph_pool(v) for v in obj)
+    return obj
+
+
 class CompileGuard:
     """Holds the eager module and, when enabled, its torch.compile'd twin.
 
@@ -182,12 +198,14 @@ class CompileGuard:
 
     def run(self, key: str, fn: Callable[[nn.Module], Any], cleanup: Callable[[], None] | None = None) -> Any:
         """Run fn(model); on the first call for `key` with compile on, fall back to eager if it fails."""
-        if self.graphs and self.compiled is not None:
-            # one train step or eval batch = one generation of CUDA graph replays: the outputs of earlier ones
-            # (the carry fed back in, metrics already read) may be overwritten from here on
+        graphs = self.graphs and self.compiled is not None
+        if graphs:
+            # one train step or eval batch = one generation of CUDA graph replays; what fn returns is copied out
+            # of the graphs' pool, so the next generation may overwrite everything the last one wrote
             torch.compiler.cudagraph_mark_step_begin()
         if self.compiled is None or key in self._verified:
-            return fn(self.active)
+            out = fn(self.active)
+            return out_of_graph_pool(out) if graphs else out
         try:
             out = fn(self.compiled)
         except torch.cuda.OutOfMemoryError:
@@ -202,7 +220,7 @@ class CompileGuard:
                 cleanup()
             return fn(self.eager)
         self._verified.add(key)
-        return out
+        return out_of_graph_pool(out) if graphs else out
 
 
 # ----------------------------------------------------------------------------------------------------------
