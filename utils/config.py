@@ -69,7 +69,7 @@ class PretrainConfig(pydantic.BaseModel):
     attn_backend: str = "auto"
     mlp_kernel: str = "auto"  # auto | fused | plain (models/layers.py)
     compile: bool | str | None = "auto"
-    compile_mode: str | None = None  # torch.compile's mode (utils/runtime.COMPILE_MODES); None: its default
+    compile_mode: str | None = None  # torch.compile's mode (utils/runtime.compile_modes); None: its default
     wandb_mode: str = "auto"
 
     # fork: long runs (full-state checkpoints, resume, guards)

@@ -136,24 +136,33 @@ def compile_wanted(setting: Any, device: torch.device) -> tuple[bool, str]:
     return True, "on by default on CUDA"
 
 
-# torch.compile's modes (torch._inductor.list_mode_options); those with "cudagraphs" replay each compiled call as
-# one CUDA graph, which pays where a step is bound by kernel launches (small batches) and costs a private memory pool
-COMPILE_MODES = {
-    "default": "torch's default",
-    "reduce-overhead": "CUDA graphs",
-    "max-autotune": "autotuned kernels and CUDA graphs",
-    "max-autotune-no-cudagraphs": "autotuned kernels",
-}
+def compile_modes() -> dict[str, dict[str, Any]]:
+    """torch.compile's modes and the Inductor settings each one turns on: this PyTorch's own list."""
+    import torch._inductor
+
+    return torch._inductor.list_mode_options()
 
 
 def check_compile_mode(mode: str | None) -> str | None:
-    if mode is not None and mode not in COMPILE_MODES:
-        raise UserError(f"compile_mode must be null or one of {', '.join(COMPILE_MODES)}; got {mode!r}")
+    if mode is not None and mode not in compile_modes():
+        raise UserError(f"compile_mode must be null or one of {', '.join(compile_modes())}; got {mode!r}")
     return mode
 
 
 def uses_cuda_graphs(mode: str | None) -> bool:
-    return mode in ("reduce-overhead", "max-autotune")
+    """Modes that replay each compiled call as one CUDA graph: they pay where a step is bound by kernel launches
+    (small batches) and cost a private memory pool."""
+    return mode is not None and bool(compile_modes().get(mode, {}).get("triton.cudagraphs"))
+
+
+def describe_compile_mode(mode: str) -> str:
+    opts = compile_modes()[mode]
+    parts = [
+        what
+        for key, what in (("max_autotune", "autotuned kernels"), ("triton.cudagraphs", "CUDA graphs"))
+        if opts.get(key)
+    ]
+    return " and ".join(parts) or "torch's default kernels"
 
 
 def out_of_graph_pool(obj: Any) -> Any:
@@ -250,7 +259,7 @@ def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
     use_compile, compile_why = compile_wanted(config.compile, device)
     mode = check_compile_mode(config.compile_mode)
     if use_compile and mode is not None:
-        compile_why += f"; mode {mode}: {COMPILE_MODES[mode]}"
+        compile_why += f"; mode {mode}: {describe_compile_mode(mode)}"
     cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
     report = [
         ("versions", f"Python {sys.version.split()[0]}, torch {torch.__version__}{cuda}"),
