@@ -122,6 +122,7 @@ def create_dataloader(
             rank=d.rank,
             num_replicas=d.world_size,
             batch_key="eval_batch_size" if split == "test" and config.eval_batch_size else "global_batch_size",
+            augment_online=config.augment_online and split == "train",
             **kwargs,
         ),
         split=split,

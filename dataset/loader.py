@@ -28,6 +28,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from dataset.format import FIELDS, PuzzleDatasetMetadata
 from models.losses import IGNORE_LABEL_ID
 from utils.errors import UserError
+from utils.tta import Transforms, puzzle_kind, random_transforms
 
 Batch = dict[str, torch.Tensor]
 
@@ -224,6 +225,7 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
     rank: int
     num_replicas: int
     batch_key: str = "global_batch_size"  # the config key global_batch_size came from, for the error message
+    augment_online: bool = False  # train: each example under a fresh random symmetry of its kind (Sudoku, Maze)
 
 
 def sample_batch(
@@ -270,6 +272,15 @@ class PuzzleDataset(IterableDataset):
         self._data: dict[str, dict[str, np.ndarray]] | None = None
         self._iters = 0  # passes over the training data so far; seeds each pass
         self._skip = 0  # batches of the next pass to draw and drop (resuming mid-pass)
+        self._augment = None
+        if config.augment_online and split == "train":
+            m = self.metadata
+            self._augment = puzzle_kind(m.seq_len, m.vocab_size, m.num_puzzle_identifiers)
+            if self._augment not in ("sudoku", "maze"):
+                raise UserError(
+                    "augment_online=true needs a Sudoku (seq 81, vocab 11) or Maze (seq 900, vocab 6) dataset, whose "
+                    "symmetries it applies; ARC's augmentations are built into its dataset. Drop augment_online=true"
+                )
 
     def set_position(self, passes_done: int, batches_into_pass: int) -> None:
         """Resume: the next pass is pass number `passes_done + 1` (same seed as before), minus its first
@@ -330,7 +341,7 @@ class PuzzleDataset(IterableDataset):
             n_groups = d["group_indices"].size - 1
             group_order = np.concatenate([rng.permutation(n_groups) for _ in range(self.config.epochs_per_iter)])
 
-            start = 0
+            start, batch_no = 0, 0
             while start < group_order.size:
                 start, idx, puzzle_idx = sample_batch(
                     rng,
@@ -344,22 +355,37 @@ class PuzzleDataset(IterableDataset):
                 effective = puzzle_idx.size
                 if effective < self.config.global_batch_size:
                     break  # drop the last short batch
+                batch_no += 1
                 if self._skip > 0:
                     self._skip -= 1
                     continue
                 sl = slice(self.config.rank * self.local_batch_size, (self.config.rank + 1) * self.local_batch_size)
                 idx, puzzle_idx = idx[sl], puzzle_idx[sl]
+                inputs, labels = d["inputs"][idx], d["labels"][idx]
+                if self._augment is not None:
+                    inputs, labels = self._augmented(inputs, labels, batch_no, sl)
                 yield (
                     set_name,
                     self._collate(
                         {
-                            "inputs": d["inputs"][idx],
-                            "labels": d["labels"][idx],
+                            "inputs": inputs,
+                            "labels": labels,
                             "puzzle_identifiers": d["puzzle_identifiers"][puzzle_idx],
                         }
                     ),
                     effective,
                 )
+
+    def _augmented(
+        self, inputs: np.ndarray, labels: np.ndarray, batch_no: int, rows: slice
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's rows of the global batch, each under its own random symmetry (the same one for the puzzle
+        and its solution). Drawn for the whole global batch from (seed, pass, batch): any world size and a resume
+        mid-pass see the same examples."""
+        rng = np.random.default_rng([self.config.seed, self._iters, 0xA6, batch_no])
+        every = random_transforms(self._augment, self.config.global_batch_size, self.metadata.vocab_size, rng)
+        mine = Transforms(every.src[rows], every.table[rows], every.inverse_table[rows])
+        return mine.apply_each(inputs), mine.apply_each(labels)
 
     def __iter__(self) -> Iterator[tuple[str, Batch, int]]:
         info = get_worker_info()

@@ -87,6 +87,7 @@ class PretrainConfig(pydantic.BaseModel):
     eval_tta: int = 1  # test-time augmentation at training evals: K copies per test puzzle (utils/tta.py); 1: off
     eval_tta_every: bool = False  # TTA at every eval (each costs K plain evaluations), not only the run's last
     eval_batch_size: int | None = None  # global batch for evaluation (None: global_batch_size, as the original)
+    augment_online: bool = False  # Sudoku/Maze: a fresh random symmetry of every training example each time
     micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
 
     # fork: TRM's exponential moving average of the weights (utils/ema.py); evaluation uses it when on

@@ -72,7 +72,8 @@ def run_rows(
         (
             "data",
             f"{shell.quote(config.data_path)}: sets {', '.join(meta.sets)}; {meta.total_groups:,} train groups (~{train_examples:,} "
-            f"examples per epoch), {test_examples:,} test examples; seq {meta.seq_len}, vocab {meta.vocab_size}",
+            f"examples per epoch), {test_examples:,} test examples; seq {meta.seq_len}, vocab {meta.vocab_size}"
+            + ("; every train example under a fresh random symmetry (augment_online)" if config.augment_online else ""),
         ),
         (
             "parameters",
