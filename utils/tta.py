@@ -1,5 +1,6 @@
 """Test-time augmentation for Sudoku and Maze: solve K transformed copies of each test puzzle, map every
-prediction back, and vote on whole grids.
+prediction back, and vote on whole grids. The same transforms augment training batches on the fly
+(`random_transforms`, for `augment_online`).
 
 Transforms are the builders' own: Sudoku, the original builder's family (digit relabelling, transpose, band,
 stack, row-in-band and column-in-stack permutations: dataset/puzzles/sudoku.transforms); Maze, the 8
