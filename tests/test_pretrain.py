@@ -269,6 +269,40 @@ def test_cuda_graph_modes_mark_each_step(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(marks) == 2
 
 
+def test_cuda_graph_failures_fall_back_until_the_first_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cudagraph trees warm up at a call, record at the next and replay from the third: a failure at any of them
+    continues eager with one line; without CUDA graphs the first success ends the trial (as before)."""
+    from utils.runtime import CompileGuard
+
+    class FailsAtSecondCall(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("accessing tensor output of CUDAGraphs that has been overwritten")
+            return self.inner(x)
+
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: FailsAtSecondCall(m))
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    model, x = torch.nn.Linear(4, 4), torch.ones(1, 4)
+    logs: list[str] = []
+    guard = CompileGuard(model, enabled=True, log=logs.append, mode="reduce-overhead")
+    outs = [guard.run("train", lambda m: m(x)) for _ in range(3)]
+    assert all(torch.equal(o, model(x)) for o in outs) and guard.compiled is None
+    assert logs == [
+        "torch.compile failed (RuntimeError: accessing tensor output of CUDAGraphs that has been overwritten); "
+        "continuing eager. Drop compile_mode=reduce-overhead to compile without it, or set DISABLE_COMPILE=1 to skip "
+        "compiling."
+    ]
+    plain = CompileGuard(model, enabled=True, log=logs.append)
+    plain.run("train", lambda m: m(x))
+    with pytest.raises(RuntimeError, match="overwritten"):
+        plain.run("train", lambda m: m(x))
+
+
 def test_out_of_graph_pool_copies_the_carry() -> None:
     """The ACT carry (nested dataclasses, a dict of tensors) comes back whole, equal, in memory of its own."""
     from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1Carry, HierarchicalReasoningModel_ACTV1InnerCarry

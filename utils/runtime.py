@@ -195,7 +195,11 @@ class CompileGuard:
         self.compiled: nn.Module | None = torch.compile(model, dynamic=False, mode=mode) if enabled else None  # type: ignore[assignment]
         self.log = log
         self.graphs = enabled and uses_cuda_graphs(mode)
-        self._verified: set[str] = set()
+        self.mode = mode
+        self._calls: dict[str, int] = {}  # compiled calls that succeeded, per key
+        # cudagraph trees run a call eagerly first, record the graph at the second and replay from the third:
+        # each of them can fail, so the eager fallback stays armed until the first replay succeeded
+        self._trial_calls = 3 if self.graphs else 1
 
     @property
     def active(self) -> nn.Module:
@@ -206,13 +210,14 @@ class CompileGuard:
         return self.compiled is not None
 
     def run(self, key: str, fn: Callable[[nn.Module], Any], cleanup: Callable[[], None] | None = None) -> Any:
-        """Run fn(model); on the first call for `key` with compile on, fall back to eager if it fails."""
+        """Run fn(model); on the first call for `key` with compile on (the first three with CUDA graphs), fall back
+        to eager if it fails."""
         graphs = self.graphs and self.compiled is not None
         if graphs:
             # one train step or eval batch = one generation of CUDA graph replays; what fn returns is copied out
             # of the graphs' pool, so the next generation may overwrite everything the last one wrote
             torch.compiler.cudagraph_mark_step_begin()
-        if self.compiled is None or key in self._verified:
+        if self.compiled is None or self._calls.get(key, 0) >= self._trial_calls:
             out = fn(self.active)
             return out_of_graph_pool(out) if graphs else out
         try:
@@ -221,14 +226,15 @@ class CompileGuard:
             raise
         except Exception as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            other = f"Drop compile_mode={self.mode} to compile without it, or set" if self.mode else "Set"
             self.log(
-                f"torch.compile failed ({type(e).__name__}: {first}); continuing eager. Set DISABLE_COMPILE=1 to skip compiling."
+                f"torch.compile failed ({type(e).__name__}: {first}); continuing eager. {other} DISABLE_COMPILE=1 to skip compiling."
             )
             self.compiled = None
             if cleanup is not None:
                 cleanup()
             return fn(self.eager)
-        self._verified.add(key)
+        self._calls[key] = self._calls.get(key, 0) + 1
         return out_of_graph_pool(out) if graphs else out
 
 
