@@ -251,6 +251,19 @@ def tiny_sudoku(tmp_path_factory) -> Path:
     return out
 
 
+def build_tiny_arc(root: Path, training: int = 2, evaluation: int = 2) -> Path:
+    """root/arc: an ARC dataset (one augmentation) of the first few real tasks committed in FIXTURE_DATA."""
+    from dataset.build_arc_dataset import main as build_arc
+
+    src = FIXTURE_DATA / "raw-data" / "ARC-AGI" / "data"
+    for sub, n in (("training", training), ("evaluation", evaluation)):
+        (root / "raw" / sub).mkdir(parents=True)
+        for f in sorted((src / sub).glob("*.json"))[:n]:
+            shutil.copy(f, root / "raw" / sub / f.name)
+    assert build_arc(["--dataset-dirs", str(root / "raw"), "--num-aug", "1", "--output-dir", str(root / "arc")]) == 0
+    return root / "arc"
+
+
 @pytest.fixture
 def full_data() -> Path:
     if FULL_DATA is None or not FULL_DATA.is_dir():

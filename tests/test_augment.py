@@ -3,7 +3,6 @@ puzzle and its solution, seeded by (seed, pass, batch) so world sizes and resume
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,21 @@ import pytest
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
 from dataset.puzzles.dihedral import dihedral_transform
 from dataset.puzzles.sudoku import agrees, is_solution
-from tests.conftest import FIXTURE_DATA, SHORT_RUN, pretrain_args, read_metrics, run_py
+from tests.conftest import SHORT_RUN, build_tiny_arc, pretrain_args, read_metrics, run_py
 from utils.errors import UserError
 
 
-def batches(data: Path, augment: bool, n: int = 4, **overrides) -> list[dict[str, np.ndarray]]:
+def dataset(data: Path, augment: bool, **overrides) -> PuzzleDataset:
     cfg = (
         dict(seed=5, dataset_path=str(data), global_batch_size=32, test_set_mode=False, epochs_per_iter=2, rank=0)
         | dict(num_replicas=1, augment_online=augment)
         | overrides
     )
-    it = iter(PuzzleDataset(PuzzleDatasetConfig(**cfg), "train"))
+    return PuzzleDataset(PuzzleDatasetConfig(**cfg), "train")
+
+
+def batches(data: Path, augment: bool, n: int = 4, **overrides) -> list[dict[str, np.ndarray]]:
+    it = iter(dataset(data, augment, **overrides))
     return [{k: v.numpy() for k, v in next(it)[1].items()} for _ in range(n)]
 
 
@@ -48,11 +51,7 @@ def test_the_same_batches_at_any_world_size_and_after_a_resume(tiny_sudoku: Path
         for w, h in zip(whole, half):
             assert np.array_equal(w["inputs"][rank * 16 : (rank + 1) * 16], h["inputs"])
             assert np.array_equal(w["labels"][rank * 16 : (rank + 1) * 16], h["labels"])
-    cfg = PuzzleDatasetConfig(
-        seed=5, dataset_path=str(tiny_sudoku), global_batch_size=32, test_set_mode=False, epochs_per_iter=2,
-        rank=0, num_replicas=1, augment_online=True,
-    )  # fmt: skip
-    resumed = PuzzleDataset(cfg, "train")
+    resumed = dataset(tiny_sudoku, True)
     resumed.set_position(0, 2)  # mid-pass: the first two batches of pass 1 are drawn and dropped
     first = next(iter(resumed))[1]
     assert np.array_equal(first["inputs"].numpy(), whole[2]["inputs"])
@@ -77,15 +76,7 @@ def test_maze_rows_move_by_one_symmetry_of_the_square(tmp_path: Path) -> None:
 
 
 def test_other_datasets_are_refused_before_training(tiny_sudoku: Path, tmp_path: Path) -> None:
-    from dataset.build_arc_dataset import main as build_arc
-
-    raw = tmp_path / "raw"
-    for sub in ("training", "evaluation"):
-        (raw / sub).mkdir(parents=True)
-        for f in sorted((FIXTURE_DATA / "raw-data" / "ARC-AGI" / "data" / sub).glob("*.json"))[:2]:
-            shutil.copy(f, raw / sub / f.name)
-    arc = tmp_path / "arc"
-    assert build_arc(["--dataset-dirs", str(raw), "--num-aug", "1", "--output-dir", str(arc)]) == 0
+    arc = build_tiny_arc(tmp_path)
     with pytest.raises(UserError, match="augment_online=true needs a Sudoku"):
         batches(arc, True, n=1, global_batch_size=4)
     batches(arc, False, n=1, global_batch_size=4)  # the test split and augment=false are untouched

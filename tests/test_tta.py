@@ -208,18 +208,9 @@ def test_training_with_several_processes_skips_it_and_says_how_to_vote(tiny_sudo
 
 
 def test_bad_eval_tta_is_refused_before_training(tiny_sudoku: Path, tmp_path: Path) -> None:
-    import shutil
+    from tests.conftest import SHORT_RUN, build_tiny_arc, pretrain_args, run_py
 
-    from dataset.build_arc_dataset import main as build_arc
-    from tests.conftest import FIXTURE_DATA, SHORT_RUN, pretrain_args, run_py
-
-    raw = tmp_path / "raw"
-    for sub, n in (("training", 2), ("evaluation", 2)):  # a few real ARC tasks
-        (raw / sub).mkdir(parents=True)
-        for f in sorted((FIXTURE_DATA / "raw-data" / "ARC-AGI" / "data" / sub).glob("*.json"))[:n]:
-            shutil.copy(f, raw / sub / f.name)
-    arc, maze = tmp_path / "arc", tmp_path / "maze"
-    assert build_arc(["--dataset-dirs", str(raw), "--num-aug", "1", "--output-dir", str(arc)]) == 0
+    arc, maze = build_tiny_arc(tmp_path), tmp_path / "maze"  # a few real ARC tasks
     built = run_py(["dataset/build_maze_dataset.py", "--generate", "4", "--test-size", "2", "--output-dir", str(maze)])
     assert built.returncode == 0, built.stderr
 

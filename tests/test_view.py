@@ -19,9 +19,8 @@ import torch
 from PIL import Image
 
 from dataset import viewer as view
-from dataset.build_arc_dataset import main as build_arc
 from dataset.puzzles import arc
-from tests.conftest import FIXTURE_DATA, run_py
+from tests.conftest import build_tiny_arc, run_py
 
 # test example -> how many of its cells the fabricated model gets wrong (the rest are right)
 WRONG_CELLS = {0: 0, 1: 3}
@@ -46,13 +45,7 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for kind, args in builds.items():
         r = run_py([*args, "--output-dir", str(out[kind])])
         assert r.returncode == 0, r.stderr
-    src = FIXTURE_DATA / "raw-data" / "ARC-AGI" / "data"  # a few real tasks
-    for sub, n in (("training", 2), ("evaluation", 3)):
-        (root / "raw" / sub).mkdir(parents=True)
-        for f in sorted((src / sub).glob("*.json"))[:n]:
-            shutil.copy(f, root / "raw" / sub / f.name)
-    assert build_arc(["--dataset-dirs", str(root / "raw"), "--num-aug", "1", "--output-dir", str(root / "arc")]) == 0
-    out["arc"] = root / "arc"
+    out["arc"] = build_tiny_arc(root, training=2, evaluation=3)  # a few real tasks
     return out
 
 
