@@ -631,7 +631,7 @@ def launch(hydra_config: Any) -> None:
     try:
         config, resumed = load_synced_config(hydra_config, d)
         torch.random.manual_seed(config.seed + d.rank)
-        rt = setup_runtime(config, d)
+        rt = setup_runtime(config, d, training=True)
         run(config, rt, resumed)
     finally:
         if dist.is_initialized():

@@ -113,6 +113,7 @@ def setup_ours(
     micro: int | None = None,
     mlp: str = "auto",
     mode: str | None = None,
+    fp8: bool = False,
 ):
     sys.path.insert(0, str(root))
     import pretrain
@@ -120,10 +121,16 @@ def setup_ours(
     from utils.runtime import Dist
 
     config = pretrain.PretrainConfig(
-        **cfg, compile=compile_, compile_mode=mode, attn_backend="auto", micro_batch_size=micro, mlp_kernel=mlp
+        **cfg,
+        compile=compile_,
+        compile_mode=mode,
+        attn_backend="auto",
+        micro_batch_size=micro,
+        mlp_kernel=mlp,
+        nograd_fp8=fp8,
     )
     d = Dist()
-    rt = pretrain.setup_runtime(config, d)
+    rt = pretrain.setup_runtime(config, d, training=True)
     m = PuzzleDatasetMetadata(**meta)
     model, opts, lrs = pretrain.create_model(
         config, m, d, rt.device, rt.forward_dtype, rt.use_compile, compile_mode=rt.compile_mode
@@ -280,6 +287,7 @@ def main() -> None:
         "--profile", action="store_true", help="also report GPU-busy share of a training step and top kernels"
     )
     p.add_argument("--mlp", default="auto", choices=["auto", "fused", "plain"], help="this fork's SwiGLU kernel")
+    p.add_argument("--nograd-fp8", action="store_true", help="this fork's nograd_fp8 key: no-grad GEMMs in fp8")
     p.add_argument("--trace", default=None, help="with --profile: write the Chrome trace of the profiled steps here")
     p.add_argument(
         "--arch", nargs="*", default=[], metavar="KEY=VALUE", help="override arch settings, e.g. hidden_size=64"
@@ -316,7 +324,7 @@ def main() -> None:
         setattr(inductor_config, k, type(getattr(inductor_config, k))(int(v) if v.isdigit() else v))
     torch.manual_seed(0)
     extra = ({"micro": args.micro} if args.micro else {}) | (
-        {"mlp": args.mlp, "mode": args.compile_mode} if args.impl == "ours" else {}
+        {"mlp": args.mlp, "mode": args.compile_mode, "fp8": args.nograd_fp8} if args.impl == "ours" else {}
     )
     train, evaluate, model, report = setup(args.root.resolve(), cfg, meta, not args.no_compile, **extra)
 
@@ -368,6 +376,7 @@ def main() -> None:
                 attention=report.get("attention", ""),
                 swiglu=report.get("SwiGLU", ""),
                 compile_mode=args.compile_mode,
+                nograd_fp8=args.nograd_fp8 or None,
                 micro_batch_size=args.micro,
                 eval_puzzles_per_s_by_batch=by_eval_batch or None,
                 inductor=args.inductor or None,

@@ -52,6 +52,77 @@ def select_mlp_kernel(requested: str, device: torch.device, dtype: torch.dtype) 
 
 
 # ----------------------------------------------------------------------------------------------------------
+# fp8 for training's no-grad forwards (`nograd_fp8`, a recipe change, off by default). In a training step most
+# forwards carry no gradient: all but the last f_L and f_H of each segment, and the Q-target forward. With it on,
+# their linear layers run as e4m3 GEMMs (torch._scaled_mm), one scale per row of the activations and one per
+# output channel of the weights, quantized from the fp32 master weights at use. Forwards with a gradient stay in
+# the forward dtype, and so does evaluation: it runs under inference_mode, so a score measures the weights, not
+# fp8's rounding. Chosen once per process (select_nograd_matmul), like the SwiGLU kernel above.
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8).max  # 448
+_nograd_fp8 = False
+
+
+def select_nograd_matmul(enabled: bool, device: torch.device, dtype: torch.dtype) -> str:
+    """Turn fp8 no-grad matmuls on or off for this process; return the report's note ('' when off). Where fp8
+    GEMMs cannot run, raise ValueError naming the fix."""
+    global _nograd_fp8
+    _nograd_fp8 = False
+    if not enabled:
+        return ""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) < (8, 9):
+            raise ValueError(
+                f"nograd_fp8=true needs fp8 GEMMs (compute capability 8.9 or newer: Ada, Hopper, Blackwell); "
+                f"{torch.cuda.get_device_name(device)} is {major}.{minor}. Drop nograd_fp8"
+            )
+        if dtype != torch.bfloat16:
+            raise ValueError(
+                f"nograd_fp8=true needs the forward dtype bfloat16 on CUDA (row-scaled fp8 GEMMs return "
+                f"bfloat16), not {str(dtype).removeprefix('torch.')}. Drop nograd_fp8 or arch.forward_dtype"
+            )
+    elif device.type != "cpu":
+        raise ValueError(f"nograd_fp8=true runs on CUDA (and on CPU, for tests), not on {device.type}. Drop nograd_fp8")
+    _nograd_fp8 = True
+    cpu = "; no faster on CPU" if device.type == "cpu" else ""
+    return f"training's no-grad GEMMs in fp8 e4m3 (nograd_fp8=true){cpu}"
+
+
+def fp8_applies(x: torch.Tensor, out_features: int) -> bool:
+    """fp8 for this call: switched on, a training forward without gradient, and GEMM dimensions that fp8 kernels
+    take (multiples of 16; TRM's mlp_t over 97 positions is not and stays in the forward dtype)."""
+    k = x.shape[-1]
+    return (
+        _nograd_fp8
+        and not torch.is_grad_enabled()
+        and not torch.is_inference_mode_enabled()
+        and k % 16 == 0
+        and out_features % 16 == 0
+        and (x.numel() // k) % 16 == 0
+    )
+
+
+def _to_fp8_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """t (R, K) as e4m3 with one fp32 scale per row: t ~= q * scale."""
+    t = t.float()
+    scale = t.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+    return (t / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+
+
+def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T (+ bias) as one row-scaled e4m3 GEMM, returned in x's dtype."""
+    rows = x.reshape(-1, x.shape[-1])
+    xq, x_scale = _to_fp8_rows(rows)
+    wq, w_scale = _to_fp8_rows(weight)
+    out = torch._scaled_mm(xq, wq.t(), scale_a=x_scale, scale_b=w_scale.t(), out_dtype=x.dtype)
+    if bias is not None:
+        out = out + bias.to(x.dtype)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _find_multiple(a: int, b: int) -> int:
@@ -86,6 +157,8 @@ class CastedLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fp8_applies(x, self.weight.shape[0]):
+            return fp8_linear(x, self.weight, self.bias)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, self.weight.to(x.dtype), bias)
 
@@ -150,8 +223,14 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Same math, one kernel (see above); the kernel needs K % 16 == 0, which TRM's mlp_t over the
-        # positions (e.g. 81 + 16 = 97) is not: that SwiGLU stays plain.
-        if _swiglu_gate_up is not None and not torch.is_grad_enabled() and x.shape[-1] % 16 == 0:
+        # positions (e.g. 81 + 16 = 97) is not: that SwiGLU stays plain. Where fp8 applies, the fp8 GEMMs of
+        # the plain path run instead (the fused kernel is bf16 only).
+        if (
+            _swiglu_gate_up is not None
+            and not torch.is_grad_enabled()
+            and x.shape[-1] % 16 == 0
+            and not fp8_applies(x, self.gate_up_proj.weight.shape[0])
+        ):
             return self.down_proj(_swiglu_gate_up(x, self.gate_up_proj.weight.to(x.dtype)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)

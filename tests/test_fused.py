@@ -196,6 +196,44 @@ def test_swiglu_module_uses_kernel() -> None:
         layers.select_mlp_kernel("plain", torch.device(DEVICE), torch.bfloat16)
 
 
+@needs_kernel
+def test_fp8_no_grad_forwards_take_the_fp8_gemms_instead(monkeypatch) -> None:
+    # nograd_fp8: in training's no-grad forwards the SwiGLU runs its two linear layers as fp8 GEMMs (the fused
+    # kernel is bf16 only); evaluation (inference_mode) keeps the fused kernel.
+    from models import layers
+
+    torch.manual_seed(0)
+    mlp = layers.SwiGLU(64, 4).to(DEVICE)
+    x = torch.randn(2, 8, 64, device=DEVICE, dtype=torch.bfloat16)  # 16 GEMM rows
+    calls = {"fused": 0, "fp8": 0}
+    real_mm = torch._scaled_mm
+
+    def count_mm(*a, **k):
+        calls["fp8"] += 1
+        return real_mm(*a, **k)
+
+    try:
+        layers.select_mlp_kernel("fused", torch.device(DEVICE), torch.bfloat16)
+        real_fused = layers._swiglu_gate_up
+
+        def count_fused(*a, **k):
+            calls["fused"] += 1
+            return real_fused(*a, **k)
+
+        monkeypatch.setattr(layers, "_swiglu_gate_up", count_fused)
+        monkeypatch.setattr(torch, "_scaled_mm", count_mm)
+        layers.select_nograd_matmul(True, torch.device(DEVICE), torch.bfloat16)
+        with torch.no_grad():
+            mlp(x)
+        assert calls == {"fused": 0, "fp8": 2}
+        with torch.inference_mode():
+            mlp(x)
+        assert calls == {"fused": 1, "fp8": 2}
+    finally:
+        layers.select_nograd_matmul(False, torch.device(DEVICE), torch.bfloat16)
+        layers.select_mlp_kernel("plain", torch.device(DEVICE), torch.bfloat16)
+
+
 def test_direct_launch_wrapper_traces(monkeypatch) -> None:
     # The Python around the launch in swiglu_gate_up_direct (checks, interleave, views) must trace without a
     # graph break. The Triton launch itself cannot be traced under the interpreter: a stand-in kernel writes

@@ -63,3 +63,34 @@ def test_cuda_graphs_train_as_the_default_compile(tiny_sudoku: Path, tmp_path: P
         if mode != "null":
             assert f"mode {mode}: CUDA graphs" in out
     assert losses["reduce-overhead"] == pytest.approx(losses["null"], rel=2e-2)
+
+
+def test_fp8_no_grad_gemms_compile_and_train_close_to_bf16(tiny_sudoku: Path, tmp_path: Path) -> None:
+    """nograd_fp8=true on a GPU with fp8 GEMMs (compute capability 8.9+): a compiled linear under no_grad gives
+    the eager fp8 result, not bf16's, and a compiled run learns losses close to the bf16 run's."""
+    from models import layers
+
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 GEMMs need compute capability 8.9+")
+    lin = layers.CastedLinear(512, 1536, bias=False).cuda()
+    x = torch.randn(384, 82, 512, device="cuda", dtype=torch.bfloat16)
+    try:
+        layers.select_nograd_matmul(True, torch.device("cuda"), torch.bfloat16)
+        with torch.no_grad():
+            compiled, eager = torch.compile(lin)(x), layers.fp8_linear(x, lin.weight, None)
+            bf16 = torch.nn.functional.linear(x, lin.weight.to(torch.bfloat16))
+        torch.testing.assert_close(compiled, eager, rtol=2e-2, atol=2e-2)
+        assert (compiled.float() - bf16.float()).abs().max() > 0
+        assert (compiled.float() - bf16.float()).norm() / bf16.float().norm() < 0.1
+    finally:
+        layers.select_nograd_matmul(False, torch.device("cuda"), torch.bfloat16)
+
+    base = [*SHORT_RUN, "seed=1", "compile=true", "arch.no_ACT_continue=true"]
+    losses = {}
+    for name, extra in (("bf16", []), ("fp8", ["nograd_fp8=true"])):
+        r = run_py(pretrain_args(tiny_sudoku, tmp_path / name, base, *extra))
+        out = r.stdout + r.stderr
+        assert r.returncode == 0 and "torch.compile failed" not in out, out[-3000:]
+        losses[name] = [m["train/lm_loss"] for m in read_metrics(tmp_path / name) if "train/lm_loss" in m]
+    assert losses["fp8"] != losses["bf16"]
+    assert losses["fp8"] == pytest.approx(losses["bf16"], rel=5e-2)

@@ -70,6 +70,7 @@ class PretrainConfig(pydantic.BaseModel):
     mlp_kernel: str = "auto"  # auto | fused | plain (models/layers.py)
     compile: bool | str | None = "auto"
     compile_mode: str | None = None  # torch.compile's mode (utils/runtime.compile_modes); None: its default
+    nograd_fp8: bool = False  # training's no-grad forwards as fp8 GEMMs (models/layers.py); a recipe change
     wandb_mode: str = "auto"
 
     # fork: long runs (full-state checkpoints, resume, guards)

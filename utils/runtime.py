@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from models.attention import select_attention_backend
-from models.layers import select_mlp_kernel
+from models.layers import select_mlp_kernel, select_nograd_matmul
 from utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -252,7 +252,9 @@ class Runtime:
     compile_mode: str | None = None
 
 
-def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
+def setup_runtime(config: PretrainConfig, d: Dist, training: bool = False) -> Runtime:
+    """Every runtime choice, checked once. `training`: pretrain.py's run, where the training-only ones apply
+    (evaluate.py and predict.py read a run's config and must not refuse a checkpoint over them)."""
     device, device_desc = resolve_device(config.device, d.local_rank)
     forward_dtype, dtype_why = resolve_forward_dtype(
         (config.arch.__pydantic_extra__ or {}).get("forward_dtype"), device
@@ -260,6 +262,7 @@ def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
     try:
         attn, attn_why = select_attention_backend(config.attn_backend, device, getattr(torch, forward_dtype))
         mlp, mlp_why = select_mlp_kernel(config.mlp_kernel, device, getattr(torch, forward_dtype))
+        fp8_note = select_nograd_matmul(training and config.nograd_fp8, device, getattr(torch, forward_dtype))
     except ValueError as e:
         raise UserError(str(e)) from None
     use_compile, compile_why = compile_wanted(config.compile, device)
@@ -273,7 +276,7 @@ def setup_runtime(config: PretrainConfig, d: Dist) -> Runtime:
         ("attention", f"{attn} ({attn_why})" if attn_why else attn),
         ("SwiGLU", f"{mlp} ({mlp_why})"),
         ("compile", f"{'on' if use_compile else 'off'} ({compile_why})"),
-        ("forward dtype", f"{forward_dtype} ({dtype_why})"),
+        ("forward dtype", f"{forward_dtype} ({dtype_why})" + (f"; {fp8_note}" if fp8_note else "")),
         ("world size", f"{d.world_size}" + (f" ({d.backend})" if d.backend else "")),
     ]
     return Runtime(d, device, forward_dtype, use_compile, report, mode)
