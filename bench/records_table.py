@@ -73,15 +73,20 @@ def set_accuracies(row: dict, prefix: str) -> list[float]:
 
 
 def recipe_of(path: Path) -> str:
-    """The recipe the run started from: all_config.yaml (ours) or run.json (bench/peers.py); '' if unknown."""
+    """The recipe the run started from: all_config.yaml (ours) or run.json (bench/peers.py); '' if unknown. A
+    metrics file kept apart from its run (results/: `<run>.metrics.jsonl.gz`) has its `<run>.all_config.yaml`."""
     folder = path if path.is_dir() else path.parent
     if (folder / "run.json").is_file():
         return str(json.loads((folder / "run.json").read_text()).get("recipe") or "")
-    if (folder / "all_config.yaml").is_file():
-        import yaml
+    run, sep, _ = path.name.partition(".metrics.jsonl")
+    for config in ([folder / f"{run}.all_config.yaml"] if sep and not path.is_dir() else []) + [
+        folder / "all_config.yaml"
+    ]:
+        if config.is_file():
+            import yaml
 
-        cfg = yaml.safe_load((folder / "all_config.yaml").read_text()) or {}
-        return str(cfg.get("recipe") or "") if isinstance(cfg, dict) else ""
+            cfg = yaml.safe_load(config.read_text()) or {}
+            return str(cfg.get("recipe") or "") if isinstance(cfg, dict) else ""
     return ""
 
 

@@ -108,6 +108,18 @@ def test_table_rows_of_ours_and_a_peer(tmp_path, capsys) -> None:
     )
 
 
+def test_a_kept_metrics_file_takes_its_recipe_from_the_config_beside_it(tmp_path, capsys) -> None:
+    # results/<dir>/<run>.metrics.jsonl.gz with <run>.all_config.yaml: runs kept side by side in one folder
+    rt = table_maker()
+    for run, recipe in (("a", "speedrun-hrm"), ("b", "paper-sudoku")):
+        write_rows(tmp_path / f"{run}.metrics.jsonl.gz", [our_eval(100, 60.0, 0.3, 0.3)], gz=True)
+        (tmp_path / f"{run}.all_config.yaml").write_text(f"recipe: {recipe}\n")
+    write_rows(tmp_path / "c.metrics.jsonl", [our_eval(100, 60.0, 0.3, 0.3)])  # no config kept with it
+    rt.main([str(tmp_path / n) for n in ("a.metrics.jsonl.gz", "b.metrics.jsonl.gz", "c.metrics.jsonl")])
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [r.split(" | ")[:2] for r in rows] == [["| a", "speedrun-hrm"], ["| b", "paper-sudoku"], ["| c", "-"]]
+
+
 def test_table_errors_are_one_line(tmp_path, capsys) -> None:
     rt = table_maker()
     old = tmp_path / "old.metrics.jsonl"
