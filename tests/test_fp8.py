@@ -108,6 +108,27 @@ def test_hrm_step_quantizes_exactly_the_forwards_without_gradient(fp8_on, scaled
     assert loss.item() == pytest.approx(loss_exact.item(), rel=0.05)
 
 
+def test_trm_step_quantizes_its_no_grad_recursions(fp8_on, scaled_mm_calls) -> None:
+    from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
+
+    select_attention_backend("sdpa", CPU, torch.float32)
+    cfg = TINY | dict(batch_size=8, seq_len=12, vocab_size=11, puzzle_emb_len=4, expansion=4, H_layers=0)
+    cfg |= {"no_ACT_continue": True}  # 8 rows x (12 + 4) positions: 128 GEMM rows
+    torch.manual_seed(0)
+    head = ACTLossHead(TinyRecursiveReasoningModel_ACTV1(cfg), "stablemax_cross_entropy")
+    g = torch.Generator().manual_seed(0)
+    batch = dict(
+        inputs=torch.randint(1, 11, (8, 12), generator=g, dtype=torch.int32),
+        labels=torch.randint(2, 11, (8, 12), generator=g, dtype=torch.int32),
+        puzzle_identifiers=torch.randint(0, 3, (8,), generator=g, dtype=torch.int32),
+    )
+    _, loss, *_ = head(carry=head.initial_carry(batch), batch=batch, return_keys=[])
+    # T = 2 recursions of n = 2 latent steps: the first (no_grad) calls the 1-block net n + 1 = 3 times, 4 linear
+    # layers each; the last recursion carries gradient and stays in the forward dtype
+    assert scaled_mm_calls[0] == 3 * 4
+    loss.backward()
+
+
 def test_fp8_is_refused_where_its_gemms_cannot_run(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
