@@ -56,8 +56,10 @@ def select_mlp_kernel(requested: str, device: torch.device, dtype: torch.dtype) 
 # forwards carry no gradient: all but the last f_L and f_H of each segment, and the Q-target forward. With it on,
 # their linear layers run as e4m3 GEMMs (torch._scaled_mm), one scale per row of the activations and one per
 # output channel of the weights, quantized from the fp32 master weights at use. Forwards with a gradient stay in
-# the forward dtype, and so does evaluation: it runs under inference_mode, so a score measures the weights, not
-# fp8's rounding. Chosen once per process (select_nograd_matmul), like the SwiGLU kernel above.
+# the forward dtype, and so does evaluation: it runs in eval mode (module.training is False), so a score measures
+# the weights, not fp8's rounding. (The training flag, not torch.is_inference_mode_enabled(): Dynamo breaks the
+# graph on that call, and guards on the flag.) Chosen once per process (select_nograd_matmul), like the SwiGLU
+# kernel above.
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448
@@ -90,14 +92,15 @@ def select_nograd_matmul(enabled: bool, device: torch.device, dtype: torch.dtype
     return f"training's no-grad GEMMs in fp8 e4m3 (nograd_fp8=true){cpu}"
 
 
-def fp8_applies(x: torch.Tensor, out_features: int) -> bool:
-    """fp8 for this call: switched on, a training forward without gradient, and GEMM dimensions that fp8 kernels
-    take (multiples of 16; TRM's mlp_t over 97 positions is not and stays in the forward dtype)."""
+def fp8_applies(x: torch.Tensor, out_features: int, training: bool) -> bool:
+    """fp8 for this call: switched on, a training forward (the module in train mode) without gradient, and GEMM
+    dimensions that fp8 kernels take (multiples of 16; TRM's mlp_t over 97 positions is not and stays in the
+    forward dtype)."""
     k = x.shape[-1]
     return (
         _nograd_fp8
+        and training
         and not torch.is_grad_enabled()
-        and not torch.is_inference_mode_enabled()
         and k % 16 == 0
         and out_features % 16 == 0
         and (x.numel() // k) % 16 == 0
@@ -157,7 +160,7 @@ class CastedLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fp8_applies(x, self.weight.shape[0]):
+        if fp8_applies(x, self.weight.shape[0], self.training):
             return fp8_linear(x, self.weight, self.bias)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, self.weight.to(x.dtype), bias)
@@ -229,7 +232,7 @@ class SwiGLU(nn.Module):
             _swiglu_gate_up is not None
             and not torch.is_grad_enabled()
             and x.shape[-1] % 16 == 0
-            and not fp8_applies(x, self.gate_up_proj.weight.shape[0])
+            and not fp8_applies(x, self.gate_up_proj.weight.shape[0], self.training)
         ):
             return self.down_proj(_swiglu_gate_up(x, self.gate_up_proj.weight.to(x.dtype)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)

@@ -60,8 +60,12 @@ def test_fp8_applies_to_training_no_grad_forwards_only(fp8_on, scaled_mm_calls) 
     exact = F.linear(x, lin.weight)
 
     assert torch.equal(lin(x), exact) and scaled_mm_calls[0] == 0  # a forward with gradient
-    with torch.inference_mode():  # evaluation
+    lin.eval()  # evaluation: eval mode (under inference_mode or no_grad)
+    with torch.inference_mode():
         assert torch.equal(lin(x), exact) and scaled_mm_calls[0] == 0
+    with torch.no_grad():
+        assert torch.equal(lin(x), exact) and scaled_mm_calls[0] == 0
+    lin.train()
     with torch.no_grad():  # the no-grad part of a training step
         y = lin(x)
         assert scaled_mm_calls[0] == 1 and not torch.equal(y, exact)
@@ -75,6 +79,20 @@ def test_fp8_applies_to_training_no_grad_forwards_only(fp8_on, scaled_mm_calls) 
     layers.select_nograd_matmul(False, CPU, torch.float32)
     with torch.no_grad():
         assert torch.equal(lin(x), exact) and scaled_mm_calls[0] == 1
+
+
+def test_fp8_linear_compiles_whole(fp8_on) -> None:
+    # Dynamo must trace the choice and the quantization without a graph break (fullgraph raises on one):
+    # a break would split every block of the compiled step
+    lin = layers.CastedLinear(64, 32, bias=True)
+    x = torch.randn(2, 8, 64)
+    with torch.no_grad():
+        compiled = torch.compile(lin, fullgraph=True, backend="aot_eager")(x)
+        torch.testing.assert_close(compiled, layers.fp8_linear(x, lin.weight, lin.bias))
+        lin.eval()
+        torch.testing.assert_close(
+            torch.compile(lin, fullgraph=True, backend="aot_eager")(x), F.linear(x, lin.weight, lin.bias)
+        )
 
 
 @pytest.mark.parametrize("no_act_continue", [True, False])

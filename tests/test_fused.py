@@ -199,7 +199,7 @@ def test_swiglu_module_uses_kernel() -> None:
 @needs_kernel
 def test_fp8_no_grad_forwards_take_the_fp8_gemms_instead(monkeypatch) -> None:
     # nograd_fp8: in training's no-grad forwards the SwiGLU runs its two linear layers as fp8 GEMMs (the fused
-    # kernel is bf16 only); evaluation (inference_mode) keeps the fused kernel.
+    # kernel is bf16 only); evaluation (eval mode, inference_mode) keeps the fused kernel.
     from models import layers
 
     torch.manual_seed(0)
@@ -227,7 +227,7 @@ def test_fp8_no_grad_forwards_take_the_fp8_gemms_instead(monkeypatch) -> None:
             mlp(x)
         assert calls == {"fused": 0, "fp8": 2}
         with torch.inference_mode():
-            mlp(x)
+            mlp.eval()(x)
         assert calls == {"fused": 1, "fp8": 2}
     finally:
         layers.select_nograd_matmul(False, torch.device(DEVICE), torch.bfloat16)
