@@ -116,6 +116,9 @@ def test_hrm_step_quantizes_exactly_the_forwards_without_gradient(fp8_on, scaled
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+    # the step still traces as one graph for torch.compile: the fp8 path adds no break
+    explained = torch._dynamo.explain(head)(carry=head.initial_carry(batch), batch=batch, return_keys=[])
+    assert explained.graph_break_count == 0, explained.break_reasons
 
     # the same weights without fp8: the same function, rounded differently
     layers.select_nograd_matmul(False, CPU, torch.float32)
