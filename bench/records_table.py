@@ -10,6 +10,8 @@ metrics.jsonl file (.gz too). The accuracy of an evaluation: the mean over its t
 `--raw` reads the raw weights' `raw/<set>/exact_accuracy` of an EMA run instead (runs without EMA: the same keys). Times: `elapsed_s` of the row.
 A last column gives the best test-time-augmentation score inside the limit (`<set>/tta_exact_accuracy`, logged by
 runs with `eval_tta=K`): voting over transformed copies is not the paper's protocol, so it never sets the times.
+`--speed` adds the training steps per second between evaluations (the slowest and fastest stretch; each stretch
+from 10 steps after an eval, the first from step 100, past the compile, to the last step logged before the next).
 """
 
 from __future__ import annotations
@@ -58,6 +60,34 @@ def read_evals(path: Path, raw: bool = False) -> list[Eval]:
         mean_voted = sum(voted) / len(voted) if voted else None
         out.append(Eval(float(row["elapsed_s"]), row["step"], sum(exact) / len(exact), mean_voted, copies))
     return out
+
+
+def speeds(path: Path) -> list[float]:
+    """Training steps per second of each stretch between evaluations of one metrics file (wall clock: `time`,
+    or `elapsed_s` where a row has no `time`)."""
+    rows, _ = read_metrics(metrics_file(str(path)))
+    train: list[tuple[int, float]] = []
+    stretches: list[list[tuple[int, float]]] = [train]
+    for _, row in rows:
+        if set_accuracies(row, "") or set_accuracies(row, "raw/"):
+            train = []
+            stretches.append(train)
+        elif any(k.startswith("train/") for k in row) and ("time" in row or "elapsed_s" in row):
+            train.append((row["step"], float(row.get("time", row.get("elapsed_s", 0.0)))))
+    out = []
+    for i, stretch in enumerate(stretches):
+        start = 100 if i == 0 else stretch[0][0] + 10 if stretch else 0
+        kept = [(n, t) for n, t in stretch if n >= start]
+        if len(kept) >= 2 and kept[-1][0] - kept[0][0] >= 100 and kept[-1][1] > kept[0][1]:
+            out.append((kept[-1][0] - kept[0][0]) / (kept[-1][1] - kept[0][1]))
+    return out
+
+
+def speed_cell(rates: list[float]) -> str:
+    if not rates:
+        return "-"
+    lo, hi = min(rates), max(rates)
+    return f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}-{hi:.1f}"
 
 
 def set_accuracies(row: dict, prefix: str) -> list[float]:
@@ -121,7 +151,9 @@ def row(label: str, recipe: str, evals: list[Eval], minutes: float, thresholds: 
     ]
 
 
-def table(runs: list[tuple[str, Path]], minutes: float, thresholds: tuple[float, ...], raw: bool) -> str:
+def table(
+    runs: list[tuple[str, Path]], minutes: float, thresholds: tuple[float, ...], raw: bool, speed: bool = False
+) -> str:
     head = [
         "run",
         "recipe",
@@ -129,10 +161,11 @@ def table(runs: list[tuple[str, Path]], minutes: float, thresholds: tuple[float,
         f"best within {minutes:g} min",
         f"at {minutes:g} min (last eval inside)",
         f"voted (tta) within {minutes:g} min",
-    ]
+    ] + (["steps/s between evals"] if speed else [])
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for label, path in runs:
-        lines.append("| " + " | ".join(row(label, recipe_of(path), read_evals(path, raw), minutes, thresholds)) + " |")
+        cells = row(label, recipe_of(path), read_evals(path, raw), minutes, thresholds)
+        lines.append("| " + " | ".join(cells + ([speed_cell(speeds(path))] if speed else [])) + " |")
     return "\n".join(lines)
 
 
@@ -155,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=25.0, help="the time limit (default 25)")
     p.add_argument("--thresholds", default=",".join(f"{t:g}" for t in THRESHOLDS), help="e.g. 0.2,0.4,0.55,0.87")
     p.add_argument("--raw", action="store_true", help="an EMA run's raw weights (raw/<set>/exact_accuracy)")
+    p.add_argument("--speed", action="store_true", help="also the training steps per second between evals")
     a = p.parse_args(argv)
     try:
         try:
@@ -163,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(
                 f"--thresholds {a.thresholds!r}: give fractions separated by commas, e.g. 0.2,0.55"
             ) from None
-        print(table([parse_run(r) for r in a.runs], a.minutes, thresholds, a.raw))
+        print(table([parse_run(r) for r in a.runs], a.minutes, thresholds, a.raw, a.speed))
     except UserError as e:
         exit_with(e)
 

@@ -120,6 +120,24 @@ def test_a_kept_metrics_file_takes_its_recipe_from_the_config_beside_it(tmp_path
     assert [r.split(" | ")[:2] for r in rows] == [["| a", "speedrun-hrm"], ["| b", "paper-sudoku"], ["| c", "-"]]
 
 
+def test_speed_column_gives_the_steps_per_second_between_evals(tmp_path, capsys) -> None:
+    rt = table_maker()
+    # 10 steps/s up to the eval at step 500, 20 steps/s after it; left out: the 30 s compile before step 2 and
+    # the eval's 5 s pause that the first step logged after it (501) still shows
+    rows = [{"step": 1, "time": 5.0, "train/lm_loss": 1.0}]
+    rows += [{"step": n, "time": 30.0 + n / 10, "train/lm_loss": 1.0} for n in range(2, 501)]
+    rows += [our_eval(500, 85.0, 0.1, 0.1), {"step": 501, "time": 85.0, "train/lm_loss": 1.0}]
+    rows += [{"step": n, "time": 90.0 + (n - 501) / 20, "train/lm_loss": 1.0} for n in range(502, 1001)]
+    write_rows(tmp_path / "run.metrics.jsonl", rows)
+    write_rows(tmp_path / "evals-only.metrics.jsonl", [our_eval(500, 85.0, 0.1, 0.1)])
+    rt.main(["--speed", str(tmp_path / "run.metrics.jsonl"), str(tmp_path / "evals-only.metrics.jsonl")])
+    head, _, run, evals_only = capsys.readouterr().out.strip().splitlines()
+    assert head.endswith("| voted (tta) within 25 min | steps/s between evals |")
+    assert run.endswith("| - | 10.0-20.0 |") and evals_only.endswith("| - | - |")
+    rt.main([str(tmp_path / "run.metrics.jsonl")])  # without --speed the table is as before
+    assert "steps/s" not in capsys.readouterr().out
+
+
 def test_table_errors_are_one_line(tmp_path, capsys) -> None:
     rt = table_maker()
     old = tmp_path / "old.metrics.jsonl"
