@@ -37,6 +37,15 @@ def scaled_mm_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def random_batch(rows: int, seq: int, vocab: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return dict(
+        inputs=torch.randint(1, vocab, (rows, seq), generator=g, dtype=torch.int32),
+        labels=torch.randint(2, vocab, (rows, seq), generator=g, dtype=torch.int32),
+        puzzle_identifiers=torch.randint(0, 3, (rows,), generator=g, dtype=torch.int32),
+    )
+
+
 def test_fp8_linear_keeps_each_row_to_fp8_precision() -> None:
     g = torch.Generator().manual_seed(0)
     # rows and output channels of very different sizes: one scale for the whole tensor would flush the small
@@ -102,12 +111,7 @@ def test_hrm_step_quantizes_exactly_the_forwards_without_gradient(fp8_on, scaled
     torch.manual_seed(0)
     model = HierarchicalReasoningModel_ACTV1(cfg)
     head = ACTLossHead(model, "stablemax_cross_entropy")
-    g = torch.Generator().manual_seed(0)
-    batch = dict(
-        inputs=torch.randint(1, 5, (8, 9), generator=g, dtype=torch.int32),
-        labels=torch.randint(2, 5, (8, 9), generator=g, dtype=torch.int32),
-        puzzle_identifiers=torch.randint(0, 3, (8,), generator=g, dtype=torch.int32),
-    )
+    batch = random_batch(8, 9, vocab=5)
     _, loss, *_ = head(carry=head.initial_carry(batch), batch=batch, return_keys=[])
     # a segment of 2 H x 2 L cycles runs 3 f_L and 1 f_H without gradient, each block with 4 linear layers
     # (qkv, o, gate_up, down); the Q-target forward (no_ACT_continue=false) runs all 4 + 2 without gradient.
@@ -137,12 +141,7 @@ def test_trm_step_quantizes_its_no_grad_recursions(fp8_on, scaled_mm_calls) -> N
     cfg |= {"no_ACT_continue": True}  # 8 rows x (12 + 4) positions: 128 GEMM rows
     torch.manual_seed(0)
     head = ACTLossHead(TinyRecursiveReasoningModel_ACTV1(cfg), "stablemax_cross_entropy")
-    g = torch.Generator().manual_seed(0)
-    batch = dict(
-        inputs=torch.randint(1, 11, (8, 12), generator=g, dtype=torch.int32),
-        labels=torch.randint(2, 11, (8, 12), generator=g, dtype=torch.int32),
-        puzzle_identifiers=torch.randint(0, 3, (8,), generator=g, dtype=torch.int32),
-    )
+    batch = random_batch(8, 12, vocab=11)
     _, loss, *_ = head(carry=head.initial_carry(batch), batch=batch, return_keys=[])
     # T = 2 recursions of n = 2 latent steps: the first (no_grad) calls the 1-block net n + 1 = 3 times, 4 linear
     # layers each; the last recursion carries gradient and stays in the forward dtype
