@@ -87,9 +87,25 @@ def select_nograd_matmul(enabled: bool, device: torch.device, dtype: torch.dtype
             )
     elif device.type != "cpu":
         raise ValueError(f"nograd_fp8=true runs on CUDA (and on CPU, for tests), not on {device.type}. Drop nograd_fp8")
+    failure = fp8_gemm_failure(device, dtype)
+    if failure:
+        raise ValueError(
+            f"nograd_fp8=true: an fp8 GEMM fails on this {device.type} with torch {torch.__version__} ({failure}). "
+            "Drop nograd_fp8, or use a newer torch"
+        )
     _nograd_fp8 = True
     cpu = "; no faster on CPU" if device.type == "cpu" else ""
     return f"training's no-grad GEMMs in fp8 e4m3 (nograd_fp8=true){cpu}"
+
+
+def fp8_gemm_failure(device: torch.device, dtype: torch.dtype) -> str:
+    """'' if one small fp8 GEMM runs on device, else why not: an older torch may lack the row-scaled kernel."""
+    try:
+        probe = torch.ones(16, 16, device=device)
+        fp8_linear(probe.to(dtype), probe, None)
+    except Exception as e:  # any failure of the kernel call: named, and the run stops before training
+        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+    return ""
 
 
 def fp8_applies(x: torch.Tensor, out_features: int, training: bool) -> bool:

@@ -157,10 +157,19 @@ def test_fp8_is_refused_where_its_gemms_cannot_run(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     with pytest.raises(ValueError, match="forward dtype bfloat16 on CUDA.*not float32"):
         layers.select_nograd_matmul(True, torch.device("cuda"), torch.float32)
-    assert "fp8" in layers.select_nograd_matmul(True, torch.device("cuda"), torch.bfloat16)
+    with monkeypatch.context() as m:  # no GPU here: the gates are what is tested, the probe GEMM is skipped
+        m.setattr(layers, "fp8_gemm_failure", lambda device, dtype: "")
+        assert "fp8" in layers.select_nograd_matmul(True, torch.device("cuda"), torch.bfloat16)
     with pytest.raises(ValueError, match="not on mps. Drop nograd_fp8"):
         layers.select_nograd_matmul(True, torch.device("mps"), torch.float32)
     assert layers.select_nograd_matmul(False, torch.device("mps"), torch.float32) == ""
+
+    def missing_kernel(*args, **kwargs):
+        raise NotImplementedError("Could not run 'aten::_scaled_mm' with arguments from the 'CPU' backend.")
+
+    monkeypatch.setattr(torch, "_scaled_mm", missing_kernel)  # an older torch without fp8 GEMMs on this device
+    with pytest.raises(ValueError, match=r"an fp8 GEMM fails on this cpu .*NotImplementedError.*Drop nograd_fp8"):
+        layers.select_nograd_matmul(True, CPU, torch.float32)
     assert not layers._nograd_fp8  # a refusal or "off" leaves it off
 
 
