@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from models.common import exception_line
+
 ATTN_BACKENDS = ("auto", "fa3", "fa2", "sdpa")
 
 
@@ -72,7 +74,7 @@ def probe(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Callable
         if not torch.allclose(got.float(), ref.float(), atol=2e-2, rtol=2e-2):
             return None, f"{name} imported but gave wrong results on a test call"
     except Exception as e:  # ImportError, OSError (undefined symbol), RuntimeError (no kernel for this GPU)...
-        return None, f"{name} unavailable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+        return None, f"{name} unavailable ({exception_line(e, 120)})"
     return impl, ""
 
 

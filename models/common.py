@@ -6,6 +6,12 @@ import torch
 import torch.nn.functional as F
 
 
+def exception_line(e: BaseException, limit: int = 160) -> str:
+    """`Type: first line of its message` (cut to limit), for the one-line reasons the fast-path probes print."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
+
+
 def trunc_normal_init_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> torch.Tensor:
     """Truncated normal whose *actual* std is `std` (JAX/Flax semantics).
 

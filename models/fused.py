@@ -42,6 +42,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from models.common import exception_line
+
 try:
     import triton
     import triton.language as tl
@@ -290,7 +292,7 @@ def unavailable_reason(device: torch.device, dtype: torch.dtype) -> str:
         if not torch.allclose(out.float(), ref.float(), atol=3e-2, rtol=3e-2):
             return "the Triton kernel gave wrong results on a test call"
     except Exception as e:  # a Triton/driver mismatch, no compiler, ...
-        return f"the Triton kernel failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+        return f"the Triton kernel failed ({exception_line(e, 120)})"
     return ""
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.attention import attention
-from models.common import trunc_normal_init_
+from models.common import exception_line, trunc_normal_init_
 
 CosSin = tuple[torch.Tensor, torch.Tensor]
 
@@ -104,7 +104,7 @@ def fp8_gemm_failure(device: torch.device, dtype: torch.dtype) -> str:
         probe = torch.ones(16, 16, device=device)
         fp8_linear(probe.to(dtype), probe, None)
     except Exception as e:  # any failure of the kernel call: named, and the run stops before training
-        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+        return exception_line(e, 200)
     return ""
 
 

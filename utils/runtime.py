@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from models.attention import select_attention_backend
+from models.common import exception_line
 from models.layers import select_mlp_kernel, select_nograd_matmul
 from utils.errors import UserError
 
@@ -225,10 +226,9 @@ class CompileGuard:
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             other = f"Drop compile_mode={self.mode} to compile without it, or set" if self.mode else "Set"
             self.log(
-                f"torch.compile failed ({type(e).__name__}: {first}); continuing eager. {other} DISABLE_COMPILE=1 to skip compiling."
+                f"torch.compile failed ({exception_line(e, 200)}); continuing eager. {other} DISABLE_COMPILE=1 to skip compiling."
             )
             self.compiled = None
             if cleanup is not None:
