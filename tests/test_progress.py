@@ -99,3 +99,23 @@ def test_compiled_first_step_is_not_extrapolated() -> None:
     assert said == [
         "first step took 1m14s (start-up and torch.compile included); an estimate follows after a few steady steps"
     ]
+
+
+def test_cuda_graph_recording_is_not_a_steady_step() -> None:
+    """With CUDA graphs the second step records the graph: an H200 run at batch 192 first said 1h57m at 12.52
+    steps/s (that step, 80 ms), then 23m09s at 63.70 steps/s over 20 steps."""
+    clock = Clock()
+    rate = StepRate(clock=clock, warmup_steps=2)
+    said: list[str] = []
+    estimate = Estimate(0, 88_550, 17, said.append, rate, compiled=True)
+    for step, dt in ((1, 49.0), (2, 0.08), (3, 0.0157)):
+        clock.t += dt
+        rate.tick(step)
+        estimate.tick(step)
+    assert len(said) == 2 and "63.69 steps/s" in said[1] and "timed over 1 steady step" in said[1], said
+    rate.pause()  # an evaluation: the step after it is left out as before, without a second warm-up
+    clock.t += 4.0
+    rate.tick(4)
+    clock.t += 0.0157
+    rate.tick(5)
+    assert rate.describe() == "63.69 steps/s"

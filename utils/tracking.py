@@ -206,27 +206,32 @@ def fmt_seconds(seconds: float) -> str:
 class StepRate:
     """Seconds per training step over a window of recent steady steps.
 
-    Left out: the first step after a start (start-up, torch.compile, the first allocations) and the first
-    step after each `pause()` (around evaluations, their compile and checkpoint writes); the median of the
+    Left out: the first `warmup_steps` steps after a start (start-up, torch.compile, the first allocations, a
+    CUDA graph's recording) and the first step after each `pause()` (around evaluations, their compile and checkpoint writes); the median of the
     window also ignores a one-off slow step. `first` keeps the first step's time, to show something before
     there is a rate. On the GPU a step is ticked when it has been launched, which in a steady run is paced by
     the GPU (launching waits for the previous step), so the spacing of ticks is the step time.
     """
 
-    def __init__(self, window: int = 20, clock=time.monotonic) -> None:
+    def __init__(self, window: int = 20, clock=time.monotonic, warmup_steps: int = 1) -> None:
         self.clock = clock
         self.dts: deque[float] = deque(maxlen=window)
         self.t0 = clock()
         self.last: tuple[float, int] | None = None
         self.first: float | None = None  # seconds the first step took (warm-up included)
         self.step = 0
+        # steps after the start that are not steady: 1 (compile), or 2 with CUDA graphs, whose second step
+        # records the graph (80 ms where a replay takes 16 on an H200: a first estimate of 1h57m for 23 min)
+        self.warmup_steps = warmup_steps
+        self.ticks = 0
 
     def tick(self, step: int) -> None:
         now = self.clock()
+        self.ticks += 1
         if self.last is None:
             if self.first is None:
                 self.first = now - self.t0
-        elif step > self.last[1]:
+        elif step > self.last[1] and self.ticks > self.warmup_steps:
             self.dts.append((now - self.last[0]) / (step - self.last[1]))
         self.last, self.step = (now, step), step
 
