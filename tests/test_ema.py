@@ -164,5 +164,12 @@ def test_ema_requested_on_a_checkpoint_without_one_says_so(tiny_sudoku, tmp_path
     assert [int(row.split()[0]) for row in table] == [1, 2, 3, 4]
     exact = float(r.stdout.split("all: ")[1].split("exact_accuracy=")[1].split(",")[0])
     assert float(table[-1].split()[1]) == pytest.approx(exact, abs=1e-4) and float(table[-1].split()[4]) == 1.0
+    # deeper than trained (arch.halt_max_steps on the command line): 8 segments, the first 4 scored as before
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}", "per_step=true", "save_outputs=[]", "arch.halt_max_steps=8"])
+    assert r.returncode == 0, r.stderr
+    deep = r.stdout.split("halted by\n")[1].splitlines()[:8]
+    assert [int(row.split()[0]) for row in deep] == list(range(1, 9)) and "after all 8 ACT steps" in r.stdout
+    assert [row.split()[1:4] for row in deep[:4]] == [row.split()[1:4] for row in table]  # exact, token, says halt
+    assert float(deep[3].split()[4]) < 1.0 and float(deep[-1].split()[4]) == 1.0  # the cap moved from 4 to 8
     r = run_py(["evaluate.py", f"checkpoint={ckpt}", "per_step=yes please"])
     assert r.returncode == 2 and "per_step must be true or false" in r.stderr
