@@ -207,10 +207,11 @@ class StepRate:
     """Seconds per training step over a window of recent steady steps.
 
     Left out: the first `warmup_steps` steps after a start (start-up, torch.compile, the first allocations, a
-    CUDA graph's recording) and the first step after each `pause()` (around evaluations, their compile and checkpoint writes); the median of the
-    window also ignores a one-off slow step. `first` keeps the first step's time, to show something before
-    there is a rate. On the GPU a step is ticked when it has been launched, which in a steady run is paced by
-    the GPU (launching waits for the previous step), so the spacing of ticks is the step time.
+    CUDA graph's recording) and the first step after each `pause()` (around evaluations, their compile and
+    checkpoint writes); the median of the window also ignores a one-off slow step. `first` keeps the first
+    step's time, to show something before there is a rate. On the GPU a step is ticked when it has been
+    launched, which in a steady run is paced by the GPU (launching waits for the previous step), so the spacing
+    of ticks is the step time.
     """
 
     def __init__(self, window: int = 20, clock=time.monotonic, warmup_steps: int = 1) -> None:
