@@ -261,12 +261,13 @@ def test_cuda_graph_modes_mark_each_step(monkeypatch: pytest.MonkeyPatch) -> Non
         for _ in range(2):
             out = guard.run("train", call)
         assert len(marks) == want, mode
+        assert guard.warmup_calls == (2 if want else 1), mode  # the recording is not a steady step either
         # with CUDA graphs what a call returns is copied out of the graphs' memory pool, which the next overwrites
         assert (out["y"][0].data_ptr() != made[-1].data_ptr()) == (want > 0), mode
         assert torch.equal(out["y"][0], made[-1]) and out["n"] == 3
     guard = CompileGuard(model, enabled=False, mode="reduce-overhead")  # compile off: no graphs to mark
     guard.run("train", lambda m: m(torch.ones(1, 4)))
-    assert len(marks) == 2
+    assert len(marks) == 2 and guard.warmup_calls == 1
 
 
 def test_cuda_graph_failures_fall_back_until_the_first_replay(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -221,8 +221,8 @@ class StepRate:
         self.last: tuple[float, int] | None = None
         self.first: float | None = None  # seconds the first step took (warm-up included)
         self.step = 0
-        # steps after the start that are not steady: 1 (compile), or 2 with CUDA graphs, whose second step
-        # records the graph (80 ms where a replay takes 16 on an H200: a first estimate of 1h57m for 23 min)
+        # steps after the start that are not steady (utils/runtime.CompileGuard.warmup_calls): left out, else a
+        # CUDA graph's recording read as the step time gave a first estimate of 1h57m for a 23-minute run
         self.warmup_steps = warmup_steps
         self.ticks = 0
 

@@ -30,7 +30,7 @@ from utils.config import PretrainConfig, Resumed, eval_batch, healthy_hint, resu
 from utils.errors import UserError, out_of_memory_explained
 from utils.records import TimeToAccuracy
 from utils.report import evaluate_command, finished_message, plan_line, print_report, run_rows
-from utils.runtime import Dist, Runtime, uses_cuda_graphs
+from utils.runtime import Dist, Runtime
 from utils.signals import StopSignals
 from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
 from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes, puzzle_kind
@@ -226,7 +226,7 @@ class Loop:
         self.config, self.d, self.device, self.log, self.steps = config, rt.d, rt.device, log, steps
         self.state, self.plan, self.prog, self.tracker, self.writes = state, plan, prog, tracker, writes
         self.resumed_at = state.step if config.resume is not None else None
-        self.rate = StepRate(warmup_steps=2 if rt.use_compile and uses_cuda_graphs(rt.compile_mode) else 1)
+        self.rate = StepRate(warmup_steps=state.model.warmup_calls)
         self.bar = (
             progress_bar(plan.planned, state.step, config.global_batch_size, rate=self.rate) if rt.d.is_main else None
         )
