@@ -33,6 +33,7 @@ from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
 from models.losses import EVAL_KEYS, IGNORE_LABEL_ID, ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from muon import Muon, muon_parameters
 from utils import checkpoint as ckpt
 from utils.config import (  # noqa: F401  (re-exported: tests and bench/ use pretrain.<name>, as in the original)
     PretrainConfig,
@@ -197,10 +198,12 @@ def create_model(
             )
         )
         lrs.append(config.puzzle_emb_lr)
-    optimizers.append(
-        AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2))
-    )
+    matrices, rest = muon_parameters(model) if config.muon else ([], list(model.parameters()))
+    optimizers.append(AdamATan2(rest, lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2)))
     lrs.append(config.lr)
+    if matrices:
+        optimizers.append(Muon(matrices, lr=0, momentum=config.muon_momentum, weight_decay=config.muon_weight_decay))
+        lrs.append(config.muon_lr)
     return CompileGuard(model, enabled=use_compile, log=log, mode=compile_mode), optimizers, lrs
 
 

@@ -189,6 +189,9 @@ def run_copy(run_dir: Path, tmp_path: Path) -> Path:
         ("seed=-1", "seed=-1 is out of range"),
         ("early_stop_exact_accuracy=1.5", "early_stop_exact_accuracy=1.5 is out of range"),
         ("max_nan_skips=0", "max_nan_skips=0 is out of range"),
+        ("muon_momentum=1", "muon_momentum=1.0 is out of range: it must be >= 0 and < 1"),
+        ("muon_lr=-0.02", "muon_lr=-0.02 is out of range"),
+        ("muon_weight_decay=nan", "muon_weight_decay=nan is out of range"),
         ("checkpoint_minutes=nan", "checkpoint_minutes must be positive or null, got nan"),
     ],
 )

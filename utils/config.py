@@ -55,6 +55,12 @@ class PretrainConfig(pydantic.BaseModel):
     puzzle_emb_lr: float
     puzzle_emb_weight_decay: float
 
+    # fork: Muon for the blocks' weight matrices (muon.py), a recipe change; off as in the paper
+    muon: bool = False
+    muon_lr: float = 0.02  # Muon's base learning rate, under the same warm-up and decay as lr
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.005  # x muon_lr = 1e-4 per step: the Sudoku recipes' shrink (lr 1e-4 x 1.0)
+
     project_name: str | None = None
     run_name: str | None = None
     checkpoint_path: str | None = None
@@ -276,6 +282,9 @@ CONFIG_RANGES: tuple[tuple[str, float, float | None, bool], ...] = (
     ("puzzle_emb_lr", 0, None, False),
     ("weight_decay", 0, None, False),
     ("puzzle_emb_weight_decay", 0, None, False),
+    ("muon_lr", 0, None, False),
+    ("muon_momentum", 0, 1, True),
+    ("muon_weight_decay", 0, None, False),
     ("lr_warmup_steps", 0, None, False),
     ("lr_min_ratio", 0, 1, False),
     ("beta1", 0, 1, True),

@@ -67,7 +67,8 @@ def run_rows(
     rows = [
         (
             "optimizer",
-            f"AdamATan2 (pure PyTorch, {'multi-tensor' if device.type != 'cpu' else 'per-tensor'}) + sign-SGD puzzle embedding",
+            f"AdamATan2 (pure PyTorch, {'multi-tensor' if device.type != 'cpu' else 'per-tensor'}) + sign-SGD puzzle embedding"
+            + (f"; Muon for the blocks' weight matrices (muon, lr {config.muon_lr:g})" if config.muon else ""),
         ),
         (
             "data",

@@ -138,6 +138,11 @@ def restore_train_state(
     micro = config.micro_batch_size or local
     r = ckpt.restore(saved, state.model.eager.state_dict(), d, -(local // -micro), state.ema is not None, log)
     state.model.eager.load_state_dict(r.weights)
+    if len(r.optimizers) != len(state.optimizers):  # muon=true adds one; its state cannot seed AdamATan2's
+        raise UserError(
+            f"{config.resume} was trained with {len(r.optimizers)} optimizers and this config builds "
+            f"{len(state.optimizers)}: resume with the muon setting it was trained with (its all_config.yaml)"
+        )
     for opt, sd in zip(state.optimizers, r.optimizers):
         opt.load_state_dict(sd)
     state.step = r.step
