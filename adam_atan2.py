@@ -29,7 +29,34 @@ import torch
 from torch.optim.optimizer import Optimizer
 
 
-class AdamATan2(Optimizer):
+class SkippableOptimizer(Optimizer):
+    """The trainer's NaN-guard contract, shared by AdamATan2 and Muon (muon.py): `step(skip=flag)` leaves everything
+    as it was where the on-device flag is True, and `uncount_step()` takes back the step counts it raised once the
+    trainer has read the flag."""
+
+    def __init__(self, params: Any, defaults: dict[str, Any]):
+        super().__init__(params, defaults)
+        self._last_stepped: list[dict] = []  # states whose step count the last step() raised
+
+    def _begin_step(self, closure) -> Any:
+        self._last_stepped = []
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    def _count(self, state: dict) -> None:
+        state["step"] += 1
+        self._last_stepped.append(state)
+
+    def uncount_step(self) -> None:
+        """Take back the step count of the last `step(skip=...)`, whose flag turned out True (nothing was applied)."""
+        for state in self._last_stepped:
+            state["step"] -= 1
+        self._last_stepped = []
+
+
+class AdamATan2(SkippableOptimizer):
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -46,16 +73,10 @@ class AdamATan2(Optimizer):
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay: {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, foreach=foreach))
-        self._last_stepped: list[dict] = []  # states whose step count the last step() raised
 
     @torch.no_grad()
     def step(self, closure=None, skip: torch.Tensor | None = None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        self._last_stepped = []
+        loss = self._begin_step(closure)
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
             for p in group["params"]:
@@ -68,8 +89,7 @@ class AdamATan2(Optimizer):
                     state["step"] = torch.tensor(0.0)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                self._last_stepped.append(state)
+                self._count(state)
                 params.append(p)
                 grads.append(p.grad)
                 exp_avgs.append(state["exp_avg"])
@@ -84,12 +104,6 @@ class AdamATan2(Optimizer):
             fn = _foreach_update if foreach else _single_update
             fn(params, grads, exp_avgs, exp_avg_sqs, steps, group["lr"], group["betas"], group["weight_decay"], skip)
         return loss
-
-    def uncount_step(self) -> None:
-        """Take back the step count of the last `step(skip=...)`, whose flag turned out True (nothing was applied)."""
-        for state in self._last_stepped:
-            state["step"] -= 1
-        self._last_stepped = []
 
 
 def _factors(lr, weight_decay, b1, t, skip):

@@ -14,7 +14,7 @@ NS5 is five steps of a quintic Newton-Schulz iteration, X <- a X + (b A + c A^2)
 (3.4445, -4.7750, 2.0315) take small singular values up fast and leave all of them in roughly [0.7, 1.2], which
 is all the update needs. Matrices of one shape are orthogonalized together, as one batched matmul per product.
 
-`step(skip=flag)` and `uncount_step()` behave as AdamATan2's (adam_atan2.py): a True flag, decided on the device,
+`step(skip=flag)` and `uncount_step()` are adam_atan2.SkippableOptimizer's: a True flag, decided on the device,
 leaves every weight and buffer exactly as it was, so the trainer's NaN guard needs no host sync.
 """
 
@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.optimizer import Optimizer
+
+from adam_atan2 import SkippableOptimizer
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
@@ -57,7 +58,7 @@ def orthogonalize(m: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return (x.mT if tall else x).to(m.dtype)
 
 
-class Muon(Optimizer):
+class Muon(SkippableOptimizer):
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -79,15 +80,10 @@ class Muon(Optimizer):
             for p in group["params"]:
                 if p.ndim != 2:
                     raise ValueError(f"Muon updates matrices only; got a parameter of shape {tuple(p.shape)}")
-        self._last_stepped: list[dict] = []
 
     @torch.no_grad()
     def step(self, closure=None, skip: torch.Tensor | None = None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._last_stepped = []
+        loss = self._begin_step(closure)
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
             by_shape: dict[tuple, list[torch.Tensor]] = defaultdict(list)
@@ -98,8 +94,7 @@ class Muon(Optimizer):
                 if not state:
                     state["step"] = torch.tensor(0.0)  # not used by the update; kept for uncount_step and resume
                     state["momentum_buffer"] = torch.zeros_like(p)
-                state["step"] += 1
-                self._last_stepped.append(state)
+                self._count(state)
                 by_shape[(p.device, p.dtype, *p.shape)].append(p)
 
             for (_, _, rows, cols), ps in by_shape.items():
@@ -116,9 +111,3 @@ class Muon(Optimizer):
                 for p, u in zip(ps, update.unbind(0)):
                     p.mul_(decay).sub_(u * step_size)
         return loss
-
-    def uncount_step(self) -> None:
-        """Take back the step count of the last `step(skip=...)`, whose flag turned out True (nothing was applied)."""
-        for state in self._last_stepped:
-            state["step"] -= 1
-        self._last_stepped = []
