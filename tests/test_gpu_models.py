@@ -94,3 +94,20 @@ def test_fp8_no_grad_gemms_compile_and_train_close_to_bf16(tiny_sudoku: Path, tm
         losses[name] = [m["train/lm_loss"] for m in read_metrics(tmp_path / name) if "train/lm_loss" in m]
     assert losses["fp8"] != losses["bf16"]
     assert losses["fp8"] == pytest.approx(losses["bf16"], rel=5e-2)
+
+
+def test_muon_on_cuda_orthogonalizes_in_bf16_and_trains_compiled(tiny_sudoku: Path, tmp_path: Path) -> None:
+    """muon=true on a GPU: Newton-Schulz runs in bfloat16 there (fp32 on CPU) and still gives singular values
+    near 1, and a compiled run with it trains with no skipped step."""
+    from muon import orthogonalize
+
+    m = torch.randn(4, 512, 1536, device="cuda") * torch.logspace(-0.5, 0, 1536, device="cuda")
+    s = torch.linalg.svdvals(orthogonalize(m).float())
+    assert s.min() > 0.5 and s.max() < 1.3, (s.min(), s.max())
+    run = tmp_path / "run"
+    r = run_py(pretrain_args(tiny_sudoku, run, SHORT_RUN, "muon=true", "compile=true", "arch.no_ACT_continue=true"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Muon for the blocks' weight matrices" in r.stdout and "torch.compile failed" not in r.stdout
+    rows = [m for m in read_metrics(run) if "train/lm_loss" in m]
+    assert not any(m.get("train/skipped") for m in rows)
+    assert rows[-1]["train/lm_loss"] < rows[0]["train/lm_loss"]
