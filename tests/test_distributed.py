@@ -27,8 +27,10 @@ def env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def test_two_node_launch_on_one_machine_equals_one_process(tiny_sudoku: Path, tmp_path: Path) -> None:
-    r = run_py(train_args(tiny_sudoku, tmp_path / "one"))
+@pytest.mark.parametrize("optimizer", ["default", "muon"])
+def test_two_node_launch_on_one_machine_equals_one_process(tiny_sudoku: Path, tmp_path: Path, optimizer: str) -> None:
+    extra = ["muon=true"] if optimizer == "muon" else []  # Muon steps on the all-reduced gradients, as AdamATan2
+    r = run_py(train_args(tiny_sudoku, tmp_path / "one", *extra))
     assert r.returncode == 0, r.stderr[-2000:]
     port = "29531"
     nodes = [
@@ -47,7 +49,7 @@ def test_two_node_launch_on_one_machine_equals_one_process(tiny_sudoku: Path, tm
                 "127.0.0.1",
                 "--master-port",
                 port,
-                *train_args(tiny_sudoku, tmp_path / "two"),
+                *train_args(tiny_sudoku, tmp_path / "two", *extra),
             ],
             cwd=scratch_dir(),
             env=env(),
@@ -60,15 +62,17 @@ def test_two_node_launch_on_one_machine_equals_one_process(tiny_sudoku: Path, tm
     outs = [n.communicate(timeout=300)[0] for n in nodes]
     assert all(n.returncode == 0 for n in nodes), outs[0][-2000:] + outs[1][-2000:]
     assert "world size     2 (gloo)" in outs[0]
+    # Muon's normalized update carries the all-reduce's rounding further than AdamATan2's (~1e-3 after 16 steps)
+    rel, atol = (1e-2, 1e-3) if optimizer == "muon" else (1e-4, 1e-5)
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert [m["step"] for m in one] == [m["step"] for m in two]
     for a, b in zip(one, two):
         for k, v in a.items():
             if k not in WALL_CLOCK_KEYS and isinstance(v, float):
-                assert b[k] == pytest.approx(v, rel=1e-4, abs=1e-5), (a["step"], k)
+                assert b[k] == pytest.approx(v, rel=rel, abs=atol), (a["step"], k)
     w1, w2 = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for k in w1:
-        torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(w1[k], w2[k], rtol=rel, atol=atol)
 
 
 def test_checkpoint_from_two_processes_resumes_on_one(tiny_sudoku: Path, tmp_path: Path) -> None:
