@@ -92,7 +92,7 @@ class Muon(SkippableOptimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.tensor(0.0)  # not used by the update; kept for uncount_step and resume
+                    state["step"] = torch.tensor(0.0)  # steps applied, as AdamATan2 counts; never read by the update
                     state["momentum_buffer"] = torch.zeros_like(p)
                 self._count(state)
                 by_shape[(p.device, p.dtype, *p.shape)].append(p)
