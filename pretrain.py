@@ -320,7 +320,7 @@ class PendingStep:
     keys: list[str]
     values: torch.Tensor  # host copy (pinned on CUDA) of the all-reduced metric sums and flags
     done: torch.cuda.Event | None  # recorded after the copy
-    lr: float
+    lrs: dict[str, float]  # train/lr (AdamATan2's, as the original logs) and, with muon=true, train/muon_lr
     global_batch_size: int
 
 
@@ -391,11 +391,13 @@ def train_batch(
     skip = values[-3] > 0  # any rank's loss or gradient not finite: every rank skips
 
     previous = finish_step(state)  # waits only for the previous step, long done by now
-    lr_this_step = 0.0
+    lrs = {}
     for opt, base_lr in zip(state.optimizers, state.optimizer_lrs):
         lr_this_step = compute_lr(base_lr, config, state)
         for group in opt.param_groups:
             group["lr"] = lr_this_step
+        # the puzzle embedding's comes first and AdamATan2's overwrites it; Muon's has its own name
+        lrs["train/muon_lr" if isinstance(opt, Muon) else "train/lr"] = lr_this_step
         opt.step(skip=skip)  # type: ignore[call-arg]
         opt.zero_grad(set_to_none=True)
     if state.ema is not None:
@@ -407,7 +409,7 @@ def train_batch(
     if device.type == "cuda":
         done = torch.cuda.Event()
         done.record()
-    state.pending = PendingStep(state.step, keys, host, done, lr_this_step, global_batch_size)
+    state.pending = PendingStep(state.step, keys, host, done, lrs, global_batch_size)
     return previous
 
 
@@ -426,7 +428,7 @@ def finish_step(state: TrainState) -> StepResult | None:
     reduced = dict(zip(p.keys, v[: len(p.keys)]))
     count = max(reduced["count"], 1)
     out = {f"train/{k}": val / (p.global_batch_size if k.endswith("loss") else count) for k, val in reduced.items()}
-    out["train/lr"] = p.lr
+    out.update(p.lrs)
     return StepResult(p.step, out, nonfinite, stop, save)
 
 

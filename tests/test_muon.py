@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from muon import Muon, muon_parameters, orthogonalize
 from tests.conftest import args, assert_identical, final_weights, read_metrics, run_py
@@ -103,6 +104,10 @@ def test_run_with_muon_trains_resumes_bit_identically_and_refuses_the_other_sett
     rows = read_metrics(ref)
     losses = [m["train/lm_loss"] for m in rows if "train/lm_loss" in m]
     assert losses[-1] < losses[0]
+    # each optimizer's rate under its own name, the same schedule: train/lr stays AdamATan2's, as without Muon
+    last = [m for m in rows if "train/lr" in m][-1]
+    lr = yaml.safe_load((ref / "all_config.yaml").read_text())["lr"]
+    assert last["train/lr"] / lr == pytest.approx(last["train/muon_lr"] / 0.02) and last["train/lr"] > 0
     state = torch.load(ref / "step_8.state", weights_only=False)
     assert len(state["optimizers"]) == 3  # puzzle embedding, AdamATan2, Muon
     assert all(
