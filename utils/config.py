@@ -58,7 +58,7 @@ class PretrainConfig(pydantic.BaseModel):
     # fork: Muon for the blocks' weight matrices (muon.py), a recipe change; off as in the paper
     muon: bool = False
     # Muon's base learning rate, under the same warm-up and decay as lr. Not nanoGPT's 0.02: on HRM (H200,
-    # speedrun-hrm-b384, v2) 0.02 never solved a test puzzle in 7 minutes, 0.005 did (README "Speedrun records")
+    # speedrun-hrm-b384, v2) 0.02 never solved a test puzzle in 7 minutes, 0.005 did (SPEEDRUN.md)
     muon_lr: float = 0.005
     muon_momentum: float = 0.95
     muon_weight_decay: float = 0.005  # x muon_lr: 2.5e-5 shrink a step (the measured pair; lr 1e-4 x 1.0 gives 1e-4)
