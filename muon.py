@@ -62,7 +62,7 @@ class Muon(SkippableOptimizer):
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float = 0.02,
+        lr: float,  # no default here: the project's one is config's muon_lr (nanoGPT's 0.02 does not train HRM)
         momentum: float = 0.95,
         weight_decay: float = 0.0,
         nesterov: bool = True,
