@@ -1,8 +1,11 @@
-"""Time HRM training steps and evaluation with the trainer's own functions, for this fork or the original.
+"""Time HRM and TRM training steps and evaluation with the trainer's own functions, for this fork or the peers'.
 
-    python bench/bench.py                                 # this fork, Sudoku shape (seq 81, batch 768)
+    python bench/bench.py                                 # this fork, HRM, Sudoku shape (seq 81, batch 768)
     python bench/bench.py --shape arc                     # ARC/Maze shape (seq 900, batch 96)
     python bench/bench.py --impl orig --root /path/to/HRM # the original checkout (see bench/standins/README.md)
+    python bench/bench.py --model trm-mlp                 # TRM's Sudoku model (recipe=trm-sudoku's arch, EMA on)
+    python bench/bench.py --model trm-attn                # TRM with attention and RoPE (nano-trm's variant)
+    python bench/bench.py --model trm-mlp --impl trm-orig --root trm-orig   # TRM's own code, same batches
 
 Each run prints one JSON line (ms/step, MFU, peak memory, eval puzzles/s). Both implementations are driven
 through their own `train_batch` and `evaluate`, on the same random batches, so per-step overheads
@@ -44,6 +47,59 @@ ARCH = dict(
 )
 
 
+# TRM (config/arch/trm.yaml; recipe=trm-sudoku for the mlp_t variant). EMA is on in both recipes and timed.
+TRM_ARCH = dict(
+    name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+    loss=dict(name="losses@ACTLossHead", loss_type="stablemax_cross_entropy"),
+    halt_exploration_prob=0.1,
+    halt_max_steps=16,
+    no_ACT_continue=True,
+    H_cycles=3,
+    L_cycles=6,
+    H_layers=0,
+    L_layers=2,
+    hidden_size=512,
+    num_heads=8,
+    expansion=4,
+    puzzle_emb_ndim=512,
+    puzzle_emb_len=16,
+)
+MODELS = {
+    "hrm": ARCH,
+    "trm-mlp": TRM_ARCH | dict(mlp_t=True, pos_encodings="none"),
+    "trm-attn": TRM_ARCH | dict(mlp_t=False, pos_encodings="rope"),
+}
+
+
+def swiglu_inter(width: int, expansion: float) -> int:
+    """The SwiGLU's hidden width (models/layers.py SwiGLU: 2/3 of expansion x width, rounded up to 256)."""
+    return -(round(expansion * width * 2 / 3) // -256) * 256
+
+
+def trm_flops_per_step(seq: int, vocab: int, batch: int, arch: dict) -> tuple[float, float]:
+    """TRM's (train step, one evaluated puzzle) in FLOP (2 per MAC), matmuls and attention (BENCHMARKS.md).
+
+    One block per position: token mixing (mlp_t: a SwiGLU of width S = seq + puzzle_emb_len applied to each of
+    the h channels, so 3 S inter_t MACs per channel, i.e. 3 h inter_t per position; attention: 4 h^2 for the
+    projections + 2 S h for scores and values), then the channel SwiGLU (3 h inter). f = L_layers blocks; a
+    segment calls f H_cycles (L_cycles + 1) times, the last L_cycles + 1 with gradient (backward = 2x forward);
+    no Q-target forward (no_ACT_continue). The LM head (h x vocab per position) is counted once forward and
+    twice backward."""
+    h, s = arch["hidden_size"], seq + arch["puzzle_emb_len"]
+    if arch["mlp_t"]:
+        mix = 3 * h * swiglu_inter(s, arch["expansion"])
+    else:
+        mix = 4 * h * h + 2 * s * h
+    block = 2 * (mix + 3 * h * swiglu_inter(h, arch["expansion"]))  # FLOP per position
+    f = arch["L_layers"] * block
+    calls = arch["H_cycles"] * (arch["L_cycles"] + 1)
+    grad_calls = arch["L_cycles"] + 1
+    head = 2 * h * vocab
+    train = (calls * f + 2 * grad_calls * f + 3 * head) * s * batch
+    puzzle = (calls * f + head) * s * arch["halt_max_steps"]
+    return train, puzzle
+
+
 def flops_per_step(seq: int, batch: int, arch: dict, emb_len: int) -> tuple[float, float]:
     """(train step, one evaluated puzzle) in FLOP, counting matmuls and attention (2 FLOP per MAC)."""
     h = arch["hidden_size"]
@@ -72,9 +128,10 @@ def make_batches(n: int, seq: int, vocab: int, batch: int, ids: int, seed: int =
     return out
 
 
-def config_dict(seq: int, vocab: int, batch: int, ids: int) -> dict:
+def config_dict(seq: int, vocab: int, batch: int, ids: int, arch: dict) -> dict:
+    trm = arch["name"].startswith("recursive_reasoning.trm")
     return dict(
-        arch=ARCH,
+        arch=arch,
         data_path="bench",
         global_batch_size=batch,
         epochs=1,
@@ -82,12 +139,13 @@ def config_dict(seq: int, vocab: int, batch: int, ids: int) -> dict:
         lr=1e-4,
         lr_min_ratio=1.0,
         lr_warmup_steps=10,
-        weight_decay=0.1,
+        weight_decay=1.0 if trm else 0.1,
         beta1=0.9,
         beta2=0.95,
         puzzle_emb_lr=1e-4,
-        puzzle_emb_weight_decay=0.1,
+        puzzle_emb_weight_decay=1.0 if trm else 0.1,
         checkpoint_path=None,
+        ema=trm,  # TRM's recipes average the weights; its update is part of every step
     )
 
 
@@ -118,6 +176,7 @@ def setup_ours(
     sys.path.insert(0, str(root))
     import pretrain
     from dataset.format import PuzzleDatasetMetadata
+    from utils.ema import EMA
     from utils.runtime import Dist
 
     config = pretrain.PretrainConfig(
@@ -136,6 +195,7 @@ def setup_ours(
         config, m, d, rt.device, rt.forward_dtype, rt.use_compile, compile_mode=rt.compile_mode
     )
     state = pretrain.TrainState(model=model, optimizers=opts, optimizer_lrs=lrs, carry=None, step=0, total_steps=10**6)
+    state.ema = EMA(model.eager, config.ema_rate) if config.ema else None
 
     def train(batch, gbs):
         return pretrain.train_batch(config, state, batch, gbs, d, rt.device)
@@ -177,6 +237,52 @@ def setup_orig(root: Path, cfg: dict, meta: dict, compile_: bool):
         return out
 
     return train, evaluate, state.model, {"attention": "flash_attn stand-in (SDPA)"}
+
+
+def setup_trm_orig(root: Path, cfg: dict, meta: dict, compile_: bool):
+    """TRM's own code (SamsungSAILMontreal/TinyRecursiveModels), imported from its checkout with our stand-ins for
+    adam_atan2 (bench/standins) and argdantic/wandb (unused here); its EMAHelper updated after each step, as its
+    training loop does."""
+    sys.path.insert(0, str(root))
+    sys.path.insert(1, str(Path(__file__).resolve().parent / "standins"))  # adam_atan2 (after the checkout)
+    if not compile_:
+        os.environ["DISABLE_COMPILE"] = "1"
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        sys.modules["wandb"] = types.ModuleType("wandb")  # imported at the top of its pretrain.py, unused here
+    from run_original import install_argdantic_stub  # its puzzle_dataset imports argdantic for its command line
+
+    install_argdantic_stub()
+    from models.ema import EMAHelper
+    from puzzle_dataset import PuzzleDatasetMetadata
+
+    import pretrain  # TRM's
+
+    cfg = dict(cfg)
+    cfg.pop("data_path")
+    config = pretrain.PretrainConfig(**cfg, data_paths=["bench"])
+    m = PuzzleDatasetMetadata(**meta, total_puzzles=meta["total_groups"])
+    state = pretrain.init_train_state(config, m, rank=0, world_size=1)
+    state.total_steps = 10**6
+    ema = EMAHelper(mu=config.ema_rate) if config.ema else None
+    if ema is not None:
+        ema.register(state.model)
+
+    def train(batch, gbs):
+        out = pretrain.train_batch(config, state, batch, gbs, rank=0, world_size=1)
+        if ema is not None:
+            ema.update(state.model)
+        return out
+
+    def evaluate(batches):
+        state.model.eval()
+        loader = [("all", b, len(b["inputs"])) for b in batches]
+        out = pretrain.evaluate(config, state, loader, m, [], rank=0, world_size=1, cpu_group=None)
+        state.model.train()
+        return out
+
+    return train, evaluate, state.model, {"attention": "SDPA (TRM's own)"}
 
 
 def sync() -> None:
@@ -259,7 +365,8 @@ def matmul_peak() -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--impl", choices=["ours", "orig"], default="ours")
+    p.add_argument("--impl", choices=["ours", "orig", "trm-orig"], default="ours")
+    p.add_argument("--model", choices=list(MODELS), default="hrm", help="hrm, or TRM: trm-mlp (Sudoku) / trm-attn")
     p.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent, help="checkout to benchmark")
     p.add_argument("--shape", choices=list(SHAPES), default="sudoku")
     p.add_argument("--batch", type=int, default=None, help="global batch (default: the recipe's)")
@@ -293,16 +400,20 @@ def main() -> None:
         "--arch", nargs="*", default=[], metavar="KEY=VALUE", help="override arch settings, e.g. hidden_size=64"
     )
     args = p.parse_args()
+    arch = dict(MODELS[args.model])
     for kv in args.arch:
         k, v = kv.split("=", 1)
-        ARCH[k] = type(ARCH[k])(v) if k in ARCH else v
+        old = arch.get(k)
+        arch[k] = (v.lower() == "true") if isinstance(old, bool) else type(old)(v) if k in arch else v
     cuda = torch.cuda.is_available()
 
     seq, vocab, batch, ids = SHAPES[args.shape]
     batch = args.batch or batch
     sys.path = [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).resolve().parent]
-    cfg, meta = config_dict(seq, vocab, batch, ids), metadata_dict(seq, vocab, ids, groups=10**6)
-    setup = setup_ours if args.impl == "ours" else setup_orig
+    if (args.impl == "trm-orig") != args.model.startswith("trm") and args.impl != "ours":
+        p.error(f"--impl {args.impl} runs {'TRM' if args.impl == 'trm-orig' else 'HRM'}; pick a matching --model")
+    cfg, meta = config_dict(seq, vocab, batch, ids, arch), metadata_dict(seq, vocab, ids, groups=10**6)
+    setup = {"ours": setup_ours, "orig": setup_orig, "trm-orig": setup_trm_orig}[args.impl]
     if args.compile_mode and args.impl == "orig":  # ours takes it as its compile_mode key (marks and copies)
         import functools
 
@@ -352,13 +463,16 @@ def main() -> None:
             by_eval_batch[eval_batch] = round(args.eval_batches * eval_batch / eval_s, 1)
         puzzles_s = next(iter(by_eval_batch.values()))
 
-    emb_len = -(ARCH["puzzle_emb_ndim"] // -ARCH["hidden_size"])
-    f_train, f_puzzle = flops_per_step(seq, batch, ARCH, emb_len)
+    if args.model.startswith("trm"):
+        f_train, f_puzzle = trm_flops_per_step(seq, vocab, batch, arch)
+    else:
+        f_train, f_puzzle = flops_per_step(seq, batch, arch, -(arch["puzzle_emb_ndim"] // -arch["hidden_size"]))
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (matmul_peak() if cuda else float("nan"))
     print(
         json.dumps(
             dict(
                 impl=args.impl,
+                model=args.model,
                 shape=args.shape,
                 batch=batch,
                 compile=not args.no_compile,
@@ -366,6 +480,7 @@ def main() -> None:
                 torch=torch.__version__,
                 ms_per_step=round(step_s * 1e3, 2),
                 examples_per_s=round(batch / step_s, 1),
+                steps_per_s=round(1 / step_s, 2),
                 train_tflops=round(f_train / step_s / 1e12, 1),
                 mfu=round(f_train / step_s / peak, 3),
                 peak_mem_gb=round(peak_gb, 2),
