@@ -7,9 +7,9 @@ install:
 test:
 	python -m pytest -q
 
-test-kernels:  # the fused SwiGLU kernel on CPU, in Triton's interpreter (Triton kept out of the main env)
+test-kernels:  # the fused SwiGLU and token-mixing kernels on CPU, in Triton's interpreter (Triton kept out of the main env)
 	python -m pip install -q --no-deps --target /tmp/hrm-ci-triton "triton==3.9.0"
-	PYTHONPATH=/tmp/hrm-ci-triton TRITON_INTERPRET=1 python -m pytest -q tests/test_fused.py
+	PYTHONPATH=/tmp/hrm-ci-triton TRITON_INTERPRET=1 python -m pytest -q tests/test_fused.py tests/test_token_mix.py
 
 lint:
 	ruff check . && ruff format --check .

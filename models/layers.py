@@ -27,14 +27,22 @@ CosSin = tuple[torch.Tensor, torch.Tensor]
 
 MLP_KERNELS = ("auto", "fused", "plain")
 _swiglu_gate_up: Callable | None = None
+# TRM's token-mixing half-block (mlp_t) without gradient as one Triton kernel (models/token_mix.py), chosen with
+# the fused SwiGLU kernel: same switch, same conditions.
+_token_mix: Callable | None = None
+
+
+def fused_token_mix() -> Callable | None:
+    """models/token_mix.token_mix_direct where the fused kernels were selected and it runs here, else None."""
+    return _token_mix
 
 
 def select_mlp_kernel(requested: str, device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
     """Pick the SwiGLU kernel; return (name, reason). Asking for `fused` where it cannot run raises ValueError."""
-    global _swiglu_gate_up
+    global _swiglu_gate_up, _token_mix
     if requested not in MLP_KERNELS:
         raise ValueError(f"mlp_kernel must be one of {', '.join(MLP_KERNELS)}, got {requested!r}")
-    _swiglu_gate_up = None
+    _swiglu_gate_up = _token_mix = None
     if requested == "plain":
         return "plain", "requested"
     from models import fused
@@ -48,7 +56,13 @@ def select_mlp_kernel(requested: str, device: torch.device, dtype: torch.dtype) 
     # runs the kernel from its own code. Through a custom op each call cost ~270 us of CPU, which made
     # launch-bound small-batch steps slower than the plain path (BENCHMARKS.md).
     _swiglu_gate_up = functools.partial(fused.swiglu_gate_up_direct, num_sms=fused.num_sms(device))
-    return "fused", "requested" if requested == "fused" else "Triton dual GEMM for no-grad forwards"
+    from models import token_mix
+
+    why_not_mix = token_mix.unavailable_reason(device, dtype)
+    if not why_not_mix:
+        _token_mix = token_mix.token_mix_direct
+    mix = f"; TRM's mlp_t {'one Triton kernel' if not why_not_mix else 'unfused: ' + why_not_mix}"
+    return "fused", ("requested" if requested == "fused" else "Triton dual GEMM for no-grad forwards") + mix
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -31,7 +31,16 @@ from torch import nn
 
 from models.act import ACTWrapper
 from models.common import InputEmbedding, trunc_normal_init_
-from models.layers import Attention, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, SwiGLU, rms_norm
+from models.layers import (
+    Attention,
+    CastedEmbedding,
+    CastedLinear,
+    CosSin,
+    RotaryEmbedding,
+    SwiGLU,
+    fused_token_mix,
+    rms_norm,
+)
 from models.sparse_embedding import CastedSparseEmbedding
 
 POS_ENCODINGS = ("rope", "learned", "none")
@@ -127,7 +136,13 @@ class TinyRecursiveReasoningModel_ACTV1Block(nn.Module):
         self.norm_eps = config.rms_norm_eps
 
     def forward(self, cos_sin: CosSin | None, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.mlp_t_mixing:
+        mix = fused_token_mix()
+        if self.mlp_t_mixing and mix is not None and not torch.is_grad_enabled():
+            # The same math as below in one kernel, in the (B, L, D) layout (models/token_mix.py).
+            dtype = hidden_states.dtype
+            w_gu, w_d = self.mlp_t.gate_up_proj.weight.to(dtype), self.mlp_t.down_proj.weight.to(dtype)
+            hidden_states = mix(hidden_states, w_gu, w_d, self.norm_eps)
+        elif self.mlp_t_mixing:
             # (B, L, D) -> (B, D, L). TRM also takes this RMSNorm in the transposed layout, i.e. over the
             # positions of each channel, not over the channels of each position.
             h = hidden_states.transpose(1, 2)
