@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import signal
 import subprocess
@@ -197,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, c in checkouts.items():
             if not (c / "pretrain.py").is_file():
                 raise UserError(f"--{k} {c}: no pretrain.py there; give a checkout of {PEERS[k].repo}")
-        if a.minutes <= 0:
-            raise UserError(f"--minutes must be positive, got {a.minutes}")
+        if not (math.isfinite(a.minutes) and a.minutes > 0):  # nan and inf too: a limit must be a number of minutes
+            raise UserError(f"--minutes must be a positive number of minutes, got {a.minutes:g}")
         extra = split_sets(a.set)
         infos = [
             run_peer(PEERS[k], c.resolve(), a.data.resolve(), a.out.resolve(), a.minutes, extra[k])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,20 +47,34 @@ def read_evals(path: Path, raw: bool = False) -> list[Eval]:
     out = []
     rows, _ = read_metrics(f)  # a line cut short when the run was killed is left out
     for n, row in rows:
-        exact = set_accuracies(row, "raw/") if raw else []
-        exact = exact or set_accuracies(row, "")  # without EMA the main keys are the raw weights'
+        where = f"{f}:{n}"
+        exact = set_accuracies(row, "raw/", where) if raw else []
+        exact = exact or set_accuracies(row, "", where)  # without EMA the main keys are the raw weights'
         if not exact:
             continue
         if "elapsed_s" not in row:
             raise UserError(
-                f"{f}:{n}: an evaluation without elapsed_s (wall time from the command's start); "
+                f"{where}: an evaluation without elapsed_s (wall time from the command's start); "
                 "older runs lack it: rerun with this version, the peers through bench/peers.py"
             )
-        voted = [float(v) for k, v in row.items() if k.endswith("/tta_exact_accuracy") and k.count("/") == 1]
+        if not all(math.isfinite(x) for x in exact):
+            continue  # a diverged evaluation (NaN/inf) solved nothing: it neither sets a time nor a best
+        voted = [number(v, k, where) for k, v in row.items() if k.endswith("/tta_exact_accuracy") and k.count("/") == 1]
         copies = max((int(k.split("/k")[1].split("/")[0]) for k in row if "/tta/k" in k), default=0)
-        mean_voted = sum(voted) / len(voted) if voted else None
-        out.append(Eval(float(row["elapsed_s"]), row["step"], sum(exact) / len(exact), mean_voted, copies))
+        mean_voted = sum(voted) / len(voted) if voted and all(math.isfinite(v) for v in voted) else None
+        seconds = number(row["elapsed_s"], "elapsed_s", where)
+        out.append(Eval(seconds, row["step"], sum(exact) / len(exact), mean_voted, copies))
     return out
+
+
+def number(value: object, key: str, where: str) -> float:
+    """A metric's value as a float, or one line naming the file, line and key (a hand-edited or foreign file)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UserError(f"{where}: {key} is {json.dumps(value)[:40]}, not a number; fix or remove that line")
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"{where}: {key} is {value[:40]!r}, not a number; fix or remove that line") from None
 
 
 def speeds(path: Path) -> list[float]:
@@ -69,11 +84,12 @@ def speeds(path: Path) -> list[float]:
     train: list[tuple[int, float]] = []
     stretches: list[list[tuple[int, float]]] = [train]
     for _, row in rows:
-        if set_accuracies(row, "") or set_accuracies(row, "raw/"):
+        if any(is_eval_key(k, "") or is_eval_key(k, "raw/") for k in row):
             train = []
             stretches.append(train)
         elif any(k.startswith("train/") for k in row) and ("time" in row or "elapsed_s" in row):
-            train.append((row["step"], float(row.get("time", row.get("elapsed_s", 0.0)))))
+            key = "time" if "time" in row else "elapsed_s"
+            train.append((row["step"], number(row[key], key, f"{path} (step {row['step']})")))
     out = []
     for i, stretch in enumerate(stretches):
         start = 100 if i == 0 else stretch[0][0] + 10 if stretch else 0
@@ -90,16 +106,20 @@ def speed_cell(rates: list[float]) -> str:
     return f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}-{hi:.1f}"
 
 
-def set_accuracies(row: dict, prefix: str) -> list[float]:
-    """`<prefix><set>/exact_accuracy` of each test set in one metrics row (train/ and the other prefix left out)."""
-    return [
-        float(v)
-        for k, v in row.items()
-        if k.startswith(prefix)
+def is_eval_key(k: str, prefix: str) -> bool:
+    """`<prefix><set>/exact_accuracy` of a test set (train/ and the other prefix left out)."""
+    rest = k[len(prefix) :]
+    return (
+        k.startswith(prefix)
         and k.endswith("/exact_accuracy")
-        and k[len(prefix) :].count("/") == 1
-        and not k[len(prefix) :].startswith(("train/", "raw/"))
-    ]
+        and rest.count("/") == 1
+        and not rest.startswith(("train/", "raw/"))
+    )
+
+
+def set_accuracies(row: dict, prefix: str, where: str = "a metrics row") -> list[float]:
+    """`<prefix><set>/exact_accuracy` of each test set in one metrics row, as numbers."""
+    return [number(v, k, where) for k, v in row.items() if is_eval_key(k, prefix)]
 
 
 def recipe_of(path: Path) -> str:
@@ -107,7 +127,13 @@ def recipe_of(path: Path) -> str:
     metrics file kept apart from its run (results/: `<run>.metrics.jsonl.gz`) has its `<run>.all_config.yaml`."""
     folder = path if path.is_dir() else path.parent
     if (folder / "run.json").is_file():
-        return str(json.loads((folder / "run.json").read_text()).get("recipe") or "")
+        try:
+            info = json.loads((folder / "run.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            info = None
+        if not isinstance(info, dict):
+            raise UserError(f"{folder / 'run.json'} is not a JSON object (bench/peers.py writes one); fix or remove it")
+        return str(info.get("recipe") or "")
     run, sep, _ = path.name.partition(".metrics.jsonl")
     for config in ([folder / f"{run}.all_config.yaml"] if sep and not path.is_dir() else []) + [
         folder / "all_config.yaml"
@@ -115,7 +141,10 @@ def recipe_of(path: Path) -> str:
         if config.is_file():
             import yaml
 
-            cfg = yaml.safe_load(config.read_text()) or {}
+            try:
+                cfg = yaml.safe_load(config.read_text()) or {}
+            except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+                raise UserError(f"{config} is not a plain YAML config ({type(e).__name__}); fix or remove it") from None
             return str(cfg.get("recipe") or "") if isinstance(cfg, dict) else ""
     return ""
 
@@ -193,10 +222,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         try:
             thresholds = tuple(float(t) for t in a.thresholds.split(","))
+            if not all(0 < t <= 1 for t in thresholds):  # also false for NaN
+                raise ValueError
         except ValueError:
             raise UserError(
-                f"--thresholds {a.thresholds!r}: give fractions separated by commas, e.g. 0.2,0.55"
+                f"--thresholds {a.thresholds!r}: give fractions in (0, 1] separated by commas, e.g. 0.2,0.55"
             ) from None
+        if not (math.isfinite(a.minutes) and a.minutes > 0):
+            raise UserError(f"--minutes must be a positive number of minutes, got {a.minutes:g}")
         print(table([parse_run(r) for r in a.runs], a.minutes, thresholds, a.raw, a.speed))
     except UserError as e:
         exit_with(e)

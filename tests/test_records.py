@@ -152,3 +152,62 @@ def test_table_errors_are_one_line(tmp_path, capsys) -> None:
             rt.main(args)
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1 and expect in err, err
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("key", ["all/exact_accuracy", "elapsed_s", "all/tta_exact_accuracy"])
+@pytest.mark.parametrize("value", ["high", None, [0.5], {"v": 1}, True])
+def test_a_metric_that_is_not_a_number_is_one_line(tmp_path, capsys, key: str, value) -> None:
+    rt = table_maker()
+    row = {"step": 10, "time": 1.0, "all/exact_accuracy": 0.5, "elapsed_s": 60.0, "all/tta_exact_accuracy": 0.6}
+    write_rows(tmp_path / "r" / "metrics.jsonl", [row | {key: value}])
+    with pytest.raises(SystemExit) as e:
+        rt.main([str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert f"metrics.jsonl:1: {key} is" in err and "not a number" in err
+
+
+@pytest.mark.crafted
+@pytest.mark.parametrize(
+    "name,text,expect",
+    [
+        ("run.json", "{not json", "not a JSON object"),
+        ("run.json", "[1, 2]", "not a JSON object"),
+        ("all_config.yaml", "recipe: [unclosed", "not a plain YAML config"),
+        ("all_config.yaml", "recipe: !!python/object/apply:os.system ['true']", "not a plain YAML config"),
+    ],
+)
+def test_a_broken_side_file_is_one_line(tmp_path, capsys, name: str, text: str, expect: str) -> None:
+    rt = table_maker()
+    write_rows(tmp_path / "r" / "metrics.jsonl", [{"step": 10, "all/exact_accuracy": 0.5, "elapsed_s": 60.0}])
+    (tmp_path / "r" / name).write_text(text)
+    with pytest.raises(SystemExit) as e:
+        rt.main([str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and expect in err, err
+
+
+def test_a_diverged_eval_and_a_deeply_nested_line_set_nothing(tmp_path, capsys) -> None:
+    rt = table_maker()
+    f = tmp_path / "r" / "metrics.jsonl"
+    write_rows(f, [{"step": 10, "all/exact_accuracy": float("nan"), "elapsed_s": 60.0}])
+    with open(f, "a") as out:  # replace the cut-short last line by a line nested far deeper than json allows
+        out.write("\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+        out.write('{"step": 20, "all/exact_accuracy": 0.25, "elapsed_s": 120.0}\n')
+    rt.main(["--minutes", "8", str(tmp_path / "r")])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "nan" not in line and "25.0% at 2m00s (step 20)" in line
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "args", [["--minutes", "nan"], ["--minutes", "inf"], ["--minutes", "0"], ["--thresholds", "nan"]]
+)
+def test_limits_that_are_not_positive_numbers_are_refused(tmp_path, capsys, args: list[str]) -> None:
+    rt = table_maker()
+    write_rows(tmp_path / "r" / "metrics.jsonl", [{"step": 10, "all/exact_accuracy": 0.5, "elapsed_s": 60.0}])
+    with pytest.raises(SystemExit) as e:
+        rt.main([*args, str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and args[0] in err, err

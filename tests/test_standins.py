@@ -108,6 +108,19 @@ def test_peers_set_splits_per_peer() -> None:
     }
 
 
+@pytest.mark.bad_input
+@pytest.mark.parametrize("minutes", ["nan", "inf", "0", "-1"])
+def test_peers_refuse_a_time_limit_that_is_not_a_positive_number(tiny_sudoku, tmp_path, capsys, minutes) -> None:
+    peers = peers_module()
+    (tmp_path / "trm").mkdir()
+    (tmp_path / "trm" / "pretrain.py").write_text("")
+    with pytest.raises(SystemExit) as e:
+        peers.main(["--data", str(tiny_sudoku), "--trm", str(tmp_path / "trm"), "--minutes", minutes])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--minutes must be a positive number" in err, err
+    assert not (tmp_path / "trm" / "metrics.jsonl").exists() and not Path("results/peers").exists()
+
+
 # Real runs of the peers' own code: checkouts given by HRM_ORIG_CHECKOUT / HRM_TRM_CHECKOUT (plain `git clone`s of
 # https://github.com/sapientinc/HRM and https://github.com/SamsungSAILMontreal/TinyRecursiveModels), on the CPU.
 PEER_TINY = {

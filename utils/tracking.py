@@ -60,7 +60,8 @@ def read_metrics(fname: str) -> tuple[list[tuple[int, dict[str, Any]]], int]:
         try:
             row = json.loads(line)
             row["step"] = int(row["step"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # TypeError: a line that is not an object
+        # TypeError: a line that is not an object; RecursionError: a line nested thousands deep
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError):
             bad += 1
             continue
         rows.append((n, row))
