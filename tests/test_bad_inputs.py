@@ -99,18 +99,23 @@ def open_split(data: Path, split: str = "train") -> None:
     PuzzleDataset(cfg, split=split)
 
 
-def config_error(*overrides: str) -> str:
-    """The UserError pretrain.py would print for these overrides of the default config (validate_config)."""
+def config_error(*overrides: str, arch: str | None = None) -> str:
+    """The UserError pretrain.py would print for these overrides of the default config (validate_config);
+    `arch`: another config/arch/<arch>.yaml in place of the default's."""
     import pydantic
     from omegaconf import OmegaConf
 
     import evaluate
     import pretrain
 
-    cfg = OmegaConf.merge(OmegaConf.create(evaluate.default_config()), OmegaConf.from_dotlist(list(overrides)))
+    base = OmegaConf.create(evaluate.default_config())
+    if arch is not None:
+        base.arch = OmegaConf.load(REPO / "config" / "arch" / f"{arch}.yaml")
+    cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
     with pytest.raises(UserError) as err:
         try:
-            pretrain.validate_config(pretrain.PretrainConfig(**OmegaConf.to_container(cfg)))  # type: ignore[arg-type]
+            raw = OmegaConf.to_container(cfg, resolve=True)
+            pretrain.validate_config(pretrain.PretrainConfig(**raw))  # type: ignore[arg-type]
         except pydantic.ValidationError as e:
             raise pretrain.config_error(e) from None
     msg = str(err.value)
@@ -199,6 +204,35 @@ def test_bad_config_value_is_one_line(override: str, expected: str) -> None:
     assert expected in config_error(*override.split())
 
 
+@BAD_INPUT
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("arch.hidden_size=0 arch.puzzle_emb_len=0", "arch.hidden_size=0: Input should be greater than 0"),
+        ("arch.num_heads=3", "num_heads=3 must divide hidden_size=512"),
+        ("arch.hidden_size=32 arch.num_heads=3", "num_heads=3 must divide hidden_size=32"),
+        ("arch.hidden_size=24 arch.num_heads=8", "rope needs an even head size; hidden_size / num_heads = 3"),
+        ("arch.num_heads=0", "arch.num_heads=0: Input should be greater than 0"),
+        ("arch.expansion=0", "arch.expansion=0"),
+        ("arch.halt_max_steps=0", "arch.halt_max_steps=0: Input should be greater than or equal to 1"),
+        ("arch.L_layers=0", "arch.L_layers=0"),
+        ("arch.L_cycles=0", "arch.L_cycles=0"),
+        ("arch.puzzle_emb_ndim=-5", "arch.puzzle_emb_ndim=-5"),
+        ("arch.puzzle_emb_len=-1", "arch.puzzle_emb_len=-1"),
+        ("arch.rope_theta=0", "arch.rope_theta=0"),
+        ("arch.rms_norm_eps=nan", "arch.rms_norm_eps='nan': Input should be a finite number"),
+        ("arch.halt_exploration_prob=2", "arch.halt_exploration_prob=2: Input should be less than or equal to 1"),
+        ("arch.pos_encodings=alibi", "arch.pos_encodings='alibi': Input should be 'rope', 'learned' or 'none'"),
+        ("arch.mlp_t=true", "pos_encodings=rope has no effect with mlp_t=true"),
+        ("arch.H_layers=4", "H_layers=4 is an HRM setting"),
+    ],
+)
+def test_bad_trm_config_value_is_one_line(override: str, expected: str) -> None:
+    """TRM's keys have HRM's ranges, and the settings TRM's code would run on silently (rope under mlp_t, a head
+    count that does not divide the width) are refused too: before any data or run folder, as for HRM."""
+    assert expected in config_error(*override.split(), arch="trm")
+
+
 def test_good_configs_still_pass() -> None:
     """The ranges do not reject what the recipes and tests use (boundaries included)."""
     import evaluate
@@ -211,14 +245,20 @@ def test_good_configs_still_pass() -> None:
 
 
 @BAD_INPUT
-@pytest.mark.parametrize("override", ["lr=nan", "arch.hidden_size=abc"])
+@pytest.mark.parametrize("override", ["lr=nan", "arch.hidden_size=abc", "arch=trm arch.num_heads=3"])
 def test_bad_config_end_to_end(tiny_sudoku: Path, tmp_path: Path, override: str) -> None:
     run = tmp_path / "ckpt" / "run"
     line = one_line_error(
-        ["pretrain.py", f"data_path={tiny_sudoku}", f"checkpoint_path={run}", override, *hydra_quiet(tmp_path)],
+        [
+            "pretrain.py",
+            f"data_path={tiny_sudoku}",
+            f"checkpoint_path={run}",
+            *override.split(),
+            *hydra_quiet(tmp_path),
+        ],
         tiny_sudoku,
     )
-    assert line.startswith("error: ") and override.split("=")[0].removeprefix("arch.") in line
+    assert line.startswith("error: ") and override.split()[-1].split("=")[0].removeprefix("arch.") in line
     assert not (tmp_path / "ckpt").exists()  # validated before the run folder is made
 
 

@@ -37,6 +37,13 @@ TINY_TRM = [
 ]
 
 
+# Relative error allowed against TRM's fixtures (fp32, CPU). The fixtures were made on one CPU; another vector ISA
+# (AVX2 against AVX-512: different matmul and erfinv kernels) sums in another order, which after three segments of
+# 21 recursions moves logits by up to ~2e-5 relative (measured on an AVX-512 machine). A wrong formula moves them
+# by 1e-2 or more.
+FIXTURE_RTOL = 1e-4
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
@@ -64,7 +71,7 @@ def check_segment(ours: dict, theirs: dict, where: str, worst: dict[str, float])
         if k in theirs:
             err = rel_err(ours[k], theirs[k])
             worst[k] = max(worst.get(k, 0.0), err)
-            assert err < 1e-5, (where, k, err)
+            assert err < FIXTURE_RTOL, (where, k, err)
     for k in ("halted", "steps", "preds"):
         assert torch.equal(ours[k], theirs[k]), (where, k)
     assert ours["all_finish"] == theirs["all_finish"], where
@@ -72,7 +79,7 @@ def check_segment(ours: dict, theirs: dict, where: str, worst: dict[str, float])
         assert torch.equal(ours["current_data"][k], v), (where, k)
     assert set(ours["metrics"]) == set(theirs["metrics"]), where
     for k, v in theirs["metrics"].items():
-        assert abs(float(ours["metrics"][k]) - float(v)) <= 1e-5 * max(1.0, abs(float(v))), (where, k)
+        assert abs(float(ours["metrics"][k]) - float(v)) <= FIXTURE_RTOL * max(1.0, abs(float(v))), (where, k)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -110,10 +117,10 @@ def test_train_segments_and_gradients_match_trm(variant: str) -> None:
             for name, g in theirs["grads"].items():
                 err = rel_err(grads[name], g)
                 worst["grad"] = max(worst.get("grad", 0.0), err)
-                assert err < 1e-5, (i, name, err)
+                assert err < FIXTURE_RTOL, (i, name, err)
             err = rel_err(emb.local_weights.grad, theirs["puzzle_emb_local_weights_grad"])
             worst["puzzle_emb_grad"] = max(worst.get("puzzle_emb_grad", 0.0), err)
-            assert err < 1e-5, (i, err)
+            assert err < FIXTURE_RTOL, (i, err)
     # the fixture exercises halting both ways (Q_halt > 0, exploration, the step limit)
     assert any(h.any() for h in halts[:-1]) and not all(h.all() for h in halts)
     print(variant, "train max rel err", worst)
@@ -130,7 +137,9 @@ def test_seeded_init_equals_trm_init(variant: str) -> None:
     got = model.state_dict()
     assert got.keys() == want.keys()
     for k in want:
-        assert torch.equal(got[k], want[k]), k
+        # Same draws in the same order: equal up to the last bit of the CPU's vectorised erfinv (see FIXTURE_RTOL);
+        # one module built out of order gives entirely different values.
+        torch.testing.assert_close(got[k], want[k], rtol=2**-22, atol=0, msg=k)
 
 
 def test_mlp_t_swiglu_across_97_positions_stays_off_the_fused_kernel(monkeypatch) -> None:
@@ -168,7 +177,7 @@ def test_bad_trm_settings_are_one_line_errors() -> None:
     cls(cfg)
     for bad, words in (
         (dict(H_layers=4), "H_layers=4 is an HRM setting"),
-        (dict(pos_encodings="alibi"), "rope, learned, none"),
+        (dict(pos_encodings="alibi"), "'rope', 'learned' or 'none'"),
         (dict(puzzle_emb_ndim=0), "set puzzle_emb_len=0"),
         (dict(puzzle_emb_ndim=64, puzzle_emb_len=2), "cannot hold puzzle_emb_ndim=64"),
     ):
@@ -252,7 +261,7 @@ def test_evaluate_reads_trm_checkpoint_and_its_all_config(tmp_path: Path) -> Non
         n = theirs["effective_batch_size"]  # we save real rows only; TRM also saved the padding
         assert len(preds["logits"]) == n
         for k in ("logits", "q_halt_logits", "q_continue_logits"):
-            assert rel_err(preds[k], theirs[k][:n]) < 1e-5, k
+            assert rel_err(preds[k], theirs[k][:n]) < FIXTURE_RTOL, k
         for k in ("inputs", "labels", "puzzle_identifiers"):
             assert torch.equal(preds[k], theirs[k][:n]), k
 

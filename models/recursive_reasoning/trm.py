@@ -23,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from models.act import ACTWrapper
@@ -42,8 +42,6 @@ from models.layers import (
     rms_norm,
 )
 from models.sparse_embedding import CastedSparseEmbedding
-
-POS_ENCODINGS = ("rope", "learned", "none")
 
 
 @dataclass
@@ -61,48 +59,65 @@ class TinyRecursiveReasoningModel_ACTV1Carry:
 
 
 class TinyRecursiveReasoningModel_ACTV1Config(BaseModel):
+    """TRM's arch keys with their ranges. Everything TRM's code would accept and then fail on, or silently
+    ignore, is refused here as one line (the trainer validates this before any data or run folder is touched)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int
-    seq_len: int
-    puzzle_emb_ndim: int = 0
-    num_puzzle_identifiers: int
-    vocab_size: int
+    batch_size: int = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    puzzle_emb_ndim: int = Field(0, ge=0)
+    num_puzzle_identifiers: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
 
-    H_cycles: int  # T: recursions per segment (T-1 without gradient)
-    L_cycles: int  # n: latent updates per recursion
+    H_cycles: int = Field(ge=1)  # T: recursions per segment (T-1 without gradient)
+    L_cycles: int = Field(ge=1)  # n: latent updates per recursion
 
     H_layers: int = 0  # HRM's key, kept (as TRM does) so TRM's configs load; must be 0: there is no H network
-    L_layers: int  # blocks of the one network f
+    L_layers: int = Field(ge=1)  # blocks of the one network f
 
-    hidden_size: int
-    expansion: float
-    num_heads: int
-    pos_encodings: str  # rope | learned | none
+    hidden_size: int = Field(gt=0)
+    expansion: float = Field(gt=0, allow_inf_nan=False)
+    num_heads: int = Field(gt=0)
+    pos_encodings: Literal["rope", "learned", "none"]
 
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
+    rms_norm_eps: float = Field(1e-5, gt=0, allow_inf_nan=False)
+    rope_theta: float = Field(10000.0, gt=0, allow_inf_nan=False)
 
-    halt_max_steps: int
-    halt_exploration_prob: float
+    halt_max_steps: int = Field(ge=1)
+    halt_exploration_prob: float = Field(ge=0, le=1)
 
     forward_dtype: str = "bfloat16"
     causal: bool = False  # filled in by the trainer; TRM's attention is never causal
 
     mlp_t: bool = False  # token-mixing SwiGLU across positions instead of self-attention
-    puzzle_emb_len: int = 16  # positions of the puzzle embedding; 0: ceil(puzzle_emb_ndim / hidden_size)
+    puzzle_emb_len: int = Field(16, ge=0)  # positions of the puzzle embedding; 0: ceil(puzzle_emb_ndim / hidden_size)
     no_ACT_continue: bool = True  # halt on Q_halt > 0 and learn no Q_continue (TRM's default)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TinyRecursiveReasoningModel_ACTV1Config:
+        check_config(self)
+        return self
 
 
 def check_config(config: TinyRecursiveReasoningModel_ACTV1Config) -> None:
-    """Settings TRM's code accepts but then fails on (or silently ignores), as one-line errors."""
+    """Settings that each pass their own range but not together, as one-line errors."""
     if config.H_layers != 0:
         raise ValueError(
             f"H_layers={config.H_layers} is an HRM setting: TRM has one network of L_layers blocks; "
             "drop arch.H_layers (or set it to 0)"
         )
-    if config.pos_encodings not in POS_ENCODINGS:
-        raise ValueError(f"pos_encodings must be one of {', '.join(POS_ENCODINGS)}, got {config.pos_encodings!r}")
+    if config.mlp_t and config.pos_encodings == "rope":
+        raise ValueError(
+            "pos_encodings=rope has no effect with mlp_t=true (there is no attention to rotate); "
+            "set arch.pos_encodings=none (the same model)"
+        )
+    if not config.mlp_t:
+        head_dim, rest = divmod(config.hidden_size, config.num_heads)
+        if rest:
+            raise ValueError(f"num_heads={config.num_heads} must divide hidden_size={config.hidden_size}")
+        if config.pos_encodings == "rope" and head_dim % 2:
+            raise ValueError(f"rope needs an even head size; hidden_size / num_heads = {head_dim}")
     if config.puzzle_emb_ndim == 0 and config.puzzle_emb_len != 0:
         raise ValueError(
             f"puzzle_emb_len={config.puzzle_emb_len} needs a puzzle embedding (puzzle_emb_ndim is 0); set puzzle_emb_len=0"
@@ -112,8 +127,6 @@ def check_config(config: TinyRecursiveReasoningModel_ACTV1Config) -> None:
             f"puzzle_emb_len={config.puzzle_emb_len} positions of {config.hidden_size} cannot hold puzzle_emb_ndim="
             f"{config.puzzle_emb_ndim}; raise puzzle_emb_len or set it to 0 (automatic)"
         )
-    if config.H_cycles < 1 or config.L_cycles < 1:
-        raise ValueError(f"H_cycles and L_cycles must be >= 1, got {config.H_cycles} and {config.L_cycles}")
 
 
 def puzzle_emb_positions(config: TinyRecursiveReasoningModel_ACTV1Config) -> int:
@@ -177,7 +190,6 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(InputEmbedding, nn.Module):
 
     def __init__(self, config: TinyRecursiveReasoningModel_ACTV1Config) -> None:
         super().__init__()
-        check_config(config)
         self.config = config
         self.forward_dtype = getattr(torch, config.forward_dtype)
 
