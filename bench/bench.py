@@ -299,6 +299,26 @@ def timed(fn, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
+# Where a step's GPU time goes, by kernel name (BENCHMARKS.md's TRM breakdown). First match wins.
+KERNEL_KINDS = (
+    ("our Triton kernels", ("_token_mix_kernel", "_swiglu_gate_up_kernel")),
+    ("attention", ("flash", "fmha", "attention", "sdpa", "cudnn")),
+    ("matmul (cuBLAS/CUTLASS)", ("gemm", "gemv", "cutlass", "xmma", "nvjet", "cublas", "wgmma", "_mm_")),
+    ("optimizer and EMA (foreach)", ("foreach", "multi_tensor", "lerp")),
+    ("copies and fills", ("copy", "memcpy", "memset", "fill", "cat")),
+)
+INDUCTOR = "inductor fused (elementwise, norms, loss)"
+
+
+def kernel_kind(name: str) -> str:
+    """The bucket of one CUDA kernel's name ('other' if none matches). Inductor's kernels (triton_*) are its
+    fused math, except its pure layout copies (a transpose made contiguous is a `clone`)."""
+    low = name.lower()
+    if low.startswith("triton_"):
+        return "copies and fills" if "clone" in low and not any(m in low for m in ("add", "mul", "mean")) else INDUCTOR
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
+
+
 def gpu_busy(step, n: int = 5, trace: str | None = None) -> dict:
     """Profile n training steps: share of wall time the GPU runs kernels, the costliest kernels (ms/step),
     where the GPU sits idle (gaps over 10 us, by the kernel that ends each gap, ms/step) and the host syncs."""
@@ -326,8 +346,11 @@ def gpu_busy(step, n: int = 5, trace: str | None = None) -> dict:
             busy += b - max(a, end)
             end = b
     per_name: dict[str, float] = {}
+    per_kind: dict[str, float] = {}
     for e in kernels:
-        per_name[e.name[:80]] = per_name.get(e.name[:80], 0.0) + (e.time_range.end - e.time_range.start) / 1e3 / n
+        ms = (e.time_range.end - e.time_range.start) / 1e3 / n
+        per_name[e.name[:80]] = per_name.get(e.name[:80], 0.0) + ms
+        per_kind[kernel_kind(e.name)] = per_kind.get(kernel_kind(e.name), 0.0) + ms
     syncs: dict[str, list[float]] = {}
     for e in events:
         if e.device_type.name == "CPU" and e.name in (
@@ -347,7 +370,8 @@ def gpu_busy(step, n: int = 5, trace: str | None = None) -> dict:
     return dict(
         gpu_busy=round(busy / 1e6 / wall, 3),
         kernels_per_step=round(len(kernels) / n),
-        top_kernels=top(per_name, 12),
+        kernel_ms_by_kind=top(per_kind, len(KERNEL_KINDS) + 2),
+        top_kernels=top(per_name, 16),
         idle_ms_per_step=round(sum(gaps.values()), 2),
         idle_before=top(gaps, 8),
         host_syncs={k: [round(c, 1), round(ms, 2)] for k, (c, ms) in syncs.items()},

@@ -62,3 +62,19 @@ def test_cli_refuses_a_peer_that_does_not_run_the_model(tmp_path: Path) -> None:
     r = run_py(["bench/bench.py", "--model", "trm-mlp", "--impl", "orig"], cwd=tmp_path)
     assert r.returncode == 2 and "pick a matching --model" in r.stderr
     assert torch.__version__  # the failure came from the argument check, before any model was built
+
+
+def test_kernel_kinds_sort_the_names_a_profile_shows(bench) -> None:
+    names = {
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64": "matmul (cuBLAS/CUTLASS)",
+        "nvjet_hsh_192x128_64x4_1x2_h_bz_coopA_TNT": "matmul (cuBLAS/CUTLASS)",
+        "triton_per_fused__to_copy_add_mean_mul_pow_rsqrt_3": "inductor fused (elementwise, norms, loss)",
+        "_token_mix_kernel": "our Triton kernels",
+        "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<...lerp...>": "optimizer and EMA (foreach)",
+        "pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>": "attention",
+        "Memcpy HtoD (Pinned -> Device)": "copies and fills",
+        "triton_poi_fused_clone_transpose_4": "copies and fills",
+        "ncclKernel_AllReduce": "other",
+    }
+    for name, kind in names.items():
+        assert bench.kernel_kind(name) == kind, name
