@@ -1,6 +1,10 @@
-"""Run bench.py for this fork and the original on the same GPU, one after the other, and print a table.
+"""Run bench.py for this fork and the peers' own code on the same GPU, one after the other, and print a table.
 
 python bench/compare.py --orig /path/to/HRM-with-standins [--shapes sudoku arc] [--out results.json]
+python bench/compare.py --trm /path/to/TinyRecursiveModels --models trm-mlp trm-attn      # TRM against TRM's code
+
+Each model is timed for its peer first (the original HRM for `hrm`, TRM's code for `trm-*`), then for this fork;
+the ratio column is the peer's ms/step over ours (train) and our eval puzzles/s over the peer's.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(impl: str, shape: str, extra: list[str], root: Path | None) -> dict:
-    cmd = [sys.executable, str(HERE / "bench.py"), "--impl", impl, "--shape", shape, *extra]
+def run(impl: str, shape: str, extra: list[str], root: Path | None, model: str = "hrm") -> dict:
+    cmd = [sys.executable, str(HERE / "bench.py"), "--impl", impl, "--model", model, "--shape", shape, *extra]
     if root is not None:
         cmd += ["--root", str(root)]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -23,6 +27,7 @@ def run(impl: str, shape: str, extra: list[str], root: Path | None) -> dict:
         print(r.stdout[-2000:], r.stderr[-4000:], file=sys.stderr)
         return {
             "impl": impl,
+            "model": model,
             "shape": shape,
             "error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed",
         }
@@ -32,6 +37,8 @@ def run(impl: str, shape: str, extra: list[str], root: Path | None) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--orig", type=Path, default=None, help="checkout of the original with the two stand-ins")
+    p.add_argument("--trm", type=Path, default=None, help="checkout of TRM (SamsungSAILMontreal/TinyRecursiveModels)")
+    p.add_argument("--models", nargs="+", default=["hrm"], choices=["hrm", "trm-mlp", "trm-attn"])
     p.add_argument("--shapes", nargs="+", default=["sudoku"])
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-compile", action="store_true")
@@ -40,24 +47,27 @@ def main() -> None:
         extra.append("--no-compile")
 
     rows = []
-    for shape in args.shapes:
-        if args.orig is not None:
-            rows.append(run("orig", shape, extra, args.orig))
-        rows.append(run("ours", shape, extra, None))
+    for model in args.models:
+        peer, checkout = ("orig", args.orig) if model == "hrm" else ("trm-orig", args.trm)
+        for shape in args.shapes:
+            if checkout is not None:
+                rows.append(run(peer, shape, extra, checkout, model))
+            rows.append(run("ours", shape, extra, None, model))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 
-    cols = ["impl", "shape", "batch", "compile", "ms_per_step", "mfu", "peak_mem_gb", "eval_puzzles_per_s", "warmup_s"]
+    cols = ["impl", "model", "shape", "batch", "ms_per_step", "steps_per_s", "mfu", "peak_mem_gb", "eval_puzzles_per_s"]
     print("| " + " | ".join(cols) + " | speed-up (train / eval) |")
     print("|" + "---|" * (len(cols) + 1))
     base: dict[str, dict] = {}
     for r in rows:
+        key = f"{r.get('model', 'hrm')}/{r['shape']}"
         if "error" in r:
-            print(f"| {r['impl']} | {r['shape']} | error: {r['error']} |")
+            print(f"| {r['impl']} | {r.get('model', 'hrm')} | {r['shape']} | error: {r['error']} |")
             continue
-        if r["impl"] == "orig":
-            base[r["shape"]] = r
-        ref = base.get(r["shape"])
+        if r["impl"] != "ours":
+            base[key] = r
+        ref = base.get(key)
         ratio = (
             f"{ref['ms_per_step'] / r['ms_per_step']:.2f}x / {r['eval_puzzles_per_s'] / ref['eval_puzzles_per_s']:.2f}x"
             if ref and r["impl"] == "ours"
