@@ -96,6 +96,24 @@ def test_eval_segments_match_trm(variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_a_whole_segment_traces_as_one_graph(variant: str) -> None:
+    """Dynamo traces a training segment (forward and backward) and an eval segment without a graph break
+    (fullgraph raises on one): a break splits the compiled step into pieces that Inductor cannot fuse across.
+    One did, in reset_carry (dataclasses.fields of the carry's class), costing every compiled TRM step."""
+    torch._dynamo.reset()  # each variant from a clean cache: five models through the same code would hit its limit
+    model, ref = build(variant)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    carry = model.initial_carry(ref["batch"])
+    model.train()
+    carry, loss, _, _, _ = compiled(carry=carry, batch=ref["batch"], return_keys=[])
+    loss.backward()
+    model.eval()
+    with torch.no_grad():
+        carry, _, _, out, _ = compiled(carry=model.initial_carry(ref["batch"]), batch=ref["batch"], return_keys=[])
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_train_segments_and_gradients_match_trm(variant: str) -> None:
     model, ref = build(variant)
     model.train()

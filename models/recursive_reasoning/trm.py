@@ -254,10 +254,12 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(InputEmbedding, nn.Module):
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: Any) -> Any:
         flag = reset_flag.view(-1, 1, 1)
-        return self.carry_class(
+        # The fields of the instance, not of self.carry_class: this runs inside the compiled step, and Dynamo
+        # traces dataclasses.fields() of an object but breaks the graph on that of a class (BENCHMARKS.md).
+        return type(carry)(
             **{
                 f.name: torch.where(flag, self._initial_state_of(f.name), getattr(carry, f.name))
-                for f in dataclasses.fields(self.carry_class)
+                for f in dataclasses.fields(carry)
             }
         )
 
