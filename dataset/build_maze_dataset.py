@@ -180,9 +180,8 @@ def choose(
         keep = subsample.choice(len(pool.inputs), size=args.subsample_size, replace=False)
         train = maze.MazeSet(pool.inputs[keep], pool.labels[keep], pool.side)
     if n_val and not args.val_from_train:
-        taken = set(keys(train.inputs)) | set(keys(test.inputs))
         if args.generate is not None:
-            val = generate_val(n_val, rng, taken)
+            val = generate_val(n_val, rng, set(keys(train.inputs)) | set(keys(test.inputs)))
         elif keep is None:
             no_val(
                 "every train.csv maze goes to train/ (no --subsample-size below its row count); "
@@ -190,6 +189,7 @@ def choose(
             )
         else:
             spare = np.setdiff1d(np.arange(len(pool.inputs)), keep)
+            taken = set(keys(train.inputs)) | set(keys(test.inputs))
             idx, _ = pick_disjoint(keys, pool.inputs, rng.permutation(spare), taken, n_val)
             if len(idx):
                 val = maze.MazeSet(pool.inputs[idx], pool.labels[idx], pool.side)

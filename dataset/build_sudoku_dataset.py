@@ -287,9 +287,8 @@ def choose(args: argparse.Namespace, rngs: dict[str, np.random.Generator]) -> tu
         keep = rngs["subsample"].choice(len(pool[0]), size=args.subsample_size, replace=False)
         train = (pool[0][keep], pool[1][keep])
     if n_val and not args.val_from_train:
-        taken = set(keys(train[0])) | set(keys(test[0]))
         if args.generate is not None:
-            val = generate_val(args, n_val, rng, taken)
+            val = generate_val(args, n_val, rng, set(keys(train[0])) | set(keys(test[0])))
         elif keep is None:
             no_val(
                 "every train.csv puzzle goes to train/ (no --subsample-size below its row count); "
@@ -297,6 +296,7 @@ def choose(args: argparse.Namespace, rngs: dict[str, np.random.Generator]) -> tu
             )
         else:
             spare = np.setdiff1d(np.arange(len(pool[0])), keep)
+            taken = set(keys(train[0])) | set(keys(test[0]))
             idx, _ = pick_disjoint(keys, pool[0], rng.permutation(spare), taken, n_val)
             val = (pool[0][idx], pool[1][idx]) if len(idx) else None
             if val is None:
