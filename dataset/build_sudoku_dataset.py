@@ -244,11 +244,15 @@ def build_mix(args: argparse.Namespace, root: str, rng: np.random.Generator) -> 
     val = None
     if n_val:
         part, passed = sudoku_mix.draw_val(mix, n_val, val_rng(args.seed))
-        if part is None:
+        if part is None and args.mix_version == 1:
             no_val(
                 "mix v1 sends every hard puzzle left after train to test, so none is left for it (a --test-size "
                 f"below test's {len(mix.test.inputs)} leaves some, and changes test/; --mix-version 2 has them; "
                 "--val-size 0 drops this note)"
+            )
+        elif part is None:
+            no_val(
+                f"train and test leave no hard puzzle of {args.mix} over (lower --test-size; --val-size 0 drops this note)"
             )
         else:
             if len(part.inputs) < n_val:
