@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--on-bad-row", choices=["stop", "skip"], default="stop", help="a malformed task file: stop, or leave it out"
     )
-    add_val_args(p, unit="tasks (with --val-from-train: their test pairs)")
+    add_val_args(p, "val/ tasks: with --val-from-train, training tasks whose test pairs form val/ as test's do")
     return p.parse_args(argv)
 
 

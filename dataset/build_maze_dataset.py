@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--generate", type=int, default=None, metavar="N", help="generate N train mazes offline")
     p.add_argument("--test-size", type=int, default=None, help="with --generate: test mazes to generate [1000]")
     p.add_argument("--seed", type=int, default=0, help="seeds subsampling and generation")
-    add_val_args(p, unit="mazes")
+    add_val_args(p, "val/ mazes, held out of the training source and not augmented")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     p.add_argument("--on-bad-row", choices=["stop", "skip"], default="stop", help="malformed CSV rows")
     return p.parse_args(argv)

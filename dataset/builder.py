@@ -65,13 +65,12 @@ VAL_SIZE = 1000  # default --val-size, capped at the test split's size (a 4-puzz
 _VAL_STREAM = int.from_bytes(b"val", "big")  # the draw's seed is (seed, this): no other stream uses it
 
 
-def add_val_args(p: Any, unit: str = "puzzles") -> None:
+def add_val_args(p: Any, what: str = "val/ puzzles, held out of the training source and not augmented") -> None:
     p.add_argument(
         "--val-size",
         type=int,
         default=None,
-        help=f"val/ {unit}, held out of the training source and not augmented; 0: no val/ "
-        f"[{VAL_SIZE}, at most as many as test]",
+        help=f"{what}; 0: no val/ [{VAL_SIZE}, at most as many as test]",
     )
     p.add_argument(
         "--val-from-train",
