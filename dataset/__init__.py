@@ -4,6 +4,7 @@
     loader.py    PuzzleDataset, what pretrain.py/evaluate.py read batches from
     builder.py   what the build commands share: atomic output, progress, counts, Hugging Face downloads
     puzzles/     per puzzle: Sudoku (and the Sudoku-Extreme-like mix), Maze, ARC, the dihedral symmetries
+    verify.py    whether a Sudoku or Maze answer is valid, whether or not it is the label
     viewer/      the viewer's modules
 
 Commands, run from the repo root as `python dataset/<name>.py`: build_sudoku_dataset, build_maze_dataset,

@@ -21,6 +21,14 @@ puzzles' identifiers are then never trained, so their puzzle embeddings stay at 
 solve test puzzles from the input grid alone, not from a per-task embedding learned on the demos (which is how the
 original setup, and the paper's ARC numbers, use the demos). Expect much lower scores; they are not comparable with
 the paper's.
+
+Validation split (val/): every pair of a training task is a train example, so there is nothing to spare, and val/
+is opt-in. `--val-from-train` holds out the test pairs of `--val-size` training tasks (default 1000, at most as
+many as the test split's tasks; drawn with a stream of their own, among tasks that keep a demo pair): each becomes
+the task's puzzles in val/, augmentations and identifiers as its train puzzles, placed at the top left, the way the
+evaluation tasks' test pairs form the test split, so val is scored like test (score_arc.py). Train loses those
+pairs (and, as their count changes, the random offsets of later tasks move); test/ and identifiers.json do not
+change. Without the flag the build prints a note that val/ was not written.
 """
 
 from __future__ import annotations
@@ -34,7 +42,16 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
-from dataset.builder import progress, run_build, split_counts  # noqa: E402
+from dataset.builder import (  # noqa: E402
+    add_val_args,
+    check_val_args,
+    no_val,
+    progress,
+    run_build,
+    split_counts,
+    val_rng,
+    val_size,
+)
 from dataset.format import PuzzleDatasetMetadata, save_split, write_identifiers  # noqa: E402
 from dataset.puzzles import arc  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -64,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--on-bad-row", choices=["stop", "skip"], default="stop", help="a malformed task file: stop, or leave it out"
     )
+    add_val_args(p, "val/ tasks: with --val-from-train, training tasks whose test pairs form val/ as test's do")
     return p.parse_args(argv)
 
 
@@ -72,6 +90,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--num-aug must be >= 0")
     if not 0 <= args.seed < 2**32:
         raise UserError("--seed must be in 0 .. 2**32-1 (a legacy NumPy RandomState seed)")
+    check_val_args(args)
     for d in args.dataset_dirs:
         if not os.path.isdir(d):
             hint = (
@@ -122,8 +141,9 @@ def build(args: argparse.Namespace, root: str) -> dict:
             ids.setdefault(name, len(ids) + 1)
     names = ["<blank>"] + list(ids)
 
+    held_out = hold_out_val(args, tasks)
     counts: dict[str, tuple[int, int, int]] = {}
-    for split in SPLITS:
+    for split in SPLITS + (("val",) if held_out else ()):
         canvases = [arc.TaskCanvas(t, split) if t.split_pairs(split) else None for t in tasks]
         kept = [
             c is not None and not (split == "train" and args.strict_split and t.evaluation)
@@ -197,6 +217,33 @@ def build(args: argparse.Namespace, root: str) -> dict:
             file=sys.stderr,
         )
     return {"splits": counts, "tasks": len(tasks), "identifiers": len(names)}
+
+
+def hold_out_val(args: argparse.Namespace, tasks: list[arc.Task]) -> int:
+    """With --val-from-train, mark --val-size training tasks `held_out` (their test pairs go to val/, out of
+    train); return how many. Drawn from the val stream, after the legacy stream's draws that fix the augmentations,
+    over tasks that have test pairs and keep at least one demo pair."""
+    n = val_size(args, sum(t.evaluation for t in tasks))
+    if not n:
+        return 0
+    if not args.val_from_train:
+        no_val(
+            "every pair of a training task is a train example; --val-from-train holds out the test pairs of "
+            f"{n} training tasks as val/ (train/ changes), --val-size 0 drops this note"
+        )
+        return 0
+    candidates = [i for i, t in enumerate(tasks) if not t.evaluation and 0 < sum(t.from_test) < len(t.pairs)]
+    if not candidates:
+        no_val("no training task has both demo and test pairs")
+        return 0
+    picked = val_rng(args.seed).permutation(candidates)[:n]
+    for i in picked:
+        tasks[i].held_out = True
+    if len(picked) < n:
+        print(
+            f"note: val/ holds {len(picked)} of the {n} tasks asked: every training task is held out", file=sys.stderr
+        )
+    return len(picked)
 
 
 def arc_summary(result: dict) -> str:

@@ -1,4 +1,4 @@
-"""Build the Maze dataset (train and test splits) in the format of the original HRM builder.
+"""Build the Maze dataset (train, test and val splits) in the format of the original HRM builder.
 
 Sources: the Hugging Face dataset `sapientinc/maze-30x30-hard-1k` (default, needs network), a local folder holding its
 `train.csv` and `test.csv` (`--source-dir`), or mazes generated offline (`--generate N`, see dataset/puzzles/maze.py).
@@ -10,6 +10,12 @@ Sources: the Hugging Face dataset `sapientinc/maze-30x30-hard-1k` (default, need
 
 Each maze is one group; with `--aug` (train only) its 8 dihedral transforms are 8 puzzles of that group, else it is
 one puzzle. Every puzzle has one example and identifier 0. Tokens: `# SGo` -> 1..5, pad 0, vocab 6.
+
+val/ (`--val-size`, default 1000 but at most as many as test; 0: none): mazes of the training source that train/
+and test/ do not hold, none a rotation or reflection of one of theirs (`maze.dihedral_keys`), never augmented,
+drawn after train and test from a stream of its own, so those two stay byte-identical. --generate generates them;
+a CSV source takes train.csv rows --subsample-size left out. Maze-Hard's train.csv (1,000 mazes) goes to train/
+whole by default, so there val/ needs `--val-from-train` (it takes val/ out of train/, which then changes).
 """
 
 from __future__ import annotations
@@ -23,7 +29,21 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
-from dataset.builder import check_source_dir, count_name, download, progress, run_build, split_counts  # noqa: E402
+from dataset.builder import (  # noqa: E402
+    add_val_args,
+    check_source_dir,
+    check_val_args,
+    count_name,
+    download,
+    no_val,
+    pick_disjoint,
+    progress,
+    run_build,
+    shared_keys,
+    split_counts,
+    val_rng,
+    val_size,
+)
 from dataset.format import save_grid_split, write_identifiers  # noqa: E402
 from dataset.puzzles import maze  # noqa: E402
 from dataset.puzzles.dihedral import dihedral_transform  # noqa: E402
@@ -49,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--generate", type=int, default=None, metavar="N", help="generate N train mazes offline")
     p.add_argument("--test-size", type=int, default=None, help="with --generate: test mazes to generate [1000]")
     p.add_argument("--seed", type=int, default=0, help="seeds subsampling and generation")
+    add_val_args(p, "val/ mazes, held out of the training source and not augmented")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     p.add_argument("--on-bad-row", choices=["stop", "skip"], default="stop", help="malformed CSV rows")
     return p.parse_args(argv)
@@ -66,6 +87,9 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError("--test-size must be >= 0")
     if args.subsample_size is not None and args.subsample_size < 1:
         raise UserError("--subsample-size must be >= 1")
+    check_val_args(args)
+    if args.val_from_train and args.generate is not None:
+        raise UserError("--val-from-train is for a CSV source: --generate generates val/ mazes of its own")
     if args.source_dir is not None:
         check_source_dir(args.source_dir, SPLITS)
     if args.output_dir is None:  # generated mazes get a name of their own, not the folder the Maze recipe trains on
@@ -115,23 +139,86 @@ def build_arrays(data: maze.MazeSet, transforms: int) -> dict[str, np.ndarray]:
 
 
 def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]]:
-    """Write both splits under `root`; return (groups, puzzles, examples) per split."""
+    """Write the splits under `root`; return (groups, puzzles, examples) per split."""
     streams = np.random.SeedSequence(args.seed).spawn(3)  # independent: changing one option keeps the others' draws
     rngs = dict(zip(["train", "test", "subsample"], (np.random.default_rng(s) for s in streams)))
     counts = {}
+    data: dict[str, maze.MazeSet] = {}
     side = None
     for split in SPLITS:
-        data = load_split(args, split, rngs[split], side)
-        side = data.side
-        if split == "train" and args.subsample_size is not None and args.subsample_size < len(data.inputs):
-            keep = rngs["subsample"].choice(len(data.inputs), size=args.subsample_size, replace=False)
-            data = maze.MazeSet(data.inputs[keep], data.labels[keep], data.side)
-        arrays = build_arrays(data, 8 if (split == "train" and args.aug) else 1)
+        data[split] = load_split(args, split, rngs[split], side)
+        side = data[split].side
+    chosen, val = choose(args, data, rngs["subsample"])
+    for split in SPLITS:
+        arrays = build_arrays(chosen[split], 8 if (split == "train" and args.aug) else 1)
         counts[split] = save_grid_split(
-            root, split, arrays, seq_len=side * side, vocab_size=maze.VOCAB_SIZE
+            root, split, arrays, seq_len=chosen[split].side ** 2, vocab_size=maze.VOCAB_SIZE
         )  # pad + `# SGo`
+    if val is not None:  # never augmented
+        counts["val"] = save_grid_split(root, "val", build_arrays(val, 1), val.side**2, maze.VOCAB_SIZE)
     write_identifiers(root, ["<blank>"])
     return counts
+
+
+def choose(
+    args: argparse.Namespace, data: dict[str, maze.MazeSet], subsample: np.random.Generator
+) -> tuple[dict[str, maze.MazeSet], maze.MazeSet | None]:
+    """Train (subsampled as it always was) and test, and val (None: not written) from its own stream."""
+    pool, test = data["train"], data["test"]
+    n_val = val_size(args, len(test.inputs))
+    rng = val_rng(args.seed)
+    keys = maze.dihedral_keys
+    val = None
+    if n_val and args.val_from_train:  # before train is chosen: train loses these mazes
+        taken = set(keys(test.inputs)) | shared_keys(keys(pool.inputs))
+        idx, _ = pick_disjoint(keys, pool.inputs, rng.permutation(len(pool.inputs)), taken, n_val)
+        val = maze.MazeSet(pool.inputs[idx], pool.labels[idx], pool.side)
+        rest = np.setdiff1d(np.arange(len(pool.inputs)), idx)
+        pool = maze.MazeSet(pool.inputs[rest], pool.labels[rest], pool.side)
+    train, keep = pool, None
+    if args.subsample_size is not None and args.subsample_size < len(pool.inputs):
+        keep = subsample.choice(len(pool.inputs), size=args.subsample_size, replace=False)
+        train = maze.MazeSet(pool.inputs[keep], pool.labels[keep], pool.side)
+    if n_val and not args.val_from_train:
+        if args.generate is not None:
+            val = generate_val(n_val, rng, set(keys(train.inputs)) | set(keys(test.inputs)))
+        elif keep is None:
+            no_val(
+                "every train.csv maze goes to train/ (no --subsample-size below its row count); "
+                "--val-from-train takes val/ out of them (train/ changes), --val-size 0 drops this note"
+            )
+        else:
+            spare = np.setdiff1d(np.arange(len(pool.inputs)), keep)
+            taken = set(keys(train.inputs)) | set(keys(test.inputs))
+            idx, _ = pick_disjoint(keys, pool.inputs, rng.permutation(spare), taken, n_val)
+            if len(idx):
+                val = maze.MazeSet(pool.inputs[idx], pool.labels[idx], pool.side)
+            else:
+                no_val("every train.csv maze left over by --subsample-size is a transform of a train/test one")
+    if val is not None and len(val.inputs) < n_val:
+        print(
+            f"note: val/ holds {len(val.inputs)} of the {n_val} mazes asked: the training source has no more",
+            file=sys.stderr,
+        )
+    return {"train": train, "test": test}, val
+
+
+def generate_val(n: int, rng: np.random.Generator, taken: set[bytes]) -> maze.MazeSet:
+    """n mazes generated as the train ones, none a rotation or reflection of a train/test maze."""
+    inputs, labels = [], []
+    have = 0
+    with progress(total=n, desc="generate val", unit="maze") as bar:
+        for _ in range(20):  # a collision is rare: another round replaces it
+            new_in, new_lab = maze.generate(n - have, rng)
+            idx, _ = pick_disjoint(maze.dihedral_keys, new_in, np.arange(len(new_in)), taken, n - have)
+            taken |= set(maze.dihedral_keys(new_in[idx]))
+            inputs.append(new_in[idx])
+            labels.append(new_lab[idx])
+            have += len(idx)
+            bar.update(len(idx))
+            if have == n:
+                break
+    return maze.MazeSet(np.concatenate(inputs), np.concatenate(labels), maze.SIZE)
 
 
 def main(argv: list[str] | None = None) -> int:

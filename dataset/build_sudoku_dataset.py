@@ -1,4 +1,4 @@
-"""Build the Sudoku dataset (train and test splits) in the format of the original HRM builder.
+"""Build the Sudoku dataset (train, test and val splits) in the format of the original HRM builder.
 
 Sources: the Hugging Face dataset `sapientinc/sudoku-extreme` (default, needs network), a local folder holding its
 `train.csv` and `test.csv` (`--source-dir`), puzzles generated offline (`--generate N`), or a Sudoku-Extreme-like
@@ -9,6 +9,14 @@ mix of the raw tdoku/Kaggle lists (`--mix DIR`, see dataset/puzzles/sudoku_mix.p
     python dataset/build_sudoku_dataset.py --generate 1000 --num-aug 1000 --output-dir data/sudoku-gen-1k-aug-1000
     python dataset/build_sudoku_dataset.py --mix data/raw/sudoku --subsample-size 1000 --num-aug 1000 \
         --output-dir data/sudoku-mix-v2-1k-aug-1000
+
+val/ (`--val-size`, default 1000 but at most as many as test; 0: none) holds training-source puzzles that train/
+and test/ do not, none possibly equivalent to one of theirs (`sudoku_mix.invariant`), unaugmented. It is drawn
+after train and test are chosen as without it, from a stream of its own: train/ and test/ stay byte-identical.
+Sources: --generate generates it; a CSV source takes train.csv rows that --subsample-size left out; the mix takes
+puzzles neither split holds (v2: the 11+ list's for the hard part; v1 sends every hard puzzle left to test, so
+it has none unless --test-size leaves some). A CSV source without --subsample-size puts every row in train/:
+`--val-from-train` then takes val/ out of them (train/ changes), else the build says why val/ was not written.
 """
 
 from __future__ import annotations
@@ -23,7 +31,21 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
-from dataset.builder import check_source_dir, count_name, download, progress, run_build, split_counts  # noqa: E402
+from dataset.builder import (  # noqa: E402
+    add_val_args,
+    check_source_dir,
+    check_val_args,
+    count_name,
+    download,
+    no_val,
+    pick_disjoint,
+    progress,
+    run_build,
+    shared_keys,
+    split_counts,
+    val_rng,
+    val_size,
+)
 from dataset.format import save_grid_split, write_identifiers  # noqa: E402
 from dataset.puzzles import sudoku, sudoku_mix  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -71,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--min-guesses", type=int, default=None, help="with --generate: keep puzzles rated >= this [0]")
     p.add_argument("--seed", type=int, default=0, help="seeds subsampling, augmentation and generation")
+    add_val_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     p.add_argument("--on-bad-row", choices=["stop", "skip"], default="stop", help="malformed CSV rows")
     return p.parse_args(argv)
@@ -110,6 +133,12 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError("--test-size and --min-guesses must be >= 0")
     if args.num_aug < 0:
         raise UserError("--num-aug must be >= 0")
+    check_val_args(args)
+    if args.val_from_train and (args.generate is not None or args.mix is not None):
+        raise UserError(
+            "--val-from-train is for a CSV source (its train.csv rows all go to train/ without --subsample-size); "
+            "--generate generates val/, --mix draws it from puzzles neither split holds"
+        )
     if args.subsample_size is not None and args.subsample_size < 1:
         raise UserError("--subsample-size must be >= 1")
     if args.source_dir is not None:
@@ -174,40 +203,133 @@ def build_arrays(inputs: np.ndarray, labels: np.ndarray, num_aug: int, rng: np.r
 
 
 def build(args: argparse.Namespace, root: str) -> dict[str, tuple[int, int, int]]:
-    """Write both splits under `root`; return (groups, puzzles, examples) per split."""
+    """Write the splits under `root`; return (groups, puzzles, examples) per split."""
     streams = np.random.SeedSequence(args.seed).spawn(4)  # independent: changing one option keeps the others' draws
     rngs = dict(zip(["train", "test", "subsample", "augment"], (np.random.default_rng(s) for s in streams)))
     counts = {}
-    mix = None
     if args.mix is not None:
-        print(f"solving the lists in {args.mix} ...", file=sys.stderr, flush=True)
-        assemble = sudoku_mix.assemble if args.mix_version == 1 else sudoku_mix.assemble_v2
-        mix = assemble(args.mix, args.subsample_size, rngs["subsample"], args.test_size)
-        info = {
-            "recipe": "dataset/puzzles/sudoku_mix.py (docstring); guesses = our solver's search-tree size with uniqueness proof",
-            **mix.notes,  # v2: its version and draw; v1 writes none, so its mix.json stays as it was
-            "seed": args.seed,
-            "duplicates_dropped": mix.duplicates,
-            "test_dropped_as_possibly_equivalent_to_train": mix.dropped_equivalent,
-            **{split: sudoku_mix.describe(getattr(mix, split)) for split in SPLITS},
-            "test_sources": mix.test.source.tolist(),
-            "test_guesses": mix.test.guesses.tolist(),
-        }
-        with open(os.path.join(root, "mix.json"), "w") as f:
-            json.dump(info, f, indent=1)
+        chosen, val = build_mix(args, root, rngs["subsample"])
+    else:
+        chosen, val = choose(args, rngs)
     for split in SPLITS:
-        if mix is not None:  # already drawn and sized by the mix
-            inputs, labels = getattr(mix, split).inputs, getattr(mix, split).labels
-        else:
-            data = load_split(args, split, rngs[split])
-            inputs, labels = data.inputs, data.labels
-            if split == "train" and args.subsample_size is not None and args.subsample_size < len(inputs):
-                keep = rngs["subsample"].choice(len(inputs), size=args.subsample_size, replace=False)
-                inputs, labels = inputs[keep], labels[keep]
+        inputs, labels = chosen[split]
         arrays = build_arrays(inputs, labels, args.num_aug if split == "train" else 0, rngs["augment"], split)
         counts[split] = save_grid_split(root, split, arrays, seq_len=81, vocab_size=10 + 1)  # pad + digits 0-9
+    if val is not None:  # never augmented; drawn after train and test, from its own stream
+        arrays = build_arrays(*val, 0, rngs["augment"], "val")
+        counts["val"] = save_grid_split(root, "val", arrays, seq_len=81, vocab_size=10 + 1)
     write_identifiers(root, ["<blank>"])
     return counts
+
+
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+def build_mix(args: argparse.Namespace, root: str, rng: np.random.Generator) -> tuple[dict[str, Pair], Pair | None]:
+    """The mix's train and test (and val, None where it cannot be drawn), with its mix.json written under `root`."""
+    print(f"solving the lists in {args.mix} ...", file=sys.stderr, flush=True)
+    assemble = sudoku_mix.assemble if args.mix_version == 1 else sudoku_mix.assemble_v2
+    mix = assemble(args.mix, args.subsample_size, rng, args.test_size)
+    info = {
+        "recipe": "dataset/puzzles/sudoku_mix.py (docstring); guesses = our solver's search-tree size with uniqueness proof",
+        **mix.notes,  # v2: its version and draw; v1 writes none, so its mix.json stays as it was
+        "seed": args.seed,
+        "duplicates_dropped": mix.duplicates,
+        "test_dropped_as_possibly_equivalent_to_train": mix.dropped_equivalent,
+        **{split: sudoku_mix.describe(getattr(mix, split)) for split in SPLITS},
+        "test_sources": mix.test.source.tolist(),
+        "test_guesses": mix.test.guesses.tolist(),
+    }
+    n_val = val_size(args, len(mix.test.inputs))
+    val = None
+    if n_val:
+        part, passed = sudoku_mix.draw_val(mix, n_val, val_rng(args.seed))
+        if part is None and args.mix_version == 1:
+            no_val(
+                "mix v1 sends every hard puzzle left after train to test, so none is left for it (a --test-size "
+                f"below test's {len(mix.test.inputs)} leaves some, and changes test/; --mix-version 2 has them; "
+                "--val-size 0 drops this note)"
+            )
+        elif part is None:
+            no_val(
+                f"train and test leave no hard puzzle of {args.mix} over (lower --test-size; --val-size 0 drops this note)"
+            )
+        else:
+            if len(part.inputs) < n_val:
+                print(
+                    f"note: val/ holds {len(part.inputs)} of the {n_val} puzzles asked: no more hard ones are left",
+                    file=sys.stderr,
+                )
+            val = (part.inputs, part.labels)
+            info.update(  # after the keys above, which stay as they were
+                val=sudoku_mix.describe(part),
+                val_passed_over_as_possibly_equivalent=passed,
+                val_sources=part.source.tolist(),
+                val_guesses=part.guesses.tolist(),
+            )
+    with open(os.path.join(root, "mix.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    return {split: (getattr(mix, split).inputs, getattr(mix, split).labels) for split in SPLITS}, val
+
+
+def choose(args: argparse.Namespace, rngs: dict[str, np.random.Generator]) -> tuple[dict[str, Pair], Pair | None]:
+    """Train and test of a CSV or generated source, drawn as they always were, and val (None: not written)."""
+    data = {split: load_split(args, split, rngs[split]) for split in SPLITS}  # each split has its own stream
+    pool: Pair = (data["train"].inputs, data["train"].labels)
+    test: Pair = (data["test"].inputs, data["test"].labels)
+    n_val = val_size(args, len(test[0]))
+    rng = val_rng(args.seed)
+    keys = sudoku_mix.invariant
+    val = None
+    if n_val and args.val_from_train:  # before train is chosen: train loses these puzzles
+        taken = set(keys(test[0])) | shared_keys(keys(pool[0]))
+        idx, _ = pick_disjoint(keys, pool[0], rng.permutation(len(pool[0])), taken, n_val)
+        val = (pool[0][idx], pool[1][idx])
+        rest = np.setdiff1d(np.arange(len(pool[0])), idx)
+        pool = (pool[0][rest], pool[1][rest])
+    train, keep = pool, None
+    if args.subsample_size is not None and args.subsample_size < len(pool[0]):
+        keep = rngs["subsample"].choice(len(pool[0]), size=args.subsample_size, replace=False)
+        train = (pool[0][keep], pool[1][keep])
+    if n_val and not args.val_from_train:
+        if args.generate is not None:
+            val = generate_val(args, n_val, rng, set(keys(train[0])) | set(keys(test[0])))
+        elif keep is None:
+            no_val(
+                "every train.csv puzzle goes to train/ (no --subsample-size below its row count); "
+                "--val-from-train takes val/ out of them (train/ changes), --val-size 0 drops this note"
+            )
+        else:
+            spare = np.setdiff1d(np.arange(len(pool[0])), keep)
+            taken = set(keys(train[0])) | set(keys(test[0]))
+            idx, _ = pick_disjoint(keys, pool[0], rng.permutation(spare), taken, n_val)
+            val = (pool[0][idx], pool[1][idx]) if len(idx) else None
+            if val is None:
+                no_val("every train.csv puzzle left over by --subsample-size may be equivalent to a train/test one")
+    if val is not None and len(val[0]) < n_val:
+        print(
+            f"note: val/ holds {len(val[0])} of the {n_val} puzzles asked: the training source has no more",
+            file=sys.stderr,
+        )
+    return {"train": train, "test": test}, val
+
+
+def generate_val(args: argparse.Namespace, n: int, rng: np.random.Generator, taken: set[bytes]) -> Pair:
+    """n puzzles generated as the train ones (same --min-guesses), none possibly equivalent to a train/test puzzle."""
+    inputs, labels = [], []
+    have = 0
+    with progress(total=n, desc="generate val", unit="puzzle") as bar:
+        for _ in range(20):  # a collision is rare: another round replaces it
+            new_in, new_lab, _ = sudoku.generate(n - have, rng, min_guesses=args.min_guesses)
+            idx, _ = pick_disjoint(sudoku_mix.invariant, new_in, np.arange(len(new_in)), taken, n - have)
+            taken |= set(sudoku_mix.invariant(new_in[idx]))
+            inputs.append(new_in[idx])
+            labels.append(new_lab[idx])
+            have += len(idx)
+            bar.update(len(idx))
+            if have == n:
+                break
+    return np.concatenate(inputs), np.concatenate(labels)
 
 
 def main(argv: list[str] | None = None) -> int:

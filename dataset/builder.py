@@ -1,6 +1,7 @@
 """What the three build_*_dataset.py commands share: a build that publishes its folder only when complete
-(`run_build`), the progress bar, counts for the summary line and folder names, and Hugging Face downloads of
-the published raw sets (cached copy first, a quick reachability check, one clear error)."""
+(`run_build`), the progress bar, counts for the summary line and folder names, the validation split's options and
+draw (`add_val_args`, `val_rng`, `pick_disjoint`), and Hugging Face downloads of the published raw sets (cached
+copy first, a quick reachability check, one clear error)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
+
+import numpy as np
 
 from utils.errors import UserError, exit_with
 
@@ -52,6 +55,88 @@ def publish(tmp_dir: str, output_dir: str) -> None:
 
 def split_counts(counts: dict[str, tuple[int, int, int]]) -> str:
     return "; ".join(f"{s}: {g} groups, {p} puzzles, {e} examples" for s, (g, p, e) in counts.items())
+
+
+# The validation split (val/): puzzles of the training source that neither train/ nor test/ holds, drawn after
+# those two are chosen exactly as before, from a random stream of its own, so a build with val/ writes train/ and
+# test/ byte for byte as one without it (--val-size 0). Scored like test: never augmented.
+
+VAL_SIZE = 1000  # default --val-size, capped at the test split's size (a 4-puzzle test build gets a 4-puzzle val)
+_VAL_STREAM = int.from_bytes(b"val", "big")  # the draw's seed is (seed, this): no other stream uses it
+
+
+def add_val_args(p: Any, what: str = "val/ puzzles, held out of the training source and not augmented") -> None:
+    p.add_argument(
+        "--val-size",
+        type=int,
+        default=None,
+        help=f"{what}; 0: no val/ [{VAL_SIZE}, at most as many as test]",
+    )
+    p.add_argument(
+        "--val-from-train",
+        action="store_true",
+        help="where the training source has no puzzle to spare, take val/ out of it (train/ then differs from "
+        "a build without this flag)",
+    )
+
+
+def check_val_args(args: Any) -> None:
+    if args.val_size is not None and args.val_size < 0:
+        raise UserError("--val-size must be >= 0 (0: no val/ split)")
+    if args.val_from_train and args.val_size == 0:
+        raise UserError("--val-from-train with --val-size 0 takes nothing: drop one of them")
+
+
+def val_size(args: Any, test_size: int) -> int:
+    """Puzzles wanted in val/: --val-size, or by default VAL_SIZE at most as many as the test split holds."""
+    return min(VAL_SIZE, test_size) if args.val_size is None else args.val_size
+
+
+def val_rng(seed: int) -> np.random.Generator:
+    """The validation split's own stream, seeded from (seed, "val"): drawing it changes no other draw."""
+    return np.random.default_rng([seed, _VAL_STREAM])
+
+
+def no_val(why: str) -> None:
+    """The one line a build prints when it was asked for val/ (the default) but cannot write it."""
+    print(f"note: val/ not written: {why}", file=sys.stderr, flush=True)
+
+
+def pick_disjoint(
+    keys: Callable[[np.ndarray], list[bytes]],
+    inputs: np.ndarray,
+    order: np.ndarray,
+    taken: set[bytes],
+    n: int,
+    chunk: int = 4096,
+) -> tuple[np.ndarray, int]:
+    """Indices, in `order`'s order, of the first n puzzles whose key (`keys`: a symmetry-invariant signature) is
+    neither in `taken` (train's and test's) nor that of an earlier pick; and how many were passed over. Keys are
+    computed a chunk at a time, so a large pool is only read as far as needed."""
+    picked: list[int] = []
+    seen: set[bytes] = set()
+    passed = 0
+    for start in range(0, len(order), chunk):
+        idx = np.asarray(order[start : start + chunk])
+        for i, k in zip(idx.tolist(), keys(inputs[idx])):
+            if k in taken or k in seen:
+                passed += 1
+                continue
+            seen.add(k)
+            picked.append(i)
+            if len(picked) == n:
+                return np.array(picked, dtype=np.int64), passed
+    return np.array(picked, dtype=np.int64), passed
+
+
+def shared_keys(keys: list[bytes]) -> set[bytes]:
+    """Keys that more than one puzzle of a pool has (a val puzzle taken out of that pool must not have one: an
+    equivalent puzzle would stay in train)."""
+    seen: set[bytes] = set()
+    twice: set[bytes] = set()
+    for k in keys:
+        (twice if k in seen else seen).add(k)
+    return twice
 
 
 def _disk_bytes(root: str) -> int:

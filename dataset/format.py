@@ -1,9 +1,11 @@
 """The on-disk dataset format: what the builders write and the loader (dataset/loader.py) reads.
 
-A dataset folder holds `train/` and `test/`, each with a `dataset.json` (PuzzleDatasetMetadata) and, per
-set name S, `S__inputs.npy`, `S__labels.npy` (examples x seq_len), `S__puzzle_identifiers.npy` (one per
-puzzle), `S__puzzle_indices.npy` (puzzle -> first example, P+1 long) and `S__group_indices.npy` (group ->
-first puzzle, G+1 long); `identifiers.json` beside them maps identifier id -> name.
+A dataset folder holds `train/` and `test/`, and optionally `val/` (held-out puzzles of the training source,
+never augmented, scored like test; folders without it work as before), each with a `dataset.json`
+(PuzzleDatasetMetadata) and, per set name S, `S__inputs.npy`, `S__labels.npy` (examples x seq_len),
+`S__puzzle_identifiers.npy` (one per puzzle), `S__puzzle_indices.npy` (puzzle -> first example, P+1 long) and
+`S__group_indices.npy` (group -> first puzzle, G+1 long); `identifiers.json` beside them maps identifier id ->
+name.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def save_split(root: str, split: str, metadata: PuzzleDatasetMetadata, sets: dict[str, dict[str, np.ndarray]]) -> None:
-    """Write one split (`train` or `test`) of a dataset under `root`."""
+    """Write one split (`train`, `test` or `val`) of a dataset under `root`."""
     split_dir = os.path.join(root, split)
     os.makedirs(split_dir, exist_ok=True)
     for set_name, arrays in sets.items():

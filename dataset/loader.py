@@ -3,7 +3,8 @@
 Train: every pass shuffles the group order for `epochs_per_iter` epochs; each batch takes groups in that
 order, one random puzzle per group and random examples of that puzzle (without replacement) until the
 global batch is full; the last short batch is dropped; rank r keeps its slice. Test: examples in order,
-the last batch padded (pad inputs, ignored labels, blank identifier).
+the last batch padded (pad inputs, ignored labels, blank identifier). A folder's optional val/ split reads as
+test does: PuzzleDataset(config with test_set_mode=True, split="val").
 
 Fixed against the original: its example choice used the unseeded global numpy RNG, so two runs with the
 same seed saw different batches (ARC), and ranks disagreed on the global batch. Here every random draw
@@ -31,6 +32,7 @@ from utils.errors import UserError
 from utils.tta import Transforms, puzzle_kind, random_transforms
 
 Batch = dict[str, torch.Tensor]
+SPLITS = ("train", "test", "val")  # split names a folder may hold; val/ is optional (dataset/format.py)
 
 
 def build_hint(data_path: str) -> str:
@@ -72,12 +74,17 @@ def load_metadata(data_path: str, split: str) -> PuzzleDatasetMetadata:
     if not os.path.isdir(data_path):
         raise UserError(missing_folder_message(data_path))
     path = os.path.join(data_path, split, "dataset.json")
-    if os.path.basename(os.path.normpath(data_path)) in ("train", "test") and not os.path.isfile(path):
+    if os.path.basename(os.path.normpath(data_path)) in SPLITS and not os.path.isfile(path):
         parent = os.path.dirname(os.path.normpath(data_path)) or "."
         if os.path.isfile(os.path.join(data_path, "dataset.json")):
             raise UserError(
                 f"{data_path!r} is one split of a dataset; use the parent folder: data_path={shlex.quote(parent)}"
             )
+    if split == "val" and not os.path.isfile(path) and os.path.isdir(os.path.join(data_path, "train")):
+        raise UserError(
+            f"{data_path!r} has no val/ split (built before builders wrote one, with --val-size 0, or from a source "
+            "with no puzzle to spare: the build printed why); rebuild it to score val (README 'Datasets')"
+        )
     if not os.path.isfile(path):
         raise UserError(f"{path} is missing: {data_path!r} is not a complete dataset; {build_hint(data_path)}")
     try:
@@ -89,6 +96,11 @@ def load_metadata(data_path: str, split: str) -> PuzzleDatasetMetadata:
     except pydantic.ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         raise UserError(f"{path} has bad metadata ({problems}); rebuild the dataset") from None
+
+
+def has_split(data_path: str, split: str) -> bool:
+    """Whether the folder holds `split` (val/ is optional: older builds and some sources have none)."""
+    return os.path.isfile(os.path.join(data_path, split, "dataset.json"))
 
 
 def model_metadata(data_path: str) -> tuple[PuzzleDatasetMetadata, bool]:
@@ -209,7 +221,7 @@ def check_split(split_dir: str, data: dict[str, dict[str, np.ndarray]], m: Puzzl
             f"mean_puzzle_examples={m.mean_puzzle_examples} but the arrays hold {examples / puzzles:.4g} examples per puzzle",
         )
     train_file = os.path.join(os.path.dirname(split_dir), "train", "dataset.json")
-    if os.path.basename(split_dir) == "test" and os.path.isfile(train_file):  # the model is built from train's
+    if os.path.basename(split_dir) in ("test", "val") and os.path.isfile(train_file):  # the model is built from train's
         train = load_metadata(os.path.dirname(split_dir), "train")
         for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
             if getattr(train, key) != getattr(m, key):

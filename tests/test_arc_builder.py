@@ -228,6 +228,72 @@ def test_strict_split_keeps_evaluation_demos_out_of_train(small_raw: Path, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The validation split
+
+
+def split_bytes(root: Path, splits: tuple[str, ...]) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for s in splits for p in sorted((root / s).iterdir())}
+
+
+def test_val_split_is_opt_in_and_holds_out_test_pairs_of_training_tasks(small_raw: Path, tmp_path: Path) -> None:
+    common = ("--dataset-dirs", str(small_raw), "--num-aug", "3")
+    runs = {"none": ("--val-size", "0"), "default": (), "val": ("--val-from-train",)}
+    res = {name: run_cli(*common, "--output-dir", str(tmp_path / name), *extra) for name, extra in runs.items()}
+    for name, r in res.items():
+        assert r.returncode == 0, (name, r.stderr)
+    # default: every pair of a training task is a train example, so no val/, one line saying why
+    note = [x for x in res["default"].stderr.splitlines() if "val/" in x]
+    assert len(note) == 1 and note[0].startswith("note: val/ not written: every pair of a training task")
+    assert "--val-from-train" in note[0] and "val/" not in res["none"].stderr
+    assert not (tmp_path / "default" / "val").exists()
+    everything = ("train", "test")
+    assert split_bytes(tmp_path / "default", everything) == split_bytes(tmp_path / "none", everything)
+    # --val-from-train: as many tasks as test has (4 of the 6 training tasks); test/ and identifiers unchanged
+    val_dir = tmp_path / "val"
+    assert "val: 4 groups, 16 puzzles" in res["val"].stdout
+    assert split_bytes(val_dir, ("test",)) == split_bytes(tmp_path / "none", ("test",))
+    ids = (val_dir / "identifiers.json").read_bytes()
+    assert ids == (tmp_path / "none" / "identifiers.json").read_bytes()
+    names = json.loads(ids)
+    files = {p.stem: p for p in small_raw.glob("*/*.json")}
+    val, train, test = load_split(val_dir, "val"), load_split(val_dir, "train"), load_split(val_dir, "test")
+    assert {k: v for k, v in val["meta"].items() if k not in ("total_groups", "mean_puzzle_examples")} == {
+        k: v for k, v in test["meta"].items() if k not in ("total_groups", "mean_puzzle_examples")
+    }
+    held = set()
+    pidx, gidx = val["puzzle_indices"], val["group_indices"]
+    for g in range(len(gidx) - 1):  # like test: the task and its augmentations, its test pairs at the origin
+        for p in range(gidx[g], gidx[g + 1]):
+            base, tid, mapping = arc.parse_aug_name(names[val["puzzle_identifiers"][p]])
+            assert files[base].parent.name == "training" and (p == gidx[g]) == (mapping is None)
+            held.add(base)
+            pairs = json.loads(files[base].read_text())["test"]
+            assert pidx[p + 1] - pidx[p] == len(pairs)
+            for e, pair in zip(range(pidx[p], pidx[p + 1]), pairs):
+                gi, ri, ci = find_grid(val["inputs"][e])
+                gl, *_ = find_grid(val["labels"][e])
+                assert (ri, ci) == (0, 0)
+                assert np.array_equal(arc.inverse_augment_grid(gi, tid, mapping), np.array(pair["input"]))
+                assert np.array_equal(arc.inverse_augment_grid(gl, tid, mapping), np.array(pair["output"]))
+    assert len(held) == 4
+    # train keeps every task and identifier, but a held-out task's puzzles lose its test pairs
+    assert set(train["puzzle_identifiers"]) == set(load_split(tmp_path / "none", "train")["puzzle_identifiers"])
+    assert set(val["puzzle_identifiers"]) <= set(train["puzzle_identifiers"])
+    tpidx = train["puzzle_indices"]
+    for p, pid in enumerate(train["puzzle_identifiers"]):
+        base = arc.parse_aug_name(names[pid])[0]
+        pairs = json.loads(files[base].read_text())
+        want = len(pairs["train"]) + (
+            0 if base in held or files[base].parent.name == "evaluation" else len(pairs["test"])
+        )
+        assert tpidx[p + 1] - tpidx[p] == want, base
+    # more tasks asked than there are: every training task, and one line saying so
+    r = run_cli(*common, "--val-from-train", "--val-size", "10", "--output-dir", str(tmp_path / "all"))
+    assert r.returncode == 0 and "val/ holds 6 of the 10 tasks asked" in r.stderr
+    assert load_split(tmp_path / "all", "val")["meta"]["total_groups"] == 6
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Bad input
 
 

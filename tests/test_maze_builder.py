@@ -115,7 +115,8 @@ def test_generate_cli_writes_the_original_format(tmp_path: Path) -> None:
     r = run_cli("--generate", "6", "--test-size", "4", "--output-dir", str(out), "--seed", "5")
     assert r.returncode == 0, r.stderr
     assert "train: 6 groups, 6 puzzles, 6 examples; test: 4 groups, 4 puzzles, 4 examples" in r.stdout
-    for split, n in (("train", 6), ("test", 4)):
+    assert "val: 4 groups, 4 puzzles, 4 examples" in r.stdout  # as many as test (at most 1000)
+    for split, n in (("train", 6), ("test", 4), ("val", 4)):
         d = load(out, split)
         assert d["meta"] == {
             "pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": 6, "seq_len": 900,
@@ -238,4 +239,100 @@ def test_unreachable_hub_names_the_offline_options(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: could not download train.csv") and "--source-dir" in last and "--generate" in last
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the validation split
+
+
+def split_bytes(root: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for s in splits for p in sorted((root / s).iterdir())}
+
+
+def test_dihedral_keys_see_through_rotations_and_reflections() -> None:
+    inputs, _ = maze.generate(6, np.random.default_rng(4))
+    keys = maze.dihedral_keys(inputs)
+    assert len(set(keys)) == 6
+    g = inputs[0].reshape(30, 30)
+    forms = [np.rot90(g, k) for k in range(4)] + [np.rot90(g, k).T for k in range(4)]
+    assert len({f.tobytes() for f in forms}) == 8
+    assert set(maze.dihedral_keys(np.stack([f.ravel() for f in forms]))) == {keys[0]}
+
+
+def assert_val_disjoint(root: Path) -> None:
+    """val/: one unaugmented puzzle per maze, each a proper maze and answer, none a rotation or reflection of a
+    train or test maze (or of another val maze)."""
+    val, train, test = load(root, "val"), load(root, "train"), load(root, "test")
+    n = val["meta"]["total_groups"]
+    assert len(val["inputs"]) == n and (val["group_indices"] == np.arange(n + 1)).all()
+    assert {k: v for k, v in val["meta"].items() if k != "total_groups"} == {
+        k: v for k, v in test["meta"].items() if k != "total_groups"
+    }
+    for q, a in zip(val["inputs"], val["labels"]):
+        check_maze(q, a)
+    keys = maze.dihedral_keys(val["inputs"])
+    assert len(set(keys)) == n
+    assert not set(keys) & set(maze.dihedral_keys(train["inputs"])) and not set(keys) & set(
+        maze.dihedral_keys(test["inputs"])
+    )
+
+
+def test_val_split_leaves_train_and_test_byte_identical(tmp_path: Path) -> None:
+    args = ("--generate", "5", "--test-size", "3", "--aug", "--seed", "2")
+    for name, extra in (("default", ()), ("none", ("--val-size", "0")), ("more", ("--val-size", "6"))):
+        r = run_cli(*args, *extra, "--output-dir", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+        assert "val/" not in r.stderr
+    assert not (tmp_path / "none" / "val").exists()
+    base = split_bytes(tmp_path / "none")
+    assert len(base) == 12
+    for name, n in (("default", 3), ("more", 6)):
+        assert split_bytes(tmp_path / name) == base, name
+        assert load(tmp_path / name, "val")["meta"]["total_groups"] == n  # never augmented (train is, x8)
+        assert_val_disjoint(tmp_path / name)
+
+
+def test_val_split_from_the_hf_layout(hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with open(hf_dir / "train.csv") as f:
+        train_rows = {"".join(r[1]) for r in list(csv.reader(f))[1:]}
+
+    def rows(root: Path, split: str) -> set[str]:
+        return {"".join(r) for r in to_rows(load(root, split)["inputs"])}
+
+    # Maze-Hard's layout puts every train.csv maze in train/: no val/, one line saying why
+    assert build_main(["--source-dir", str(hf_dir), "--output-dir", str(tmp_path / "all"), "--val-size", "0"]) == 0
+    capsys.readouterr()
+    assert build_main(["--source-dir", str(hf_dir), "--output-dir", str(tmp_path / "whole")]) == 0
+    note = [x for x in capsys.readouterr().err.splitlines() if "val/" in x]
+    assert len(note) == 1 and note[0].startswith("note: val/ not written: every train.csv maze goes to train/")
+    assert not (tmp_path / "whole" / "val").exists()
+    assert split_bytes(tmp_path / "whole") == split_bytes(tmp_path / "all")
+    # --subsample-size leaves 2 of the 5 over: val/ takes them (3 asked, as many as test; one line says so)
+    for name, extra in (("sub0", ["--val-size", "0"]), ("sub", [])):
+        argv = ["--source-dir", str(hf_dir), "--output-dir", str(tmp_path / name), "--subsample-size", "3", *extra]
+        assert build_main(argv) == 0
+    assert "val/ holds 2 of the 3 mazes asked" in capsys.readouterr().err
+    assert split_bytes(tmp_path / "sub") == split_bytes(tmp_path / "sub0")
+    assert_val_disjoint(tmp_path / "sub")
+    assert rows(tmp_path / "sub", "val") | rows(tmp_path / "sub", "train") == train_rows
+    # --val-from-train: val/ out of train/ (which changes), test/ as it was
+    argv = ["--source-dir", str(hf_dir), "--output-dir", str(tmp_path / "from"), "--val-from-train", "--val-size", "2"]
+    assert build_main(argv) == 0
+    assert load(tmp_path / "from", "train")["meta"]["total_groups"] == 3
+    assert split_bytes(tmp_path / "from", ("test",)) == split_bytes(tmp_path / "all", ("test",))
+    assert_val_disjoint(tmp_path / "from")
+    held, kept = rows(tmp_path / "from", "val"), rows(tmp_path / "from", "train")
+    assert held | kept == train_rows and not held & kept
+
+
+def to_rows(tokens: np.ndarray) -> list[list[str]]:
+    return [to_text(t) for t in tokens]
+
+
+def test_val_options_fail_cleanly(tmp_path: Path) -> None:
+    r = run_cli("--generate", "3", "--val-from-train", "--output-dir", str(tmp_path / "out"))
+    assert r.returncode == 2 and "--val-from-train is for a CSV source" in r.stderr
+    r = run_cli("--generate", "3", "--val-size", "-2", "--output-dir", str(tmp_path / "out"))
+    assert r.returncode == 2 and "--val-size must be >= 0" in r.stderr
     assert not (tmp_path / "out").exists()

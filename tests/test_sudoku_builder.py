@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dataset.build_sudoku_dataset import default_output_dir, parse_args
-from dataset.puzzles import sudoku
+from dataset.puzzles import sudoku, sudoku_mix
 from tests.conftest import FIXTURE_DATA
 from utils.errors import UserError
 
@@ -265,10 +265,11 @@ def test_cli_generate_end_to_end(tmp_path: Path) -> None:
     res = run_cli("--generate", "20", "--test-size", "10", "--num-aug", "3", "--output-dir", str(out), "--seed", "1")
     assert res.returncode == 0, res.stderr
     assert "train: 20 groups, 80 puzzles, 80 examples" in res.stdout and "bytes on disk" in res.stdout
+    assert "val: 10 groups, 10 puzzles, 10 examples" in res.stdout  # as many as test, never augmented
     assert json.loads((out / "identifiers.json").read_text()) == ["<blank>"]
-    assert sorted(p.name for p in out.iterdir()) == ["identifiers.json", "test", "train"]
+    assert sorted(p.name for p in out.iterdir()) == ["identifiers.json", "test", "train", "val"]
 
-    for split, groups, per in (("train", 20, 4), ("test", 10, 1)):
+    for split, groups, per in (("train", 20, 4), ("test", 10, 1), ("val", 10, 1)):
         meta, a = load_split(out, split)
         assert meta == {
             "pad_id": 0,
@@ -303,7 +304,7 @@ def test_cli_generate_end_to_end(tmp_path: Path) -> None:
         ).returncode
         == 0
     )
-    for split in ("train", "test"):
+    for split in ("train", "test", "val"):
         for k in sudoku_fields():
             assert (np.load(out / split / f"all__{k}.npy") == np.load(again / split / f"all__{k}.npy")).all()
 
@@ -424,3 +425,111 @@ def test_cli_interrupted_build_leaves_nothing(tmp_path: Path, sig: signal.Signal
         proc.kill()
     assert proc.returncode == 130 and "interrupted" in err
     assert leftovers(out) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the validation split
+
+
+def split_bytes(root: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, bytes]:
+    """Every file of the given splits, by path: what a build with val/ must leave exactly as it was."""
+    return {str(p.relative_to(root)): p.read_bytes() for s in splits for p in sorted((root / s).iterdir())}
+
+
+def originals(root: Path, split: str) -> np.ndarray:
+    """Digits (0 blank) of the first puzzle of every group: the puzzles themselves, not their augmentations."""
+    meta, a = load_split(root, split)
+    return a["inputs"][a["group_indices"][:-1]].astype(np.int64) - 1
+
+
+def assert_val_disjoint_and_valid(root: Path) -> None:
+    """val/ holds real puzzles with their solutions, none possibly equivalent to a train or test puzzle or to
+    another val puzzle (the mix's symmetry-invariant key), one example per puzzle, the metadata of test/."""
+    meta, val = load_split(root, "val")
+    test_meta, _ = load_split(root, "test")
+    assert {k: v for k, v in meta.items() if k != "total_groups"} == {
+        k: v for k, v in test_meta.items() if k != "total_groups"
+    }
+    n = meta["total_groups"]
+    assert (val["group_indices"] == np.arange(n + 1)).all() and len(val["inputs"]) == n
+    inputs, labels = val["inputs"].astype(np.int64) - 1, val["labels"].astype(np.int64) - 1
+    assert sudoku.is_solution(labels).all() and sudoku.agrees(inputs, labels).all()
+    assert (sudoku.solve_many(inputs)[1] == 1).all()
+    keys = sudoku_mix.invariant(inputs)
+    assert len(set(keys)) == n
+    assert not set(keys) & set(sudoku_mix.invariant(originals(root, "train")))
+    assert not set(keys) & set(sudoku_mix.invariant(originals(root, "test")))
+
+
+def test_val_split_leaves_train_and_test_byte_identical(tmp_path: Path) -> None:
+    args = ("--generate", "30", "--test-size", "12", "--num-aug", "2", "--seed", "5")
+    for name, extra in (("default", ()), ("none", ("--val-size", "0")), ("more", ("--val-size", "25"))):
+        res = run_cli(*args, *extra, "--output-dir", str(tmp_path / name))
+        assert res.returncode == 0, res.stderr
+        assert "val/ not written" not in res.stderr  # generated: never short of puzzles
+    assert not (tmp_path / "none" / "val").exists()
+    base = split_bytes(tmp_path / "none")
+    assert len(base) == 12  # 5 arrays and dataset.json, two splits
+    for name, n in (("default", 12), ("more", 25)):  # default: as many as test (at most 1000)
+        assert split_bytes(tmp_path / name) == base, name
+        assert load_split(tmp_path / name, "val")[0]["total_groups"] == n
+        assert_val_disjoint_and_valid(tmp_path / name)
+    # val's own stream: the same options give the same bytes
+    again = tmp_path / "again"
+    assert run_cli(*args, "--output-dir", str(again)).returncode == 0
+    assert split_bytes(again, ("val",)) == split_bytes(tmp_path / "default", ("val",))
+
+
+def test_val_split_from_a_csv_source(sudoku_lists: Path, tmp_path: Path) -> None:
+    inputs, labels = kaggle_rows(sudoku_lists, 60)
+    src = tmp_path / "src"
+    src.mkdir()
+    sudoku.write_hf_csv(str(src / "train.csv"), inputs[:45], labels[:45], source="kaggle")
+    sudoku.write_hf_csv(str(src / "test.csv"), inputs[45:], labels[45:], source="kaggle")
+    train_rows = {p.tobytes() for p in inputs[:45]}
+
+    def build(name: str, *extra: str) -> subprocess.CompletedProcess:
+        return run_cli("--source-dir", str(src), "--output-dir", str(tmp_path / name), *extra)
+
+    # --subsample-size leaves train.csv rows over: val/ (as many as test's 15) from them, train/test untouched
+    assert build("sub0", "--subsample-size", "20", "--num-aug", "1", "--val-size", "0").returncode == 0
+    res = build("sub", "--subsample-size", "20", "--num-aug", "1")
+    assert res.returncode == 0, res.stderr
+    assert split_bytes(tmp_path / "sub") == split_bytes(tmp_path / "sub0")
+    assert_val_disjoint_and_valid(tmp_path / "sub")
+    val = originals(tmp_path / "sub", "val").astype(np.uint8)
+    assert len(val) == 15 and {p.tobytes() for p in val} <= train_rows
+    # 25 rows left over, 40 asked: all that is there, and one line saying so
+    res = build("short", "--subsample-size", "20", "--val-size", "40")
+    assert res.returncode == 0 and "val/ holds 25 of the 40 puzzles asked" in res.stderr
+    # every row goes to train: no val/, one line saying why and what to do
+    assert build("full0", "--val-size", "0").returncode == 0
+    res = build("full")
+    assert res.returncode == 0, res.stderr
+    note = [x for x in res.stderr.splitlines() if "val/" in x]
+    assert len(note) == 1 and note[0].startswith("note: val/ not written: every train.csv puzzle goes to train/")
+    assert "--val-from-train" in note[0] and not (tmp_path / "full" / "val").exists()
+    assert split_bytes(tmp_path / "full") == split_bytes(tmp_path / "full0")
+    # --val-from-train: val/ comes out of train/, which changes; test/ does not
+    res = build("from", "--val-from-train", "--val-size", "10")
+    assert res.returncode == 0, res.stderr
+    assert load_split(tmp_path / "from", "train")[0]["total_groups"] == 35
+    assert split_bytes(tmp_path / "from", ("test",)) == split_bytes(tmp_path / "full0", ("test",))
+    assert_val_disjoint_and_valid(tmp_path / "from")
+    kept = {p.tobytes() for p in originals(tmp_path / "from", "train").astype(np.uint8)}
+    held = {p.tobytes() for p in originals(tmp_path / "from", "val").astype(np.uint8)}
+    assert kept | held == train_rows and not kept & held
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--generate", "5", "--val-size", "-1"], "--val-size must be >= 0"),
+        (["--generate", "5", "--val-from-train"], "--val-from-train is for a CSV source"),
+        (["--source-dir", ".", "--val-from-train", "--val-size", "0"], "takes nothing"),
+    ],
+)
+def test_val_options_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:
+    res = run_cli(*args, "--output-dir", str(tmp_path / "out"))
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()

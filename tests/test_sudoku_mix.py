@@ -202,6 +202,57 @@ def test_mix_v2_splits_follow_the_recipe(mix_v2_dir: Path) -> None:
     assert (counts == 1).all() and guesses.tolist() == np.array(info["test_guesses"])[pick].tolist()
     for inputs, labels in ((train_in, train_lab), (test_in, test_lab)):
         assert sudoku.is_solution(labels).all() and sudoku.agrees(inputs, labels).all()
+    # val/: the default 1,000, its hard part from the 11+ puzzles neither split holds (every other hard one is used)
+    assert_mix_val(mix_v2_dir)
+    val_info = json.loads((mix_v2_dir / "mix.json").read_text())["val"]
+    assert val_info["puzzles"] == 1000 and hard_counts(val_info["by_source"])[1] == 0
+
+
+def assert_mix_val(out: Path, folder_keys: set[bytes] | None = None) -> None:
+    """The mix's val/: solved puzzles of the lists, in mix.json, at the easy share, none possibly equivalent to a
+    train or test puzzle or to each other."""
+    info = json.loads((out / "mix.json").read_text())
+    stored = {s: np.load(out / s / "all__inputs.npy").astype(np.int64) - 1 for s in ("train", "test", "val")}
+    labels = np.load(out / "val" / "all__labels.npy").astype(np.int64) - 1
+    val = stored["val"]
+    assert len(val) == info["val"]["puzzles"] == len(info["val_sources"]) == len(info["val_guesses"]) > 0
+    assert abs(info["val"]["easy_share"] - sudoku_mix.EASY_SHARE) < 0.05
+    assert sudoku.is_solution(labels).all() and sudoku.agrees(val, labels).all()
+    _, counts, guesses = sudoku.solve_many(val, limit=2)
+    assert (counts == 1).all() and guesses.tolist() == info["val_guesses"]
+    keys = sudoku_mix.invariant(val)
+    assert len(set(keys)) == len(val)
+    assert not set(keys) & set(sudoku_mix.invariant(stored["train"])) and not set(keys) & set(
+        sudoku_mix.invariant(stored["test"])
+    )
+    if folder_keys is not None:
+        assert set(keys) <= folder_keys
+
+
+def test_mix_v1_val_needs_hard_puzzles_left(sudoku_lists: Path, tmp_path: Path) -> None:
+    """v1 sends every hard puzzle left after train to test: no val/ and one line saying why; --test-size leaves
+    some, and then val/ comes without changing train/ or test/."""
+    common = ("--mix", str(sudoku_lists), "--mix-version", "1", "--subsample-size", "100", "--num-aug", "1")
+    r = build(*common, "--output-dir", str(tmp_path / "all"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    note = [x for x in r.stderr.splitlines() if "val/" in x]
+    assert len(note) == 1 and note[0].startswith("note: val/ not written: mix v1 sends every hard puzzle")
+    assert not (tmp_path / "all" / "val").exists() and "val" not in json.loads(
+        (tmp_path / "all" / "mix.json").read_text()
+    )
+    for name, extra in (("val", ()), ("noval", ("--val-size", "0"))):
+        r = build(*common, "--test-size", "60", "--output-dir", str(tmp_path / name), *extra)
+        assert r.returncode == 0, r.stderr[-3000:]
+    for split in ("train", "test"):
+        for f in sorted((tmp_path / "noval" / split).iterdir()):
+            assert f.read_bytes() == (tmp_path / "val" / split / f.name).read_bytes(), f
+    assert json.loads((tmp_path / "val" / "mix.json").read_text())["val"]["puzzles"] == 60  # as many as test
+    assert_mix_val(tmp_path / "val")
+
+
+def test_mix_val_refuses_val_from_train(tmp_path: Path) -> None:
+    r = build("--mix", str(tmp_path), "--val-from-train", "--output-dir", str(tmp_path / "out"))
+    assert one_line_error(r, "--val-from-train is for a CSV source")
 
 
 def write_list(path: Path, puzzles: list[str]) -> None:
@@ -256,6 +307,13 @@ def test_mix_v2_builds_from_another_part_of_the_lists(sudoku_lists: Path, tmp_pa
     assert r.returncode == 0
     for f in ("train/all__inputs.npy", "test/all__inputs.npy", "test/all__labels.npy", "mix.json"):
         assert (out / f).read_bytes() == (tmp_path / "again" / f).read_bytes()
+    # val/ (as many as test, where the folder has them): puzzles neither split holds, train and test as without it
+    r = build(*args[:-1], str(tmp_path / "noval"), "--val-size", "0")
+    assert r.returncode == 0 and not (tmp_path / "noval" / "val").exists()
+    for split in ("train", "test"):
+        for f in sorted((out / split).iterdir()):
+            assert f.read_bytes() == (tmp_path / "noval" / split / f.name).read_bytes(), f
+    assert_mix_val(out, folder_keys)
     # more than the folder holds: one line, nothing written
     r = build(*args[:-3], "5000", "--output-dir", str(tmp_path / "big"))
     assert one_line_error(r, "--test-size", "lower") and not (tmp_path / "big").exists()

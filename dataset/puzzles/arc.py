@@ -63,6 +63,7 @@ class Task:
     evaluation: bool
     pairs: list[tuple[np.ndarray, np.ndarray]]
     from_test: list[bool]
+    held_out: bool = False  # a training task whose test pairs form its puzzle in the val split, not in train
     _transformed: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
 
     def transformed(self, tid: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -72,9 +73,14 @@ class Task:
         return self._transformed[tid]
 
     def split_pairs(self, split: str) -> list[int]:
-        """Indices of the pairs that are examples of this task's puzzle in `split` (empty: no puzzle there)."""
+        """Indices of the pairs that are examples of this task's puzzle in `split` (empty: no puzzle there). A
+        training task's pairs are all train examples, unless it is `held_out`: then its test pairs are val's."""
         if not self.evaluation:
-            return list(range(len(self.pairs))) if split == "train" else []
+            if split == "train":
+                return [i for i, t in enumerate(self.from_test) if not (t and self.held_out)]
+            return [i for i, t in enumerate(self.from_test) if t] if split == "val" and self.held_out else []
+        if split not in ("train", "test"):
+            return []
         want_test = split == "test"
         return [i for i, t in enumerate(self.from_test) if t == want_test]
 

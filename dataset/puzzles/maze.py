@@ -299,6 +299,18 @@ def generate(
     return np.concatenate(inputs), np.concatenate(labels)
 
 
+def dihedral_keys(inputs: np.ndarray) -> list[bytes]:
+    """A key per maze (N, side*side tokens) that the 8 symmetries of the square leave unchanged (the smallest of
+    its 8 transforms' bytes): two mazes share one iff one is a rotation/reflection of the other, as `--aug` makes."""
+    n, cells = np.asarray(inputs).shape
+    side = int(round(cells**0.5))
+    g = np.asarray(inputs, dtype=np.uint8).reshape(n, side, side)
+    forms = [np.rot90(g, k, axes=(1, 2)) for k in range(4)]
+    forms += [f.transpose(0, 2, 1) for f in forms]
+    flat = [np.ascontiguousarray(f).reshape(n, cells) for f in forms]
+    return [min(f[i].tobytes() for f in flat) for i in range(n)]
+
+
 def check_solution(inputs: np.ndarray, labels: np.ndarray, side: int = SIZE) -> list[str]:
     """Problems with one maze's answer ([] when it is one shortest S-G path drawn over unchanged walls)."""
     q = np.asarray(inputs).reshape(side, side)

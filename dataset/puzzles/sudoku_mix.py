@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dataset.builder import pick_disjoint
 from dataset.puzzles import sudoku
 from utils.errors import UserError
 
@@ -90,6 +91,10 @@ class Mix:
     dropped_equivalent: int  # test candidates dropped because they may be equivalent to a train puzzle
     duplicates: int  # exact duplicates across the lists, dropped
     notes: dict = field(default_factory=dict)
+    # what `draw_val` needs: the pool the splits were drawn from, the pool indices they hold, each one's file (v2)
+    pool: Pool | None = None
+    used: np.ndarray | None = None
+    files: np.ndarray | None = None
 
 
 def invariant(inputs: np.ndarray) -> list[bytes]:
@@ -186,7 +191,7 @@ def assemble(source_dir: str, train_size: int, rng: np.random.Generator, test_si
         for i in range(len(part.inputs)):
             part.inputs[i], part.labels[i] = (a[0] for a in sudoku.augment(part.inputs[i], part.labels[i], rng, 1))
         part.guesses = sudoku.solve_many(part.inputs, limit=2)[2]  # rate the puzzle as stored (ties break by position)
-    return Mix(train, test, dropped, duplicates)
+    return Mix(train, test, dropped, duplicates, pool=pool, used=np.concatenate([train_idx, test_idx]))
 
 
 def _read_givens(path: str, has_solutions: bool) -> np.ndarray:
@@ -302,7 +307,40 @@ def assemble_v2(source_dir: str, train_size: int, rng: np.random.Generator, test
         dropped,
         duplicates,
         {"mix_version": 2, "hard_pool": {P5: int(n5), "other": need - n5}},
+        pool=pool,
+        used=np.concatenate([train_idx, test_idx]),
+        files=files,
     )
+
+
+def draw_val(mix: Mix, size: int, rng: np.random.Generator) -> tuple[Pool | None, int]:
+    """The validation split: `size` puzzles of the pool that neither split holds, 26% easy as both splits, none
+    possibly equivalent to a train or test puzzle (`invariant`) or to another val puzzle, each randomly transformed
+    and solved as the splits' puzzles are. Drawn with its own `rng` after train and test are final, so they do not
+    change. The hard ones come from whatever hard puzzles are left: in v2 the 11+ list's (every other hard puzzle
+    is in train or test), in v1 none unless --test-size left some. With fewer hard puzzles than wanted the easy
+    ones shrink to keep the share. Returns (val, or None when no hard puzzle is left; candidates passed over)."""
+    assert mix.pool is not None and mix.used is not None, "draw_val needs a Mix from assemble/assemble_v2"
+    pool = mix.pool
+    free = np.ones(len(pool.inputs), dtype=bool)
+    free[mix.used] = False
+    hard = rng.permutation(np.flatnonzero(free & (pool.group == "hard")))
+    easy = rng.permutation(np.flatnonzero(free & (pool.group == "easy")))
+    taken = set(invariant(mix.train.inputs)) | set(invariant(mix.test.inputs))
+    n_hard, n_easy = _split_counts(size, EASY_SHARE)
+    got_hard, passed_hard = pick_disjoint(invariant, pool.inputs, hard, taken, n_hard)
+    if n_hard and not len(got_hard):
+        return None, passed_hard
+    if len(got_hard) < n_hard:
+        n_easy = round(len(got_hard) * EASY_SHARE / (1 - EASY_SHARE))
+    taken |= set(invariant(pool.inputs[got_hard]))
+    got_easy, passed_easy = pick_disjoint(invariant, pool.inputs, easy, taken, n_easy)
+    idx = rng.permutation(np.concatenate([got_hard, got_easy]))
+    part = pool.take(idx)
+    for i in range(len(part.inputs)):  # the splits' transform family; labels come from the solve below
+        part.inputs[i] = sudoku.augment(part.inputs[i], part.labels[i], rng, 1)[0][0]
+    _solve(part, mix.files[idx] if mix.files is not None else part.source)
+    return part, passed_hard + passed_easy
 
 
 def describe(part: Pool) -> dict:
