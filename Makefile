@@ -64,7 +64,7 @@ record-check:
 	@echo '$(MINUTES)' | grep -Eq '^[0-9]+(\.[0-9]+)?$$' && awk 'BEGIN { exit !($(MINUTES) > 0) }' || { echo "error: MINUTES must be a positive number of minutes (e.g. MINUTES=8), got '$(MINUTES)'" >&2; exit 2; }
 	@test ! -e checkpoints/records/$(RUN)/metrics.jsonl || { echo "error: checkpoints/records/$(RUN) holds a run already (a record starts from nothing); give RUN=<new name> or remove that folder" >&2; exit 2; }
 
-# The figure one 10-minute GPU call can measure: best test exact within 8 minutes and the time to 10/20/40/55%
+# The figure one 10-minute command on one GPU can measure: best test exact within 8 minutes and the time to 10/20/40/55%
 # (README "Speedrun records"); data build included when the folder is missing.
 record8:
 	$(MAKE) record MINUTES=8 RUN=$(if $(filter command line,$(origin RUN)),$(RUN),$(RECIPE)-$(DATA)-8min) TABLE_ARGS="--thresholds 0.1,0.2,0.4,0.55"
