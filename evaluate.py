@@ -30,6 +30,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from dataset.loader import model_metadata
+from dataset.transforms import puzzle_kind
 from pretrain import TrainState, create_dataloader, create_model, eval_headline, evaluate, setup_runtime
 from utils import shell
 from utils.checkpoint import checkpoint_file, load_checkpoint, weights_file
@@ -37,7 +38,7 @@ from utils.config import PretrainConfig, config_error, eval_batch, validate_conf
 from utils.errors import UserError, close_matches, exit_with
 from utils.runtime import init_distributed
 from utils.trm_config import from_trm_config
-from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes, puzzle_kind
+from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes
 
 DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 REPO = os.path.dirname(os.path.abspath(__file__))

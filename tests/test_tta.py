@@ -1,4 +1,4 @@
-"""Test-time augmentation (utils/tta.py, evaluate.py tta=K): the builders' transforms, undone; whole-grid votes."""
+"""Test-time augmentation (utils/tta.py, evaluate.py tta=K): the builders' transforms (dataset/transforms.py), undone; whole-grid votes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dataset import transforms
 from dataset.puzzles.sudoku import is_solution, solve
 from tests.conftest import launch_config
 from utils import tta
@@ -24,7 +25,7 @@ def sudoku_tokens() -> tuple[np.ndarray, np.ndarray]:
 
 def test_sudoku_transforms_are_the_builders_and_undo_exactly() -> None:
     x, y = sudoku_tokens()
-    tf = tta.make_transforms("sudoku", 16, vocab_size=11, seed=3)
+    tf = transforms.make_transforms("sudoku", 16, vocab_size=11, seed=3)
     xs, ys = tf.apply(x), tf.apply(y)
     assert xs.shape == (1, 16, 81)
     assert np.array_equal(xs[0, 0], x[0]) and np.array_equal(ys[0, 0], y[0])  # copy 0 is the puzzle itself
@@ -37,7 +38,7 @@ def test_sudoku_transforms_are_the_builders_and_undo_exactly() -> None:
 def test_maze_transforms_are_the_eight_symmetries() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(1, 6, size=(3, 900))
-    tf = tta.make_transforms("maze", 8, vocab_size=6, seed=1)
+    tf = transforms.make_transforms("maze", 8, vocab_size=6, seed=1)
     xs = tf.apply(x)
     assert np.array_equal(xs[:, 0], x) and len({r.tobytes() for r in xs[0]}) == 8
     from dataset.puzzles.dihedral import dihedral_transform
@@ -46,9 +47,9 @@ def test_maze_transforms_are_the_eight_symmetries() -> None:
     assert {r.reshape(30, 30).tobytes() for r in xs[0]} == want
     assert np.array_equal(tf.undo(xs), np.repeat(x[:, None], 8, axis=1))
     with pytest.raises(ValueError, match="8 symmetries"):
-        tta.make_transforms("maze", 9, vocab_size=6)
+        transforms.make_transforms("maze", 9, vocab_size=6)
     with pytest.raises(ValueError, match="not arc"):
-        tta.make_transforms("arc", 2, vocab_size=12)
+        transforms.make_transforms("arc", 2, vocab_size=12)
 
 
 def test_vote_counts_then_confidence_then_validity_first() -> None:
@@ -78,7 +79,7 @@ def test_evaluate_tta_one_copy_is_the_plain_evaluation_and_voting_fixes_copies(t
     from dataset.loader import load_arrays
 
     arrays = load_arrays(str(tiny_sudoku), "test", meta)["all"]
-    tf = tta.make_transforms("sudoku", 4, vocab_size=11)
+    tf = transforms.make_transforms("sudoku", 4, vocab_size=11)
     answers = tf.apply(np.asarray(arrays["labels"], dtype=np.int64)).reshape(-1, 81)
 
     def oracle(model, eager, inputs, pids, batch, steps, device):

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset
+from dataset.transforms import puzzle_kind
 from utils import checkpoint as ckpt
 from utils import shell
 from utils.config import PretrainConfig, Resumed, eval_batch, healthy_hint, resume_command
@@ -33,7 +34,7 @@ from utils.report import evaluate_command, finished_message, plan_line, print_re
 from utils.runtime import Dist, Runtime
 from utils.signals import StopSignals
 from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
-from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes, puzzle_kind
+from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes
 from utils.writes import WriteGuard
 
 if TYPE_CHECKING:  # types only: see the module's docstring
