@@ -37,16 +37,9 @@ from muon import Muon, muon_parameters
 from utils import checkpoint as ckpt
 from utils.config import (  # noqa: F401  (re-exported: tests and bench/ use pretrain.<name>, as in the original)
     PretrainConfig,
-    Resumed,
     check_cli_overrides,
-    check_writable,
     config_error,
     eval_batch,
-    healthy_hint,
-    remove_made_dirs,
-    resolve_config,
-    resolve_resume,
-    resume_command,
     validate_config,
 )
 from utils.ema import EMA
@@ -54,6 +47,15 @@ from utils.errors import UserError, exit_with
 from utils.functions import get_model_source_path, load_model_class
 from utils.report import finished_message
 from utils.rng import ExploreRNG, loader_generator
+from utils.run_folder import (  # noqa: F401  (re-exported: tests use pretrain.<name>)
+    Resumed,
+    check_writable,
+    healthy_hint,
+    remove_made_dirs,
+    resolve_config,
+    resolve_resume,
+    resume_command,
+)
 from utils.runtime import (
     CompileGuard,
     Dist,

@@ -27,10 +27,11 @@ from dataset.loader import PuzzleDataset
 from dataset.transforms import puzzle_kind
 from utils import checkpoint as ckpt
 from utils import shell
-from utils.config import PretrainConfig, Resumed, eval_batch, healthy_hint, resume_command
+from utils.config import PretrainConfig, eval_batch
 from utils.errors import UserError, out_of_memory_explained
 from utils.records import TimeToAccuracy
 from utils.report import evaluate_command, finished_message, plan_line, print_report, run_rows
+from utils.run_folder import Resumed, healthy_hint, resume_command
 from utils.runtime import Dist, Runtime
 from utils.signals import StopSignals
 from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
