@@ -7,7 +7,7 @@ or without torch.compile's `_orig_mod.` prefix. Writes `step_<N>_all_preds.<rank
 (a dict of the tensors named in `save_outputs`), the original's format; `output_dir=<folder>` writes it
 elsewhere (a read-only run folder), `save_outputs=[]` writes nothing.
 
-`tta=K` (Sudoku, Maze) also solves K transformed copies of every test puzzle and votes (utils/tta.py);
+`tta=K` (Sudoku, Maze) also solves K transformed copies of every test puzzle and votes (train/tta.py);
 `tta_prefer_valid=false` drops the preference for valid Sudoku solutions, `tta_seed` picks the transforms.
 
 `per_step=true` adds a table with one row per ACT segment: exact and token accuracy if every prediction were
@@ -32,13 +32,13 @@ from omegaconf import OmegaConf
 from dataset.loader import model_metadata
 from dataset.transforms import puzzle_kind
 from pretrain import TrainState, create_dataloader, create_model, eval_headline, evaluate, setup_runtime
+from train.checkpoint import checkpoint_file, load_checkpoint, weights_file
+from train.config import PretrainConfig, config_error, eval_batch, validate_config
+from train.runtime import init_distributed
+from train.trm_config import from_trm_config
+from train.tta import check_tta_kind, evaluate_tta, prefix_sizes
 from utils import shell
-from utils.checkpoint import checkpoint_file, load_checkpoint, weights_file
-from utils.config import PretrainConfig, config_error, eval_batch, validate_config
 from utils.errors import UserError, close_matches, exit_with
-from utils.runtime import init_distributed
-from utils.trm_config import from_trm_config
-from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes
 
 DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -125,7 +125,7 @@ def check_output_dir(out_dir: str, ckpt: str) -> None:
 
 
 def tta_options(cli: dict[str, Any]) -> tuple[int, bool, int]:
-    """Pop `tta=K [tta_prefer_valid=true] [tta_seed=0]` (test-time augmentation, utils/tta.py)."""
+    """Pop `tta=K [tta_prefer_valid=true] [tta_seed=0]` (test-time augmentation, train/tta.py)."""
     k, prefer, seed = cli.pop("tta", 1), cli.pop("tta_prefer_valid", True), cli.pop("tta_seed", 0)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise UserError(f"tta must be a whole number >= 1 (transformed copies per test puzzle), got {k!r}")

@@ -28,9 +28,9 @@ from omegaconf import OmegaConf
 from evaluate import load_eval_config
 from models.losses import ACTLossHead
 from pretrain import create_model, setup_runtime
-from utils.checkpoint import load_checkpoint, weights_file
+from train.checkpoint import load_checkpoint, weights_file
+from train.runtime import Dist
 from utils.errors import UserError, exit_with
-from utils.runtime import Dist
 
 MAZE_CHARS = "# SGo"  # tokens 1..5 (0 = pad)
 

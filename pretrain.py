@@ -7,8 +7,8 @@ once at start with clear errors, bucketed gradient all-reduce, metrics also in <
 
 from __future__ import annotations
 
+import train.records  # noqa: F401  (early too: its clock, the time to accuracy, starts before torch's import)
 import utils.interrupt  # noqa: F401  (first: Ctrl-C during the imports below prints one line)
-import utils.records  # noqa: F401  (early too: its clock, the time to accuracy, starts before torch's import)
 
 # isort: split
 
@@ -34,20 +34,20 @@ from dataset.loader import PuzzleDataset, PuzzleDatasetConfig
 from models.losses import EVAL_KEYS, IGNORE_LABEL_ID, ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from muon import Muon, muon_parameters
-from utils import checkpoint as ckpt
-from utils.config import (  # noqa: F401  (re-exported: tests and bench/ use pretrain.<name>, as in the original)
+from train import checkpoint as ckpt
+from train.config import (  # noqa: F401  (re-exported: tests and bench/ use pretrain.<name>, as in the original)
     PretrainConfig,
     check_cli_overrides,
     config_error,
     eval_batch,
     validate_config,
 )
-from utils.ema import EMA
-from utils.errors import UserError, exit_with
-from utils.functions import get_model_source_path, load_model_class
-from utils.report import finished_message
-from utils.rng import ExploreRNG, loader_generator
-from utils.run_folder import (  # noqa: F401  (re-exported: tests use pretrain.<name>)
+from train.ema import EMA
+from train.functions import get_model_source_path, load_model_class
+from train.loop import Loop, Steps, create_plan, restore_train_state, start_run
+from train.report import finished_message
+from train.rng import ExploreRNG, loader_generator
+from train.run_folder import (  # noqa: F401  (re-exported: tests use pretrain.<name>)
     Resumed,
     check_writable,
     healthy_hint,
@@ -56,7 +56,7 @@ from utils.run_folder import (  # noqa: F401  (re-exported: tests use pretrain.<
     resolve_resume,
     resume_command,
 )
-from utils.runtime import (
+from train.runtime import (
     CompileGuard,
     Dist,
     Runtime,
@@ -64,17 +64,17 @@ from utils.runtime import (
     init_distributed,
     setup_runtime,
 )
-from utils.signals import end_workers_at_exit, ignore_stop_signals
-from utils.tracking import Tracker, progress_bar
-from utils.train_loop import Loop, Steps, create_plan, restore_train_state, start_run
-from utils.writes import WriteGuard, replace_atomically
+from train.signals import end_workers_at_exit, ignore_stop_signals
+from train.tracking import Tracker, progress_bar
+from train.writes import WriteGuard, replace_atomically
+from utils.errors import UserError, exit_with
 
 # ----------------------------------------------------------------------------------------------------------
 # Config
 
 
 def load_synced_config(hydra_config: Any, d: Dist) -> tuple[PretrainConfig, Resumed | None]:
-    """Rank 0 validates and names the run (utils/config.py), then broadcasts, so every rank agrees on one
+    """Rank 0 validates and names the run (train/config.py), then broadcasts, so every rank agrees on one
     config. Returns it with the checkpoint rank 0 verified for resume (None elsewhere: they read the files)."""
     from omegaconf import OmegaConf
 
@@ -262,7 +262,7 @@ def save_train_state(
     tracker: Tracker | None = None,
     writes: WriteGuard | None = None,
 ) -> str | None:
-    """Write a complete checkpoint of this step (utils/checkpoint.save: the format, its checks, the ranks'
+    """Write a complete checkpoint of this step (train/checkpoint.save: the format, its checks, the ranks'
     agreement); returns its weights path, None if not written. `eval_finite`: for the checkpoint of an eval,
     whether all its metrics were finite."""
     if config.checkpoint_path is None:

@@ -176,8 +176,8 @@ def setup_ours(
     sys.path.insert(0, str(root))
     import pretrain
     from dataset.format import PuzzleDatasetMetadata
-    from utils.ema import EMA
-    from utils.runtime import Dist
+    from train.ema import EMA
+    from train.runtime import Dist
 
     config = pretrain.PretrainConfig(
         **cfg,

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, TINY_ARCH, launch_config, run_py
-from utils.checkpoint import checkpoint_file, load_checkpoint
+from train.checkpoint import checkpoint_file, load_checkpoint
 from utils.errors import UserError
 
 # ----------------------------------------------------------------------------------------------------------
@@ -519,7 +519,7 @@ def test_zero_byte_checkpoint(run_copy: Path) -> None:
 @CRAFTED
 @pytest.mark.parametrize("kind", ["empty", "truncated zip", "pickle that runs code"])
 def test_crafted_weights_for_predict(tmp_path: Path, kind: str) -> None:
-    """predict.py reads weights through utils/checkpoint.load_checkpoint: the same one line (zero bytes crashed it)."""
+    """predict.py reads weights through train/checkpoint.load_checkpoint: the same one line (zero bytes crashed it)."""
     _RunsCode.marker = str(tmp_path / "PWNED")
     path = tmp_path / "step_1"
     content = {"empty": b"", "truncated zip": b"PK\x03\x04 truncated"}
@@ -543,7 +543,7 @@ def test_weights_of_another_depth_name_the_key(run_dir: Path, tiny_sudoku: Path)
     import evaluate
     import pretrain
     from dataset.loader import load_metadata
-    from utils.runtime import Dist
+    from train.runtime import Dist
 
     config, ckpt, _ = evaluate.load_eval_config({"checkpoint": str(run_dir / "step_2"), "arch": {"L_layers": 2}})
     model, _, _ = pretrain.create_model(
@@ -695,7 +695,7 @@ def test_plot_refuses_binary_metrics(tmp_path: Path, kind: str) -> None:
 @CRAFTED
 @pytest.mark.parametrize("kind", ["empty", "garbage"])
 def test_resume_from_crafted_state_is_refused(run_copy: Path, tiny_sudoku: Path, kind: str) -> None:
-    """Crafted `.state` (zero bytes, junk): resume=<path> names it in one line (utils/checkpoint.py)."""
+    """Crafted `.state` (zero bytes, junk): resume=<path> names it in one line (train/checkpoint.py)."""
     import pretrain
     from tests.conftest import tiny_config
 

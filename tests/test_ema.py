@@ -1,4 +1,4 @@
-"""utils/ema.py: the weight average TRM evaluates with (ema=true, ema_rate)."""
+"""train/ema.py: the weight average TRM evaluates with (ema=true, ema_rate)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.ema import EMA
+from train.ema import EMA
 
 
 class Net(nn.Module):

@@ -7,7 +7,7 @@ import torch
 from models.attention import select_attention_backend
 from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
 from models.losses import ACTLossHead
-from utils.checkpoint import same_arch
+from train.checkpoint import same_arch
 
 TINY = dict(
     batch_size=6,

@@ -241,7 +241,7 @@ def test_compile_mode_reaches_torch_compile(tiny_sudoku: Path, tmp_path: Path) -
 
 
 def test_cuda_graph_modes_mark_each_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    from utils.runtime import CompileGuard
+    from train.runtime import CompileGuard
 
     marks: list[int] = []
     compiles: list[dict] = []
@@ -273,7 +273,7 @@ def test_cuda_graph_modes_mark_each_step(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_cuda_graph_failures_fall_back_until_the_first_replay(monkeypatch: pytest.MonkeyPatch) -> None:
     """cudagraph trees warm up at a call, record at the next and replay from the third: a failure at any of them
     continues eager with one line; without CUDA graphs the first success ends the trial (as before)."""
-    from utils.runtime import CompileGuard
+    from train.runtime import CompileGuard
 
     class FailsAtSecondCall(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -307,7 +307,7 @@ def test_cuda_graph_failures_fall_back_until_the_first_replay(monkeypatch: pytes
 def test_out_of_graph_pool_copies_the_carry() -> None:
     """The ACT carry (nested dataclasses, a dict of tensors) comes back whole, equal, in memory of its own."""
     from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1Carry, HierarchicalReasoningModel_ACTV1InnerCarry
-    from utils.runtime import out_of_graph_pool
+    from train.runtime import out_of_graph_pool
 
     inner = HierarchicalReasoningModel_ACTV1InnerCarry(z_H=torch.randn(2, 3), z_L=torch.randn(2, 3))
     carry = HierarchicalReasoningModel_ACTV1Carry(
@@ -365,8 +365,8 @@ def test_out_of_memory_is_answered_with_figures_and_settings(tiny_sudoku: Path, 
 
 def test_eval_batch_not_divisible_names_its_key(tiny_sudoku: Path) -> None:
     import pretrain
+    from train.runtime import Dist
     from utils.errors import UserError
-    from utils.runtime import Dist
 
     config = tiny_config(tiny_sudoku, eval_batch_size=33)
     d = Dist(rank=0, world_size=2, local_rank=0)

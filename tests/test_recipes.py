@@ -13,7 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, read_metrics, run_py
-from utils.config import PretrainConfig, check_cli_overrides, group_choices, validate_config
+from train.config import PretrainConfig, check_cli_overrides, group_choices, validate_config
 from utils.errors import UserError
 
 # The recipes as flags: the Makefile's sudoku-mix target (the paper's Sudoku-1k) and TRM's README

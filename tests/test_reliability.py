@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, SHORT_RUN, pretrain_args, read_metrics, run_py, scratch_dir
-from utils import checkpoint as ckpt
+from train import checkpoint as ckpt
 
 # 24 steps (passes of 8, evals at 8, 16, 24) with the recipes' kind of exploration: halt_max_steps 8.
 EXPLORE = [*SHORT_RUN, "epochs=12", "lr=1e-2", "seed=1", "arch.halt_max_steps=8", "eval_batches=1"]
@@ -144,7 +144,7 @@ def test_kill_between_eval_log_and_its_checkpoint(tiny_sudoku: Path, ref: Path, 
     run_dir = tmp_path / "run"
     script = (
         "import os, runpy, sys\n"
-        "from utils import checkpoint\n"
+        "from train import checkpoint\n"
         "real, seen = checkpoint.atomic_save, []\n"
         "def save(obj, path):\n"
         "    if path.endswith('step_8'):\n"
@@ -221,8 +221,8 @@ def _disk_full(limit: int):
 def test_metrics_writer_on_a_full_disk(tmp_path: Path, policy: str) -> None:
     script = (
         "import json, sys\n"
-        "from utils.tracking import Tracker\n"
-        "from utils.writes import WriteGuard\n"
+        "from train.tracking import Tracker\n"
+        "from train.writes import WriteGuard\n"
         "from utils.errors import UserError\n"
         f"w = WriteGuard({policy!r}, hint=lambda: 'python pretrain.py ... resume=auto')\n"
         f"t = Tracker({str(tmp_path)!r}, enabled=True)\n"

@@ -77,7 +77,7 @@ def test_timeout_signalling_twice_still_saves(tiny_sudoku: Path, tmp_path: Path)
 def test_loader_workers_ignore_group_signals(tiny_sudoku: Path) -> None:
     """Ctrl-C / timeout / a closed tmux pane signal the whole group; a killed worker would break the step."""
     import pretrain
-    from utils.runtime import Dist
+    from train.runtime import Dist
 
     config = tiny_config(tiny_sudoku, eval_interval=2)
     loader, _ = pretrain.create_dataloader(
@@ -99,7 +99,7 @@ def test_loader_workers_ignore_group_signals(tiny_sudoku: Path) -> None:
 EXIT_WITH_LIVE_WORKERS = """
 import sys, torch, pretrain
 from tests.conftest import tiny_config
-from utils.runtime import Dist
+from train.runtime import Dist
 loader, _ = pretrain.create_dataloader(tiny_config(sys.argv[1]), "train", Dist(), torch.device("cuda"),
                                        test_set_mode=False, epochs_per_iter=2, global_batch_size=8)
 it = iter(loader)

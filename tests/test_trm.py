@@ -15,9 +15,9 @@ from models.attention import select_attention_backend
 from models.losses import ACTLossHead
 from pretrain import check_cli_overrides
 from tests.conftest import REPO, WALL_CLOCK_KEYS, read_metrics, run_py
-from utils.checkpoint import load_checkpoint
+from train.checkpoint import load_checkpoint
+from train.functions import load_model_class
 from utils.errors import UserError
-from utils.functions import load_model_class
 
 FIX = Path(__file__).parent / "fixtures" / "trm"
 ARCH = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"

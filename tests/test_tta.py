@@ -1,4 +1,4 @@
-"""Test-time augmentation (utils/tta.py, evaluate.py tta=K): the builders' transforms (dataset/transforms.py), undone; whole-grid votes."""
+"""Test-time augmentation (train/tta.py, evaluate.py tta=K): the builders' transforms (dataset/transforms.py), undone; whole-grid votes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from dataset import transforms
 from dataset.puzzles.sudoku import is_solution, solve
 from tests.conftest import launch_config
-from utils import tta
-from utils.runtime import Dist
+from train import tta
+from train.runtime import Dist
 
 PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
 
@@ -127,7 +127,7 @@ def test_evaluate_tta_rows_are_the_puzzles_eval_batches_scores(tiny_sudoku: Path
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# In training: eval_tta=K (utils/train_loop.py)
+# In training: eval_tta=K (train/loop.py)
 
 
 def _train(data: Path, run_dir: Path, *extra: str):
@@ -238,7 +238,7 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
 
     import pretrain
     from tests.conftest import read_metrics
-    from utils import records, train_loop
+    from train import records, train_loop
 
     real, pause, calls = tta.evaluate_tta, 1.5, []
 
@@ -273,7 +273,7 @@ def test_tta_reuses_the_compiled_evaluation(tiny_sudoku: Path) -> None:
     import pretrain
     from dataset.loader import load_arrays
     from tests.conftest import CPU, D, build
-    from utils.runtime import CompileGuard
+    from train.runtime import CompileGuard
 
     config, state, loader, meta = build(tiny_sudoku, halt_max_steps=2)
     torch._dynamo.reset()

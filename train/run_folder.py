@@ -15,9 +15,9 @@ from typing import Any
 
 import pydantic
 
-from utils import checkpoint as ckpt
+from train import checkpoint as ckpt
+from train.config import PretrainConfig, config_error, validate_config
 from utils import shell
-from utils.config import PretrainConfig, config_error, validate_config
 from utils.errors import UserError
 
 # What resume resolved to on rank 0: (step, weights, full state, run folder), verified, so it is read once.

@@ -42,12 +42,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from train.functions import arch_config_class
 from utils.errors import UserError, load_tensors
-from utils.functions import arch_config_class
 
 if TYPE_CHECKING:
-    from utils.runtime import Dist
-    from utils.writes import WriteGuard
+    from train.runtime import Dist
+    from train.writes import WriteGuard
 
 STATE_SUFFIX = ".state"
 EMA_SUFFIX = ".ema"  # step_N.ema: the weights with the EMA parameters (ema=true), kept as long as step_N
@@ -400,7 +400,7 @@ class Progress:
     best_value: float | None = None  # ...and its value
     nan_streak: int = 0
     early_stop_streak: int = 0
-    timing: dict = field(default_factory=dict)  # time to accuracy so far (utils/records.py)
+    timing: dict = field(default_factory=dict)  # time to accuracy so far (train/records.py)
     # Health: a checkpoint is healthy when a forward pass with its weights gave finite values: its own eval
     # (evals run on exactly the saved weights), or else the next training step's loss. Never pruned.
     healthy_step: int | None = None  # the newest checkpoint known healthy
@@ -576,7 +576,7 @@ def restore(
 
 
 def explore_rng(rng: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The saved state of ACT exploration's own random stream (utils/rng.ExploreRNG). Checkpoints written
+    """The saved state of ACT exploration's own random stream (train/rng.ExploreRNG). Checkpoints written
     before it had one: it drew from the device's global stream, saved beside it, so it continues from there
     (as the old code would have, minus the loader's draw)."""
     explore = rng.get("explore")

@@ -25,18 +25,18 @@ from torch.utils.data import DataLoader
 from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset
 from dataset.transforms import puzzle_kind
-from utils import checkpoint as ckpt
+from train import checkpoint as ckpt
+from train.config import PretrainConfig, eval_batch
+from train.records import TimeToAccuracy
+from train.report import evaluate_command, finished_message, plan_line, print_report, run_rows
+from train.run_folder import Resumed, healthy_hint, resume_command
+from train.runtime import Dist, Runtime
+from train.signals import StopSignals
+from train.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
+from train.tta import check_tta_kind, evaluate_tta, prefix_sizes
+from train.writes import WriteGuard
 from utils import shell
-from utils.config import PretrainConfig, eval_batch
 from utils.errors import UserError, out_of_memory_explained
-from utils.records import TimeToAccuracy
-from utils.report import evaluate_command, finished_message, plan_line, print_report, run_rows
-from utils.run_folder import Resumed, healthy_hint, resume_command
-from utils.runtime import Dist, Runtime
-from utils.signals import StopSignals
-from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
-from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes
-from utils.writes import WriteGuard
 
 if TYPE_CHECKING:  # types only: see the module's docstring
     from pretrain import StepResult, TrainState
@@ -125,7 +125,7 @@ def restore_train_state(
     plan: Plan,
     log: Callable[..., None],
 ) -> tuple[ckpt.Progress, int | None]:
-    """resume=...: load the checkpoint (utils/checkpoint.restore reads it) into the freshly built run (weights,
+    """resume=...: load the checkpoint (train/checkpoint.restore reads it) into the freshly built run (weights,
     optimizers, average, ACT carry, RNG streams, data position). Returns the run's progress and the size its
     metrics.jsonl had then (a fresh run: nothing done, None)."""
     if config.resume is None:
@@ -178,7 +178,7 @@ def start_run(
     steps: Steps,
 ) -> None:
     """Rank 0, before the first step: the run folder cleaned and its files begun (metrics.jsonl rewound on
-    resume, W&B, all_config.yaml), then the start-up report (utils/report.py)."""
+    resume, W&B, all_config.yaml), then the start-up report (train/report.py)."""
     ckpt.clean_stale(str(config.checkpoint_path), print)
     if config.resume is not None:  # steps after the checkpoint will be trained (and logged) again
         writes.call("metrics.jsonl", tracker.rewind, state.step, metrics_bytes)
@@ -420,7 +420,7 @@ class Loop:
         return False
 
     def tta(self) -> tuple[dict[str, dict[str, float]], float] | None:
-        """Test-time augmentation with the model as it is now (utils/tta.py): its scores per set and seconds; one
+        """Test-time augmentation with the model as it is now (train/tta.py): its scores per set and seconds; one
         process only (see __init__'s note), so None with several."""
         config, state = self.config, self.state
         if self.d.world_size > 1:

@@ -1,6 +1,6 @@
 """The training config: PretrainConfig (its keys and their defaults) and its checks (command-line keys, ranges,
 the model's own). Used by pretrain.py, evaluate.py and predict.py; the run's names, folder and resume are
-utils/run_folder.py's.
+train/run_folder.py's.
 
 Everything here runs on rank 0 before any data or GPU is touched.
 """
@@ -15,8 +15,8 @@ import pydantic
 import yaml
 from pydantic_core import PydanticCustomError
 
+from train.functions import arch_config_class
 from utils.errors import UserError, close_matches
-from utils.functions import arch_config_class
 
 
 class LossConfig(pydantic.BaseModel):
@@ -73,7 +73,7 @@ class PretrainConfig(pydantic.BaseModel):
     attn_backend: str = "auto"
     mlp_kernel: str = "auto"  # auto | fused | plain (models/layers.py)
     compile: bool | str | None = "auto"
-    compile_mode: str | None = None  # torch.compile's mode (utils/runtime.compile_modes); None: its default
+    compile_mode: str | None = None  # torch.compile's mode (train/runtime.compile_modes); None: its default
     nograd_fp8: bool = False  # training's no-grad forwards as fp8 GEMMs (models/layers.py); a recipe change
     wandb_mode: str = "auto"
 
@@ -89,13 +89,13 @@ class PretrainConfig(pydantic.BaseModel):
     early_stop_patience: int = 1000  # ...for this many steps
     eval_batches: int | None = None  # evaluate on at most N batches of each test set
     eval_per_step: bool = False  # also log every ACT segment's accuracy and halting: <set>/step_<i>/...
-    eval_tta: int = 1  # test-time augmentation at training evals: K copies per test puzzle (utils/tta.py); 1: off
+    eval_tta: int = 1  # test-time augmentation at training evals: K copies per test puzzle (train/tta.py); 1: off
     eval_tta_every: bool = False  # TTA at every eval (each costs K plain evaluations), not only the run's last
     eval_batch_size: int | None = None  # global batch for evaluation (None: global_batch_size, as the original)
     augment_online: bool = False  # Sudoku/Maze: a fresh random symmetry of every training example each time
     micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
 
-    # fork: TRM's exponential moving average of the weights (utils/ema.py); evaluation uses it when on
+    # fork: TRM's exponential moving average of the weights (train/ema.py); evaluation uses it when on
     ema: bool = False
     ema_rate: float = 0.999
     ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
