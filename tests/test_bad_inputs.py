@@ -750,13 +750,14 @@ CPU_OOM = (
 def _launch_with(monkeypatch, tiny_sudoku: Path, tmp_path: Path, target: str, error: BaseException) -> str:
 
     import pretrain
+    from train import loop
 
     cfg = launch_config(tiny_sudoku, tmp_path / "run", epochs=1)
 
     def fail(*_args, **_kwargs):
         raise error
 
-    monkeypatch.setattr(pretrain, target, fail)
+    monkeypatch.setattr(loop, target, fail)  # the name the loop calls
     with pytest.raises(UserError) as err:
         pretrain.launch(cfg)
     return str(err.value)

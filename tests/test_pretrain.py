@@ -348,6 +348,7 @@ def test_micro_batches_equal_one_big_batch(tiny_sudoku: Path, tmp_path: Path) ->
 def test_out_of_memory_is_answered_with_figures_and_settings(tiny_sudoku: Path, tmp_path: Path, monkeypatch) -> None:
 
     import pretrain
+    from train import loop
     from utils.errors import UserError
 
     cfg = launch_config(tiny_sudoku, tmp_path / "run")
@@ -355,7 +356,7 @@ def test_out_of_memory_is_answered_with_figures_and_settings(tiny_sudoku: Path, 
     def out_of_memory(*_args, **_kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(pretrain, "train_batch", out_of_memory)
+    monkeypatch.setattr(loop, "train_batch", out_of_memory)  # the name the loop calls
     with pytest.raises(UserError) as err:
         pretrain.launch(cfg)
     msg = str(err.value)

@@ -14,9 +14,11 @@ import time
 from typing import Any
 
 import pydantic
+import torch.distributed as dist
 
 from train import checkpoint as ckpt
 from train.config import PretrainConfig, config_error, validate_config
+from train.runtime import Dist
 from utils import shell
 from utils.errors import UserError
 
@@ -191,3 +193,23 @@ def healthy_hint(config: PretrainConfig, healthy: int | None, newest: int | None
         return "no earlier healthy checkpoint: start again with a lower lr (or more lr_warmup_steps) and another checkpoint_path"
     cmd = resume_command(config, target=os.path.join(run_dir, f"step_{healthy}"))
     return f"the last healthy checkpoint is step_{healthy}; continue from it (lower lr or more lr_warmup_steps first): {cmd}"
+
+
+def load_synced_config(hydra_config: Any, d: Dist) -> tuple[PretrainConfig, Resumed | None]:
+    """Rank 0 validates and names the run (train/config.py), then broadcasts, so every rank agrees on one
+    config. Returns it with the checkpoint rank 0 verified for resume (None elsewhere: they read the files)."""
+    from omegaconf import OmegaConf
+
+    objects: list[Any] = [None]
+    found = None
+    if d.is_main:
+        try:
+            config, found = resolve_config(OmegaConf.to_container(hydra_config, resolve=True))  # type: ignore[arg-type]
+            objects = [config]
+        except UserError as e:
+            objects = [e]
+    if d.world_size > 1:
+        dist.broadcast_object_list(objects, src=0)
+    if isinstance(objects[0], UserError):
+        raise objects[0]
+    return objects[0], found
