@@ -31,12 +31,12 @@ from omegaconf import OmegaConf
 
 from dataset.loader import model_metadata
 from dataset.transforms import puzzle_kind
-from train.checkpoint import checkpoint_file, load_checkpoint, weights_file
 from train.config import PretrainConfig, config_error, eval_batch, validate_config
 from train.runtime import init_distributed, setup_runtime
 from train.steps import TrainState, create_dataloader, create_model, eval_headline, evaluate
 from train.trm_config import from_trm_config
 from train.tta import check_tta_kind, evaluate_tta, prefix_sizes
+from train.weights import checkpoint_file, load_checkpoint, weights_file
 from utils import shell
 from utils.errors import UserError, close_matches, exit_with
 

@@ -27,9 +27,9 @@ from omegaconf import OmegaConf
 
 from evaluate import load_eval_config
 from models.losses import ACTLossHead
-from train.checkpoint import load_checkpoint, weights_file
 from train.runtime import Dist, setup_runtime
 from train.steps import create_model
+from train.weights import load_checkpoint, weights_file
 from utils.errors import UserError, exit_with
 
 MAZE_CHARS = "# SGo"  # tokens 1..5 (0 = pad)

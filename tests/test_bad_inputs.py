@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, TINY_ARCH, launch_config, run_py
-from train.checkpoint import checkpoint_file, load_checkpoint
+from train.weights import checkpoint_file, load_checkpoint
 from utils.errors import UserError
 
 # ----------------------------------------------------------------------------------------------------------
@@ -519,7 +519,7 @@ def test_zero_byte_checkpoint(run_copy: Path) -> None:
 @CRAFTED
 @pytest.mark.parametrize("kind", ["empty", "truncated zip", "pickle that runs code"])
 def test_crafted_weights_for_predict(tmp_path: Path, kind: str) -> None:
-    """predict.py reads weights through train/checkpoint.load_checkpoint: the same one line (zero bytes crashed it)."""
+    """predict.py reads weights through train/weights.load_checkpoint: the same one line (zero bytes crashed it)."""
     _RunsCode.marker = str(tmp_path / "PWNED")
     path = tmp_path / "step_1"
     content = {"empty": b"", "truncated zip": b"PK\x03\x04 truncated"}

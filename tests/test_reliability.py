@@ -16,6 +16,7 @@ import torch
 
 from tests.conftest import REPO, SHORT_RUN, pretrain_args, read_metrics, run_py, scratch_dir
 from train import checkpoint as ckpt
+from train import run_checkpoint
 
 # 24 steps (passes of 8, evals at 8, 16, 24) with the recipes' kind of exploration: halt_max_steps 8.
 EXPLORE = [*SHORT_RUN, "epochs=12", "lr=1e-2", "seed=1", "arch.halt_max_steps=8", "eval_batches=1"]
@@ -182,7 +183,7 @@ def test_stale_temporaries_and_orphans_are_removed(tmp_path: Path) -> None:
     for name in files:
         (tmp_path / name).write_bytes(b"x" * 10)
     logs: list[str] = []
-    ckpt.clean_stale(str(tmp_path), logs.append)
+    run_checkpoint.clean_stale(str(tmp_path), logs.append)
     assert {p.name for p in tmp_path.iterdir()} == {n for n, gone in files.items() if not gone}
     assert len(logs) == 1 and "removed 5 file(s)" in logs[0]
 
@@ -201,11 +202,11 @@ def test_kill_during_pruning_leaves_only_clearly_incomplete(tmp_path: Path, monk
 
     monkeypatch.setattr(os, "remove", remove)
     with pytest.raises(SystemExit):
-        ckpt.prune(str(tmp_path), keep_last=1, protect_full=set(), keep_weights=set())
+        run_checkpoint.prune(str(tmp_path), keep_last=1, protect_full=set(), keep_weights=set())
     monkeypatch.setattr(os, "remove", real)
     assert calls == ["step_2"]  # the weights went first: what is left is a .state without weights
     assert ckpt.list_complete(str(tmp_path)) == [4]
-    ckpt.clean_stale(str(tmp_path), lambda _: None)
+    run_checkpoint.clean_stale(str(tmp_path), lambda _: None)
     assert {p.name for p in tmp_path.iterdir()} == {"step_4", "step_4.state"}
 
 

@@ -15,8 +15,8 @@ from models.attention import select_attention_backend
 from models.losses import ACTLossHead
 from pretrain import check_cli_overrides
 from tests.conftest import REPO, WALL_CLOCK_KEYS, read_metrics, run_py
-from train.checkpoint import load_checkpoint
 from train.functions import load_model_class
+from train.weights import load_checkpoint
 from utils.errors import UserError
 
 FIX = Path(__file__).parent / "fixtures" / "trm"

@@ -24,6 +24,7 @@ from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset
 from dataset.transforms import puzzle_kind
 from train import checkpoint as ckpt
+from train import run_checkpoint
 from train.config import PretrainConfig, eval_batch
 from train.records import TimeToAccuracy
 from train.report import evaluate_command, finished_message, plan_line, print_report, run_rows
@@ -122,7 +123,7 @@ def start_run(
 ) -> None:
     """Rank 0, before the first step: the run folder cleaned and its files begun (metrics.jsonl rewound on
     resume, W&B, all_config.yaml), then the start-up report (train/report.py)."""
-    ckpt.clean_stale(str(config.checkpoint_path), print)
+    run_checkpoint.clean_stale(str(config.checkpoint_path), print)
     if config.resume is not None:  # steps after the checkpoint will be trained (and logged) again
         writes.call("metrics.jsonl", tracker.rewind, state.step, metrics_bytes)
     model = state.model.eager
@@ -167,7 +168,7 @@ class Loop:
         rt: Runtime,
         state: TrainState,
         plan: Plan,
-        prog: ckpt.Progress,
+        prog: run_checkpoint.Progress,
         tracker: Tracker,
         writes: WriteGuard,
         log: Callable[..., None],

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from dataset.format import PuzzleDatasetMetadata
-    from train.checkpoint import Progress
+    from train.run_checkpoint import Progress
 
 
 def print_report(rows: list[tuple[str, str]]) -> None:

@@ -17,6 +17,7 @@ import pydantic
 import torch.distributed as dist
 
 from train import checkpoint as ckpt
+from train import run_checkpoint
 from train.config import PretrainConfig, config_error, validate_config
 from train.runtime import Dist
 from utils import shell
@@ -127,7 +128,7 @@ def resolve_resume(config: PretrainConfig) -> Resumed | None:
                 "add resume=auto to continue it, or choose another checkpoint_path"
             )
         return None
-    found = ckpt.find_resume(config.resume, run_dir)
+    found = run_checkpoint.find_resume(config.resume, run_dir)
     if found is None:
         config.resume = None
         return None

@@ -33,6 +33,7 @@ from models.losses import EVAL_KEYS, IGNORE_LABEL_ID, ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from muon import Muon, muon_parameters
 from train import checkpoint as ckpt
+from train import run_checkpoint
 from train.config import PretrainConfig, eval_batch
 from train.ema import EMA
 from train.functions import get_model_source_path, load_model_class
@@ -206,21 +207,21 @@ def init_train_state(
 def save_train_state(
     config: PretrainConfig,
     state: TrainState,
-    prog: ckpt.Progress,
+    prog: run_checkpoint.Progress,
     d: Dist,
     why: str,
     eval_finite: bool | None = None,
     tracker: Tracker | None = None,
     writes: WriteGuard | None = None,
 ) -> str | None:
-    """Write a complete checkpoint of this step (train/checkpoint.save: the format, its checks, the ranks'
+    """Write a complete checkpoint of this step (train/run_checkpoint.save: the format, its checks, the ranks'
     agreement); returns its weights path, None if not written. `eval_finite`: for the checkpoint of an eval,
     whether all its metrics were finite."""
     if config.checkpoint_path is None:
         return None
     model = state.model.eager
     explore = state.explore.state_dict() if state.explore is not None else None
-    return ckpt.save(
+    return run_checkpoint.save(
         config.checkpoint_path,
         state.step,
         d,
@@ -251,21 +252,21 @@ def restore_train_state(
     rt: Runtime,
     train: DataLoader,
     log: Callable[..., None],
-) -> tuple[ckpt.Progress, int | None]:
-    """resume=...: load the checkpoint (train/checkpoint.restore reads it) into the freshly built run (weights,
+) -> tuple[run_checkpoint.Progress, int | None]:
+    """resume=...: load the checkpoint (train/run_checkpoint.restore reads it) into the freshly built run (weights,
     optimizers, average, ACT carry, RNG streams, data position). Returns the run's progress and the size its
     metrics.jsonl had then (a fresh run: nothing done, None)."""
     if config.resume is None:
-        return ckpt.Progress(), None
+        return run_checkpoint.Progress(), None
     d, device = rt.d, rt.device
-    saved = resumed if resumed is not None else ckpt.load_named(config.resume)  # ranks > 0: read the files
+    saved = resumed if resumed is not None else run_checkpoint.load_named(config.resume)  # ranks > 0: read the files
     if saved[2]["dataset"] != ckpt.dataset_fingerprint(config.data_path):
         raise UserError(
             f"{config.resume} was trained on a different build of {config.data_path} (counts, vocab or identifiers differ)"
         )
     local = config.global_batch_size // d.world_size
     micro = config.micro_batch_size or local
-    r = ckpt.restore(saved, state.model.eager.state_dict(), d, -(local // -micro), state.ema is not None, log)
+    r = run_checkpoint.restore(saved, state.model.eager.state_dict(), d, -(local // -micro), state.ema is not None, log)
     state.model.eager.load_state_dict(r.weights)
     if len(r.optimizers) != len(state.optimizers):  # muon=true adds one; its state cannot seed AdamATan2's
         raise UserError(
@@ -287,10 +288,10 @@ def restore_train_state(
         state.carry = [ckpt.carry_from_dict(template, c, device) for c in r.carry]
     ckpt.set_rng_state(r.rng)
     if state.explore is not None:
-        state.explore.load_state_dict(ckpt.explore_rng(r.rng, device))
+        state.explore.load_state_dict(run_checkpoint.explore_rng(r.rng, device))
     cast(PuzzleDataset, train.dataset).set_position(r.progress.passes_done, r.progress.batches_into_pass)
     if d.is_main and os.path.realpath(saved[3]) == os.path.realpath(str(config.checkpoint_path)):
-        ckpt.supersede_newer(saved[3], saved[0], log)
+        run_checkpoint.supersede_newer(saved[3], saved[0], log)
     return r.progress, saved[2].get("metrics_bytes")
 
 
