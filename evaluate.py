@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from dataset.loader import model_metadata
 from dataset.transforms import puzzle_kind
 from train.config import PretrainConfig, config_error, eval_batch, validate_config
+from train.config import defaults as config_defaults
 from train.runtime import init_distributed, setup_runtime
 from train.steps import TrainState, create_dataloader, create_model, eval_headline, evaluate
 from train.trm_config import from_trm_config
@@ -45,10 +46,8 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 def default_config() -> dict[str, Any]:
-    """cfg_pretrain.yaml with arch/hrm_v1.yaml, as Hydra would compose them with no overrides."""
-    base = OmegaConf.load(os.path.join(REPO, "config", "cfg_pretrain.yaml"))
-    base.pop("defaults", None)
-    base.pop("hydra", None)
+    """PretrainConfig's defaults with arch/hrm_v1.yaml, as Hydra composes config/cfg_pretrain.yaml with no overrides."""
+    base = OmegaConf.create(config_defaults())
     base.arch = OmegaConf.load(os.path.join(REPO, "config", "arch", "hrm_v1.yaml"))
     return OmegaConf.to_container(base, resolve=True)  # type: ignore[return-value]
 
@@ -73,7 +72,7 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
                 "give data_path=<dataset folder> and any arch.* settings the model was trained with"
             )
         base = default_config()
-        source = "defaults (config/cfg_pretrain.yaml)"
+        source = "defaults (train/config.py, config/arch/hrm_v1.yaml)"
 
     merged = OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(cli))
     known = set(PretrainConfig.model_fields)

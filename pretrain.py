@@ -30,6 +30,7 @@ from train.config import (  # noqa: F401  (the original's names, re-exported)
     check_cli_overrides,
     config_error,
     eval_batch,
+    register_defaults,
     validate_config,
 )
 from train.loop import run
@@ -82,6 +83,8 @@ def main() -> None:
         exit_with(e)
 
     import hydra
+
+    register_defaults()  # config/cfg_pretrain.yaml composes PretrainConfig's defaults first
 
     @hydra.main(config_path="config", config_name="cfg_pretrain", version_base=None)
     def _entry(hydra_config: Any) -> None:

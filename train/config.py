@@ -31,27 +31,36 @@ class ArchConfig(pydantic.BaseModel):
 
 
 class PretrainConfig(pydantic.BaseModel):
+    """Every training key with its default: the one place a default is written. Hydra composes these first
+    (`pretrain_defaults` in config/cfg_pretrain.yaml's defaults list, registered by `register_defaults`), then
+    config/arch/<arch>.yaml, a recipe, the command line. Keys and defaults as in the original; ours say "fork"."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    arch: ArchConfig
-    data_path: str
-    recipe: str | None = None  # fork: the config/recipe/<name>.yaml this run started from (None: the defaults)
+    arch: ArchConfig  # config/arch/<name>.yaml (`arch=hrm_v1` by default), its keys set as arch.<key>=...
+    data_path: str = "data/arc-aug-1000"
+    recipe: str | None = None  # fork: the config/recipe/<name>.yaml this run started from (None: these defaults)
 
-    global_batch_size: int
-    epochs: int
+    # Hyperparams - training
+    global_batch_size: int = 768
+    epochs: int = 100000
+    eval_interval: int | None = 10000  # epochs between evals (None: one eval, at the end)
+    checkpoint_every_eval: bool = True  # keep the weights of every eval's step, not only the last ones
 
-    lr: float
-    lr_min_ratio: float
-    lr_warmup_steps: int
+    lr: float = 1e-4
+    lr_min_ratio: float = 1.0
+    lr_warmup_steps: int = 2000
 
-    weight_decay: float
-    beta1: float
-    beta2: float
+    # Standard LM settings, as used in Llama
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    puzzle_emb_weight_decay: float = 0.1
 
-    puzzle_emb_lr: float
-    puzzle_emb_weight_decay: float
+    # Hyperparams - puzzle embeddings
+    puzzle_emb_lr: float = 1e-2
 
-    # fork: Muon for the blocks' weight matrices (muon.py), a recipe change; off as in the paper
+    # fork: Muon for the blocks' weight matrices (muon.py; README "Config keys"), a recipe change; off as in the paper
     muon: bool = False
     # Muon's base learning rate, under the same warm-up and decay as lr. Not nanoGPT's 0.02: on HRM (H200,
     # speedrun-hrm-b384, v2) 0.02 never solved a test puzzle in 7 minutes, 0.005 did (SPEEDRUN.md)
@@ -59,43 +68,50 @@ class PretrainConfig(pydantic.BaseModel):
     muon_momentum: float = 0.95
     muon_weight_decay: float = 0.005  # x muon_lr: 2.5e-5 shrink a step (the measured pair; lr 1e-4 x 1.0 gives 1e-4)
 
+    # fork: runtime choices (auto = pick the best that works here and say why at start)
+    device: str = "auto"  # auto | cuda | cpu | mps
+    attn_backend: str = "auto"  # auto | fa3 | fa2 | sdpa
+    mlp_kernel: str = "auto"  # auto | fused | plain: the SwiGLU kernel of no-grad forwards (models/layers.py)
+    compile: bool | str | None = "auto"  # auto (on for CUDA) | true | false; DISABLE_COMPILE=1 also turns it off
+    # torch.compile's mode (train/runtime.compile_modes): None (its default) | reduce-overhead (CUDA graphs) |
+    # max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str | None = None
+    nograd_fp8: bool = False  # training's no-grad forwards as fp8 GEMMs (models/layers.py); a recipe change
+    wandb_mode: str = "auto"  # auto (online if logged in, else off) | online | offline | disabled
+
+    # Names (None = filled at start: "<Dataset>-ACT-torch", "<recipe or model>-<two words>",
+    # checkpoints/<project>/<run>: train/run_folder.py)
     project_name: str | None = None
     run_name: str | None = None
     checkpoint_path: str | None = None
 
     seed: int = 0
-    checkpoint_every_eval: bool = False
-    eval_interval: int | None = None
     eval_save_outputs: list[str] = []
 
-    # fork: runtime choices
-    device: str = "auto"
-    attn_backend: str = "auto"
-    mlp_kernel: str = "auto"  # auto | fused | plain (models/layers.py)
-    compile: bool | str | None = "auto"
-    compile_mode: str | None = None  # torch.compile's mode (train/runtime.compile_modes); None: its default
-    nograd_fp8: bool = False  # training's no-grad forwards as fp8 GEMMs (models/layers.py); a recipe change
-    wandb_mode: str = "auto"
-
     # fork: long runs (full-state checkpoints, resume, guards)
-    resume: str | None = None  # auto | <run folder>/step_<N>
-    checkpoint_interval: int | None = None  # also save every N steps
-    checkpoint_minutes: float | None = 30.0  # and every M minutes of training
+    resume: str | None = None  # auto (the newest complete checkpoint in checkpoint_path) | <run folder>/step_<N>
+    checkpoint_interval: int | None = None  # also save a full-state checkpoint every N steps
+    checkpoint_minutes: float | None = 30.0  # and every M minutes of training (None: only at evals)
     keep_last: int = 2  # full-state checkpoints kept (plus the best); 0 keeps all
     nan_policy: str = "skip"  # skip | stop, for a non-finite loss or gradient
     max_nan_skips: int = 20  # consecutive skipped steps before stopping anyway
-    save_error: str = "stop"  # stop | continue, when a checkpoint cannot be written
-    early_stop_exact_accuracy: float | None = None  # stop when train exact accuracy stays above this...
+    save_error: str = "stop"  # stop | continue, when a checkpoint cannot be written (disk full...)
+    early_stop_exact_accuracy: float | None = None  # e.g. 0.99: stop when train exact accuracy stays above this...
     early_stop_patience: int = 1000  # ...for this many steps
-    eval_batches: int | None = None  # evaluate on at most N batches of each test set
-    eval_per_step: bool = False  # also log every ACT segment's accuracy and halting: <set>/step_<i>/...
-    eval_tta: int = 1  # test-time augmentation at training evals: K copies per test puzzle (train/tta.py); 1: off
+    eval_batches: int | None = None  # evaluate on at most N batches of each test set (None: all)
+    # also log every ACT segment's accuracy and halting: <set>/step_<i>/... (evaluate.py per_step=true)
+    eval_per_step: bool = False
+    # test-time augmentation at training evals: K copies per test puzzle (Sudoku, Maze; train/tta.py); 1: off
+    eval_tta: int = 1
     eval_tta_every: bool = False  # TTA at every eval (each costs K plain evaluations), not only the run's last
-    eval_batch_size: int | None = None  # global batch for evaluation (None: global_batch_size, as the original)
-    augment_online: bool = False  # Sudoku/Maze: a fresh random symmetry of every training example each time
-    micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
+    # global batch for evaluation (None: global_batch_size, as the original); e.g. 3072: +6% eval speed on an H100
+    eval_batch_size: int | None = None
+    augment_online: bool = False  # Sudoku/Maze: a fresh random symmetry of every training example (a recipe change)
+    # per process: accumulate gradients over micro-batches to save memory; e.g. 96 trains batch 768 in 8 slices
+    micro_batch_size: int | None = None
 
-    # fork: TRM's exponential moving average of the weights (train/ema.py); evaluation uses it when on
+    # fork: TRM's exponential moving average of the weights (train/ema.py), a recipe change, off as in the original:
+    # evaluation and the best checkpoint use it when on
     ema: bool = False
     ema_rate: float = 0.999
     ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
@@ -109,6 +125,22 @@ class PretrainConfig(pydantic.BaseModel):
                 "eval_tta", "give a whole number >= 1 of transformed copies per test puzzle (1: off), e.g. eval_tta=8"
             )
         return v
+
+
+def defaults() -> dict[str, Any]:
+    """Every key but arch with its default, as Hydra composes them (config/cfg_pretrain.yaml holds none)."""
+    fields = PretrainConfig.model_fields.items()
+    return {k: f.get_default(call_default_factory=True) for k, f in fields if k != "arch"}
+
+
+DEFAULTS_NAME = "pretrain_defaults"  # the entry of config/cfg_pretrain.yaml's defaults list that is `defaults()`
+
+
+def register_defaults() -> None:
+    """Hand `defaults()` to Hydra under DEFAULTS_NAME: call before Hydra composes cfg_pretrain (pretrain.main)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=DEFAULTS_NAME, node=defaults())
 
 
 # Keys the trainer fills in for the model from the dataset; not settable in arch.
@@ -225,7 +257,8 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
 
 
 def _yaml_keys(arch_yaml: dict) -> set[str]:
-    """Keys present in config/cfg_pretrain.yaml and the chosen arch yaml (a `+` before them makes Hydra fail)."""
+    """Keys Hydra's composed config has (every PretrainConfig key and the chosen arch yaml's): a `+` before them
+    makes Hydra fail."""
     return (set(PretrainConfig.model_fields) - {"arch"}) | {f"arch.{k}" for k in arch_yaml}
 
 
