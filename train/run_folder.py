@@ -2,7 +2,7 @@
 run's (validated, named, its folder writable, resume=auto made a concrete step_<N> and that checkpoint verified),
 and the commands printed to continue or go back (`resume_command`, `healthy_hint`).
 
-Everything here runs on rank 0 before any data or GPU is touched; pretrain.load_synced_config broadcasts
+Everything here runs on rank 0 before any data or GPU is touched; load_synced_config (below) broadcasts
 the result to the other ranks.
 """
 

@@ -86,11 +86,11 @@ def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int
         def segments(m, b):
             carry = eager.initial_carry(b)
             for _ in range(steps):
-                # pretrain.evaluate's list (default eval_save_outputs): the evaluation's compiled graph, not another
+                # train/steps.evaluate's list (default eval_save_outputs): the evaluation's compiled graph, not another
                 carry, _, _, out, _ = m(carry=carry, batch=b, return_keys=EVAL_KEYS)
             return out["logits"].argmax(-1), torch.sigmoid(out["q_halt_logits"].float())
 
-        # the batch is made inside inference mode, as pretrain.evaluate's: torch.compile guards on that too
+        # the batch is made inside inference mode, as train/steps.evaluate's: torch.compile guards on that too
         with torch.inference_mode():
             b = {
                 "inputs": torch.from_numpy(x).to(device),
