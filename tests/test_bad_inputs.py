@@ -232,6 +232,7 @@ def test_predict_max_steps(value: str) -> None:
     assert predict.positive_int("max_steps", "32") == 32
 
 
+@pytest.mark.slow
 @BAD_INPUT
 def test_predict_max_steps_end_to_end(run_dir: Path) -> None:
     line = one_line_error(
@@ -763,6 +764,7 @@ def _launch_with(monkeypatch, tiny_sudoku: Path, tmp_path: Path, target: str, er
     return str(err.value)
 
 
+@pytest.mark.slow
 @BAD_INPUT
 @pytest.mark.parametrize(
     ("target", "error", "expected"),

@@ -36,6 +36,7 @@ def train(data: Path, run_dir: Path, *extra: str, launcher: list[str] | None = N
     return r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     out = train(tiny_sudoku, tmp_path / "run")
     # start-up report names the choices and why
@@ -117,6 +118,7 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     assert "predictions:" not in r.stdout and not list(held.rglob("*_all_preds*"))
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_equal_one(tiny_sudoku: Path, tmp_path: Path) -> None:
     # Exploration draws are per rank, so turn them off to compare step by step.
     extra = ["arch.halt_exploration_prob=0", "epochs=8", "eval_interval=4"]
@@ -145,6 +147,7 @@ def run_fails(args: list[str]) -> str:
     return r.stderr
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_clear_message(tiny_sudoku: Path, tmp_path: Path) -> None:
     err = run_fails(["pretrain.py", f"data_path={tmp_path / 'data/sudoku-extreme-1k-aug-1000'}"])
     assert "does not exist" in err and "build_sudoku_dataset.py" in err
@@ -206,6 +209,7 @@ def test_batch_not_divisible_by_world_size(tiny_sudoku: Path) -> None:
         PuzzleDataset(cfg, "train")
 
 
+@pytest.mark.slow
 def test_disable_compile_env_is_reported(tiny_sudoku: Path, tmp_path: Path) -> None:
     r = run_py(
         [
@@ -224,6 +228,7 @@ def test_disable_compile_env_is_reported(tiny_sudoku: Path, tmp_path: Path) -> N
     assert "off (DISABLE_COMPILE is set)" in r.stdout
 
 
+@pytest.mark.slow
 def test_compile_mode_reaches_torch_compile(tiny_sudoku: Path, tmp_path: Path) -> None:
     """compile_mode=reduce-overhead (CUDA graphs on a GPU; ignored by Inductor on CPU) trains, is reported, and
     marks a new generation of graph replays before each compiled call; a mistyped mode stops before training."""
@@ -325,6 +330,7 @@ def test_out_of_graph_pool_copies_the_carry() -> None:
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
 
 
+@pytest.mark.slow
 def test_micro_batches_equal_one_big_batch(tiny_sudoku: Path, tmp_path: Path) -> None:
     """Gradient accumulation over 4 micro-batches, each with its own ACT carry, equals one batch of 64."""
     extra = ["arch.halt_exploration_prob=0", "epochs=4", "eval_interval=2", "checkpoint_minutes=null"]

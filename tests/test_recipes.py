@@ -143,6 +143,7 @@ TINY += ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_c
 TINY += ["arch.halt_max_steps=2", "arch.puzzle_emb_len=2", "compile=false", "device=cpu"]
 
 
+@pytest.mark.slow
 def test_run_started_with_a_recipe_saves_it_evaluates_and_resumes(tiny_sudoku: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()

@@ -71,6 +71,7 @@ def assert_same_run(a: Path, b: Path, step: int) -> None:
     assert logged(a) == logged(b)
 
 
+@pytest.mark.slow
 def test_resume_mid_pass_with_exploration_is_bit_identical(tiny_sudoku: Path, tmp_path: Path) -> None:
     ref = tmp_path / "ref"
     run_ok(*pretrain_args(tiny_sudoku, ref, EXPLORE, "checkpoint_interval=5", "keep_last=0"))
@@ -115,6 +116,7 @@ def leaves(obj):
             yield from leaves(v)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lr", ["1e30", "nan"])
 def test_nonfinite_never_saved_and_never_success(tiny_sudoku: Path, tmp_path: Path, lr: str) -> None:
     """lr=1e30: finite but huge weights, NaN losses and a NaN ACT carry, stopped at the first (nan_policy=stop;
@@ -139,6 +141,7 @@ def test_nonfinite_never_saved_and_never_success(tiny_sudoku: Path, tmp_path: Pa
     assert not nonfinite_files(run_dir)
 
 
+@pytest.mark.slow
 def test_spike_keeps_last_healthy_checkpoint(tiny_sudoku: Path, ref: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     rewind(ref, run_dir, 10)
@@ -159,6 +162,7 @@ def test_spike_keeps_last_healthy_checkpoint(tiny_sudoku: Path, ref: Path, tmp_p
     assert_same_run(ref, run_dir, 16)
 
 
+@pytest.mark.slow
 def test_kill_between_eval_log_and_its_checkpoint(tiny_sudoku: Path, ref: Path, tmp_path: Path) -> None:
     """The eval row of step 8 was logged, then the process died before the eval checkpoint replaced the
     interval checkpoint of step 8: after resume the row must appear once, not twice."""
@@ -266,6 +270,7 @@ def test_metrics_writer_on_a_full_disk(tmp_path: Path, policy: str) -> None:
     assert rows and [m["step"] for m in rows] == list(range(len(rows)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["stop", "continue"])
 def test_every_write_on_a_full_disk(tiny_sudoku: Path, ref: Path, tmp_path: Path, policy: str) -> None:
     """A limit below the code copy, the metrics file and the checkpoints: every write of the run fails."""
@@ -305,6 +310,7 @@ def flip_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_flipped_byte_is_refused_and_auto_falls_back(tiny_sudoku: Path, ref: Path, tmp_path: Path) -> None:
     """A flipped byte in the weights (their checksum refuses them) and a truncated newest `.state`: resume=auto
     names each and falls back to the one before, which continues as the uninterrupted run."""
@@ -334,6 +340,7 @@ def strip_new_fields(state_path: Path) -> None:
     torch.save(s, state_path)
 
 
+@pytest.mark.slow
 def test_old_format_checkpoint_resumes(tiny_sudoku: Path, ref: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     rewind(ref, run_dir, 10)
@@ -344,6 +351,7 @@ def test_old_format_checkpoint_resumes(tiny_sudoku: Path, ref: Path, tmp_path: P
     assert steps == list(range(1, 17))  # rows after step 10 dropped by step (no saved length), then relogged
 
 
+@pytest.mark.slow
 def test_weights_of_another_width_beside_a_state(tiny_sudoku: Path, ref: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     rewind(ref, run_dir, 10)
@@ -374,6 +382,7 @@ def test_gpu_resume_mid_pass_with_exploration_is_bit_identical(tiny_sudoku: Path
     assert_same_run(ref_dir, run_dir, 24)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_resume_is_bit_identical(tiny_sudoku: Path, ref: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = start(args(tiny_sudoku, run_dir))
@@ -395,6 +404,7 @@ def test_sigterm_saves_and_resume_is_bit_identical(tiny_sudoku: Path, ref: Path,
     assert got == want
 
 
+@pytest.mark.slow
 def test_timeout_signalling_twice_still_saves(tiny_sudoku: Path, tmp_path: Path) -> None:
     """`timeout` sends SIGTERM to the process and then to its process group: that is one request, not two."""
     run_dir = tmp_path / "run"
@@ -445,6 +455,7 @@ sys.exit(3)
 """
 
 
+@pytest.mark.slow
 def test_exit_with_live_workers_is_prompt(tiny_sudoku: Path) -> None:
     """Workers ignore SIGTERM, which Python's own exit handler sends them before waiting: that wait never ended
     (every GPU run stopped by `timeout` hung after saving until killed). Now the workers end with the process."""
@@ -461,6 +472,7 @@ def test_exit_with_live_workers_is_prompt(tiny_sudoku: Path) -> None:
         os.kill(pid, 0)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume(tiny_sudoku: Path, ref: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     rng = random.Random(0)
@@ -482,6 +494,7 @@ def test_kill_9_at_random_moments_then_resume(tiny_sudoku: Path, ref: Path, tmp_
     assert_identical(final_weights(run_dir), final_weights(ref))
 
 
+@pytest.mark.slow
 def test_new_run_refuses_to_overwrite_and_bad_resume_path(ref: Path, tiny_sudoku: Path) -> None:
     r = run_py(args(tiny_sudoku, ref))
     assert r.returncode == 2 and "already holds checkpoints" in r.stderr and "resume=auto" in r.stderr
@@ -489,12 +502,14 @@ def test_new_run_refuses_to_overwrite_and_bad_resume_path(ref: Path, tiny_sudoku
     assert r.returncode == 2 and "expected a run folder's step_<N>" in r.stderr
 
 
+@pytest.mark.slow
 def test_unwritable_checkpoint_folder(tiny_sudoku: Path, tmp_path: Path) -> None:
     (tmp_path / "blocked").write_text("a file where the run folder should be")
     r = run_py(args(tiny_sudoku, tmp_path / "blocked" / "run"))
     assert r.returncode == 2 and "cannot write to checkpoint_path" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_disk_full_during_save_keeps_previous_checkpoint(tiny_sudoku: Path, ref: Path, tmp_path: Path) -> None:
     """save_error=stop when the checkpoint itself cannot be written (save_error=continue, and a disk full before
     any write: test_every_write_on_a_full_disk)."""
@@ -536,6 +551,7 @@ def test_malicious_checkpoint_is_refused(tmp_path: Path) -> None:
     assert r.returncode == 2 and not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_predict_one_sudoku(ref: Path, tiny_sudoku: Path, tmp_path: Path) -> None:
     import numpy as np
 

@@ -63,6 +63,7 @@ def test_vote_counts_then_confidence_then_validity_first() -> None:
     assert np.array_equal(tta.vote(grids, conf, valid)[2], a)  # a valid grid beats three invalid votes
 
 
+@pytest.mark.slow
 def test_evaluate_tta_one_copy_is_the_plain_evaluation_and_voting_fixes_copies(tiny_sudoku: Path, monkeypatch) -> None:
     import pretrain
     from tests.conftest import build
@@ -142,6 +143,7 @@ def _tta_keys(row: dict) -> set[str]:
     return {k for k in row if "tta" in k}
 
 
+@pytest.mark.slow
 def test_training_votes_at_the_last_eval_with_the_weights_of_the_headline(tiny_sudoku: Path, tmp_path: Path) -> None:
     from tests.conftest import read_metrics, run_py
 
@@ -179,6 +181,7 @@ def test_training_votes_at_the_last_eval_with_the_weights_of_the_headline(tiny_s
     assert voted("ema=false")[1] != pytest.approx(last["all/tta_accuracy"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_training_votes_at_every_eval_when_asked(tiny_sudoku: Path, tmp_path: Path) -> None:
     from tests.conftest import read_metrics
 
@@ -191,6 +194,7 @@ def test_training_votes_at_every_eval_when_asked(tiny_sudoku: Path, tmp_path: Pa
         assert m["all/tta/k1/votes"] == pytest.approx(m["all/exact_accuracy"])
 
 
+@pytest.mark.slow
 def test_training_with_several_processes_skips_it_and_says_how_to_vote(tiny_sudoku: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -208,6 +212,7 @@ def test_training_with_several_processes_skips_it_and_says_how_to_vote(tiny_sudo
     assert len(evals) == 1 and _tta_keys(evals[0]) == set()
 
 
+@pytest.mark.slow
 def test_bad_eval_tta_is_refused_before_training(tiny_sudoku: Path, tmp_path: Path) -> None:
     from tests.conftest import SHORT_RUN, build_tiny_arc, pretrain_args, run_py
 
@@ -231,6 +236,7 @@ def test_bad_eval_tta_is_refused_before_training(tiny_sudoku: Path, tmp_path: Pa
             assert r.stderr.strip().endswith(f"python dataset/score_arc.py --preds {run} --data {arc}"), r.stderr
 
 
+@pytest.mark.slow
 def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_alone(
     tiny_sudoku: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -264,6 +270,7 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
     assert "test exact accuracy >= 10% first reached" not in out and f"best {max(plain):.1%}" in out
 
 
+@pytest.mark.slow
 def test_tta_reuses_the_compiled_evaluation(tiny_sudoku: Path) -> None:
     """With compile on, the vote's forwards hit the graph the evaluation compiled: torch.compile guards on the
     `return_keys` list and on inference-mode tensors, and a second graph costs a compile (~a minute on a GPU)."""
