@@ -244,7 +244,7 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
 
     import pretrain
     from tests.conftest import read_metrics
-    from train import records, train_loop
+    from train import loop, records
 
     real, pause, calls = tta.evaluate_tta, 1.5, []
 
@@ -254,7 +254,7 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
         calls.append(time.time())
         return {s: m | {"tta_exact_accuracy": 1.0} for s, m in out.items()}
 
-    monkeypatch.setattr(train_loop, "evaluate_tta", slow_and_perfect)
+    monkeypatch.setattr(loop, "evaluate_tta", slow_and_perfect)
     cfg = launch_config(tiny_sudoku, tmp_path / "run", checkpoint_minutes=None, eval_tta=2, eval_tta_every=True)
     pretrain.launch(cfg)
     out = capsys.readouterr().out
