@@ -65,7 +65,7 @@ def find_run(extra: list[str]) -> str | None:
 
 def next_commands(run_dir: str, data: str = DATA) -> list[tuple[str, str]]:
     """(what it does, command) for the run just trained, each paste-able as printed (from the repo folder)."""
-    from utils import checkpoint as ckpt
+    from train import checkpoint as ckpt
 
     where = os.path.join(REPO, run_dir) if not os.path.isabs(run_dir) else run_dir
     steps = ckpt.list_complete(where)

@@ -293,7 +293,7 @@ def check_packages() -> Check:
 
 
 def check_wandb() -> Check:
-    from utils.tracking import wandb_logged_in
+    from train.tracking import wandb_logged_in
 
     version = _dist_version("wandb")
     if version is None:
@@ -572,7 +572,7 @@ def find_datasets(root: str = "data") -> list[str]:
 
 
 def run_defaults(torch: Any, device: Any, attention: str) -> str:
-    from utils.runtime import compile_wanted, resolve_forward_dtype
+    from train.runtime import compile_wanted, resolve_forward_dtype
 
     dtype, _ = resolve_forward_dtype(None, device)
     use_compile, _ = compile_wanted("auto", device)
@@ -648,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         print(out.summary(time.monotonic() - t0))
         return 1
 
-    from utils.runtime import resolve_device
+    from train.runtime import resolve_device
 
     device, _ = resolve_device("auto")  # the device a run with device=auto would take (cuda, mps or cpu)
     if args.quick:

@@ -7,7 +7,7 @@ or without torch.compile's `_orig_mod.` prefix. Writes `step_<N>_all_preds.<rank
 (a dict of the tensors named in `save_outputs`), the original's format; `output_dir=<folder>` writes it
 elsewhere (a read-only run folder), `save_outputs=[]` writes nothing.
 
-`tta=K` (Sudoku, Maze) also solves K transformed copies of every test puzzle and votes (utils/tta.py);
+`tta=K` (Sudoku, Maze) also solves K transformed copies of every test puzzle and votes (train/tta.py);
 `tta_prefer_valid=false` drops the preference for valid Sudoku solutions, `tta_seed` picks the transforms.
 
 `per_step=true` adds a table with one row per ACT segment: exact and token accuracy if every prediction were
@@ -30,24 +30,24 @@ import yaml
 from omegaconf import OmegaConf
 
 from dataset.loader import model_metadata
-from pretrain import TrainState, create_dataloader, create_model, eval_headline, evaluate, setup_runtime
+from dataset.transforms import puzzle_kind
+from train.config import PretrainConfig, config_error, eval_batch, validate_config
+from train.config import defaults as config_defaults
+from train.runtime import init_distributed, setup_runtime
+from train.steps import TrainState, create_dataloader, create_model, eval_headline, evaluate
+from train.trm_config import from_trm_config
+from train.tta import check_tta_kind, evaluate_tta, prefix_sizes
+from train.weights import checkpoint_file, load_checkpoint, weights_file
 from utils import shell
-from utils.checkpoint import checkpoint_file, load_checkpoint, weights_file
-from utils.config import PretrainConfig, config_error, eval_batch, validate_config
 from utils.errors import UserError, close_matches, exit_with
-from utils.runtime import init_distributed
-from utils.trm_config import from_trm_config
-from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes, puzzle_kind
 
 DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 def default_config() -> dict[str, Any]:
-    """cfg_pretrain.yaml with arch/hrm_v1.yaml, as Hydra would compose them with no overrides."""
-    base = OmegaConf.load(os.path.join(REPO, "config", "cfg_pretrain.yaml"))
-    base.pop("defaults", None)
-    base.pop("hydra", None)
+    """PretrainConfig's defaults with arch/hrm_v1.yaml, as Hydra composes config/cfg_pretrain.yaml with no overrides."""
+    base = OmegaConf.create(config_defaults())
     base.arch = OmegaConf.load(os.path.join(REPO, "config", "arch", "hrm_v1.yaml"))
     return OmegaConf.to_container(base, resolve=True)  # type: ignore[return-value]
 
@@ -72,7 +72,7 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
                 "give data_path=<dataset folder> and any arch.* settings the model was trained with"
             )
         base = default_config()
-        source = "defaults (config/cfg_pretrain.yaml)"
+        source = "defaults (train/config.py, config/arch/hrm_v1.yaml)"
 
     merged = OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(cli))
     known = set(PretrainConfig.model_fields)
@@ -124,7 +124,7 @@ def check_output_dir(out_dir: str, ckpt: str) -> None:
 
 
 def tta_options(cli: dict[str, Any]) -> tuple[int, bool, int]:
-    """Pop `tta=K [tta_prefer_valid=true] [tta_seed=0]` (test-time augmentation, utils/tta.py)."""
+    """Pop `tta=K [tta_prefer_valid=true] [tta_seed=0]` (test-time augmentation, train/tta.py)."""
     k, prefer, seed = cli.pop("tta", 1), cli.pop("tta_prefer_valid", True), cli.pop("tta_seed", 0)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise UserError(f"tta must be a whole number >= 1 (transformed copies per test puzzle), got {k!r}")

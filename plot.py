@@ -28,8 +28,8 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
+from train.tracking import metrics_file, read_metrics
 from utils.errors import UserError, close_matches, exit_with
-from utils.tracking import metrics_file, read_metrics
 
 DEFAULT_PANELS: list[tuple[str, list[str]]] = [
     ("lm loss (train)", ["train/lm_loss"]),

@@ -27,10 +27,10 @@ from omegaconf import OmegaConf
 
 from evaluate import load_eval_config
 from models.losses import ACTLossHead
-from pretrain import create_model, setup_runtime
-from utils.checkpoint import load_checkpoint, weights_file
+from train.runtime import Dist, setup_runtime
+from train.steps import create_model
+from train.weights import load_checkpoint, weights_file
 from utils.errors import UserError, exit_with
-from utils.runtime import Dist
 
 MAZE_CHARS = "# SGo"  # tokens 1..5 (0 = pad)
 

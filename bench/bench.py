@@ -174,10 +174,10 @@ def setup_ours(
     fp8: bool = False,
 ):
     sys.path.insert(0, str(root))
-    import pretrain
     from dataset.format import PuzzleDatasetMetadata
-    from utils.ema import EMA
-    from utils.runtime import Dist
+    from train import steps as pretrain  # the original's names (PretrainConfig, create_model, train_batch...)
+    from train.ema import EMA
+    from train.runtime import Dist, setup_runtime
 
     config = pretrain.PretrainConfig(
         **cfg,
@@ -189,7 +189,7 @@ def setup_ours(
         nograd_fp8=fp8,
     )
     d = Dist()
-    rt = pretrain.setup_runtime(config, d, training=True)
+    rt = setup_runtime(config, d, training=True)
     m = PuzzleDatasetMetadata(**meta)
     model, opts, lrs = pretrain.create_model(
         config, m, d, rt.device, rt.forward_dtype, rt.use_compile, compile_mode=rt.compile_mode

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from utils.config import recipe_arch  # noqa: E402
+from train.config import recipe_arch  # noqa: E402
 from utils.errors import UserError, exit_with  # noqa: E402
 
 RUNNER = REPO / "bench" / "standins" / "run_original.py"

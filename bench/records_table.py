@@ -6,7 +6,7 @@ the time limit (25 min) and the accuracy of the last evaluation inside it.
 
 A path is a run folder (metrics.jsonl inside; all_config.yaml or the peers' run.json name its recipe) or a
 metrics.jsonl file (.gz too). The accuracy of an evaluation: the mean over its test sets of `<set>/exact_accuracy`
-(the paper's protocol; the EMA weights when the run had ema=true), as in the run's own summary (utils/records.py);
+(the paper's protocol; the EMA weights when the run had ema=true), as in the run's own summary (train/records.py);
 `--raw` reads the raw weights' `raw/<set>/exact_accuracy` of an EMA run instead (runs without EMA: the same keys). Times: `elapsed_s` of the row.
 A last column gives the best test-time-augmentation score inside the limit (`<set>/tta_exact_accuracy`, logged by
 runs with `eval_tta=K`): voting over transformed copies is not the paper's protocol, so it never sets the times.
@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from train.records import clock  # noqa: E402
+from train.tracking import metrics_file, read_metrics  # noqa: E402
 from utils.errors import UserError, exit_with  # noqa: E402
-from utils.records import clock  # noqa: E402
-from utils.tracking import metrics_file, read_metrics  # noqa: E402
 
 THRESHOLDS = (0.2, 0.4, 0.55, 0.87)  # the issue's marks: 55% (HRM paper), 87% (TRM's published figure)
 

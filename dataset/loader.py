@@ -27,9 +27,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from dataset.format import FIELDS, PuzzleDatasetMetadata
+from dataset.transforms import Transforms, puzzle_kind, random_transforms
 from models.losses import IGNORE_LABEL_ID
 from utils.errors import UserError
-from utils.tta import Transforms, puzzle_kind, random_transforms
 
 Batch = dict[str, torch.Tensor]
 SPLITS = ("train", "test", "val")  # split names a folder may hold; val/ is optional (dataset/format.py)

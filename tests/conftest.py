@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.runtime import Dist
+from train.runtime import Dist
 
 REPO = Path(__file__).resolve().parent.parent
 # Small samples of the public raw data, committed (tests/fixtures/data/README.md): what the tests read by default.

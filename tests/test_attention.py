@@ -92,7 +92,7 @@ def test_broken_flash_import_counts_as_absent(monkeypatch) -> None:
 
 
 def test_compile_guard_falls_back_to_eager_once() -> None:
-    from utils.runtime import CompileGuard
+    from train.runtime import CompileGuard
 
     class Broken(torch.nn.Module):
         def forward(self, x):

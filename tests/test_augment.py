@@ -86,6 +86,7 @@ def test_other_datasets_are_refused_before_training(tiny_sudoku: Path, tmp_path:
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_a_run_with_online_augmentation_trains_and_says_so(tiny_sudoku: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     r = run_py(pretrain_args(tiny_sudoku, run, SHORT_RUN, "augment_online=true"))

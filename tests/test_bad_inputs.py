@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, TINY_ARCH, launch_config, run_py
-from utils.checkpoint import checkpoint_file, load_checkpoint
+from train.weights import checkpoint_file, load_checkpoint
 from utils.errors import UserError
 
 # ----------------------------------------------------------------------------------------------------------
@@ -272,6 +272,7 @@ def test_predict_max_steps(value: str) -> None:
     assert predict.positive_int("max_steps", "32") == 32
 
 
+@pytest.mark.slow
 @BAD_INPUT
 def test_predict_max_steps_end_to_end(run_dir: Path) -> None:
     line = one_line_error(
@@ -559,7 +560,7 @@ def test_zero_byte_checkpoint(run_copy: Path) -> None:
 @CRAFTED
 @pytest.mark.parametrize("kind", ["empty", "truncated zip", "pickle that runs code"])
 def test_crafted_weights_for_predict(tmp_path: Path, kind: str) -> None:
-    """predict.py reads weights through utils/checkpoint.load_checkpoint: the same one line (zero bytes crashed it)."""
+    """predict.py reads weights through train/weights.load_checkpoint: the same one line (zero bytes crashed it)."""
     _RunsCode.marker = str(tmp_path / "PWNED")
     path = tmp_path / "step_1"
     content = {"empty": b"", "truncated zip": b"PK\x03\x04 truncated"}
@@ -583,7 +584,7 @@ def test_weights_of_another_depth_name_the_key(run_dir: Path, tiny_sudoku: Path)
     import evaluate
     import pretrain
     from dataset.loader import load_metadata
-    from utils.runtime import Dist
+    from train.runtime import Dist
 
     config, ckpt, _ = evaluate.load_eval_config({"checkpoint": str(run_dir / "step_2"), "arch": {"L_layers": 2}})
     model, _, _ = pretrain.create_model(
@@ -735,7 +736,7 @@ def test_plot_refuses_binary_metrics(tmp_path: Path, kind: str) -> None:
 @CRAFTED
 @pytest.mark.parametrize("kind", ["empty", "garbage"])
 def test_resume_from_crafted_state_is_refused(run_copy: Path, tiny_sudoku: Path, kind: str) -> None:
-    """Crafted `.state` (zero bytes, junk): resume=<path> names it in one line (utils/checkpoint.py)."""
+    """Crafted `.state` (zero bytes, junk): resume=<path> names it in one line (train/checkpoint.py)."""
     import pretrain
     from tests.conftest import tiny_config
 
@@ -790,18 +791,20 @@ CPU_OOM = (
 def _launch_with(monkeypatch, tiny_sudoku: Path, tmp_path: Path, target: str, error: BaseException) -> str:
 
     import pretrain
+    from train import loop
 
     cfg = launch_config(tiny_sudoku, tmp_path / "run", epochs=1)
 
     def fail(*_args, **_kwargs):
         raise error
 
-    monkeypatch.setattr(pretrain, target, fail)
+    monkeypatch.setattr(loop, target, fail)  # the name the loop calls
     with pytest.raises(UserError) as err:
         pretrain.launch(cfg)
     return str(err.value)
 
 
+@pytest.mark.slow
 @BAD_INPUT
 @pytest.mark.parametrize(
     ("target", "error", "expected"),

@@ -27,6 +27,7 @@ def env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["default", "muon"])
 def test_two_node_launch_on_one_machine_equals_one_process(tiny_sudoku: Path, tmp_path: Path, optimizer: str) -> None:
     extra = ["muon=true"] if optimizer == "muon" else []  # Muon steps on the all-reduced gradients, as AdamATan2
@@ -79,6 +80,7 @@ def test_two_node_launch_on_one_machine_equals_one_process(tiny_sudoku: Path, tm
         torch.testing.assert_close(w1[k], w2[k], rtol=rel, atol=atol)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_two_processes_resumes_on_one(tiny_sudoku: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533"]
@@ -104,6 +106,7 @@ def test_checkpoint_from_two_processes_resumes_on_one(tiny_sudoku: Path, tmp_pat
     assert "ACT carries restart" in r.stdout and "is already finished (step 8" in r.stdout
 
 
+@pytest.mark.slow
 def test_killed_rank_stops_all_ranks(tiny_sudoku: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29535"]

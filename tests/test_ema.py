@@ -1,4 +1,4 @@
-"""utils/ema.py: the weight average TRM evaluates with (ema=true, ema_rate)."""
+"""train/ema.py: the weight average TRM evaluates with (ema=true, ema_rate)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.ema import EMA
+from train.ema import EMA
 
 
 class Net(nn.Module):
@@ -97,6 +97,7 @@ def _run(data, run_dir, *extra):
     return r
 
 
+@pytest.mark.slow
 def test_ema_run_evaluates_the_average_and_resumes_bit_exactly(tiny_sudoku, tmp_path) -> None:
     from tests.conftest import read_metrics, run_py
 
@@ -142,6 +143,7 @@ def test_ema_run_evaluates_the_average_and_resumes_bit_exactly(tiny_sudoku, tmp_
     assert raw_acc != pytest.approx(evals[-1]["all/accuracy"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_ema_requested_on_a_checkpoint_without_one_says_so(tiny_sudoku, tmp_path) -> None:
     from tests.conftest import read_metrics, run_py
 

@@ -15,7 +15,7 @@ from models.attention import select_attention_backend
 from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
 from models.losses import ACTLossHead
 from tests.conftest import run_py
-from utils.checkpoint import load_checkpoint
+from train.weights import load_checkpoint
 
 FIX = Path(__file__).parent / "fixtures" / "original"
 VARIANTS = {"rope": "stablemax_cross_entropy", "learned": "softmax_cross_entropy"}

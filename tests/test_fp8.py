@@ -173,6 +173,7 @@ def test_fp8_is_refused_where_its_gemms_cannot_run(monkeypatch) -> None:
     assert not layers._nograd_fp8  # a refusal or "off" leaves it off
 
 
+@pytest.mark.slow
 def test_a_run_trains_in_fp8_and_scores_in_its_forward_dtype(tiny_sudoku, tmp_path) -> None:
     from tests.conftest import SHORT_RUN, pretrain_args, read_metrics, run_py
 

@@ -94,6 +94,7 @@ def test_muon_takes_the_blocks_matrices_only() -> None:
     assert len(matrices) + len(rest) == len(list(model.parameters()))
 
 
+@pytest.mark.slow
 def test_run_with_muon_trains_resumes_bit_identically_and_refuses_the_other_setting(
     tiny_sudoku: Path, tmp_path: Path
 ) -> None:

@@ -84,6 +84,7 @@ def printed_command(out: str, after: str) -> str:
     return out.split(after, 1)[1].lstrip("\n").splitlines()[0].strip()
 
 
+@pytest.mark.slow
 def test_odd_data_path_stop_resume_and_evaluate_paste_back(tiny_sudoku: Path, reference: Path, tmp_path: Path) -> None:
     data = tmp_path / "my data é=1" / "sudoku tiny"  # spaces, non-ASCII, `=`: each breaks an unquoted override
     shutil.copytree(tiny_sudoku, data)
@@ -118,6 +119,7 @@ def test_odd_data_path_stop_resume_and_evaluate_paste_back(tiny_sudoku: Path, re
     assert e.returncode == 0 and "all: accuracy=" in e.stdout, e.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_legacy_run_folder_with_spaces_resumes_under_its_name(
     reference: Path, tiny_sudoku: Path, tmp_path: Path
 ) -> None:
@@ -139,6 +141,7 @@ def test_legacy_run_folder_with_spaces_resumes_under_its_name(
     assert e.returncode == 0 and "all: accuracy=" in e.stdout, e.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_after_the_current_step(tiny_sudoku: Path, tmp_path: Path) -> None:
     """A step of ~1 s: the metrics file shows step s (read one late, so s+1 is done); Ctrl-C within that
     next step stops at s+2 at the latest (before: the step after the next, s+3 or s+4)."""
@@ -165,6 +168,7 @@ def test_ctrl_c_stops_after_the_current_step(tiny_sudoku: Path, tmp_path: Path) 
     assert re.search(r"SIGINT received: finishing this step \(at most ~[\d.]+s: a step takes [\d.]+s\)", out), out
 
 
+@pytest.mark.slow
 def test_plan_counts_the_steps_the_run_ends_at(tiny_sudoku: Path, tmp_path: Path) -> None:
     """64 groups, batch 24, 2 passes of 4 epochs: 10 whole batches a pass, 20 steps (the original's
     formula, which sets the lr schedule, says int(8 * 64 / 24) = 21)."""

@@ -36,6 +36,7 @@ def train(data: Path, run_dir: Path, *extra: str, launcher: list[str] | None = N
     return r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     out = train(tiny_sudoku, tmp_path / "run")
     # start-up report names the choices and why
@@ -117,6 +118,7 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     assert "predictions:" not in r.stdout and not list(held.rglob("*_all_preds*"))
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_equal_one(tiny_sudoku: Path, tmp_path: Path) -> None:
     # Exploration draws are per rank, so turn them off to compare step by step.
     extra = ["arch.halt_exploration_prob=0", "epochs=8", "eval_interval=4"]
@@ -145,6 +147,7 @@ def run_fails(args: list[str]) -> str:
     return r.stderr
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_clear_message(tiny_sudoku: Path, tmp_path: Path) -> None:
     err = run_fails(["pretrain.py", f"data_path={tmp_path / 'data/sudoku-extreme-1k-aug-1000'}"])
     assert "does not exist" in err and "build_sudoku_dataset.py" in err
@@ -206,6 +209,7 @@ def test_batch_not_divisible_by_world_size(tiny_sudoku: Path) -> None:
         PuzzleDataset(cfg, "train")
 
 
+@pytest.mark.slow
 def test_disable_compile_env_is_reported(tiny_sudoku: Path, tmp_path: Path) -> None:
     r = run_py(
         [
@@ -224,6 +228,7 @@ def test_disable_compile_env_is_reported(tiny_sudoku: Path, tmp_path: Path) -> N
     assert "off (DISABLE_COMPILE is set)" in r.stdout
 
 
+@pytest.mark.slow
 def test_compile_mode_reaches_torch_compile(tiny_sudoku: Path, tmp_path: Path) -> None:
     """compile_mode=reduce-overhead (CUDA graphs on a GPU; ignored by Inductor on CPU) trains, is reported, and
     marks a new generation of graph replays before each compiled call; a mistyped mode stops before training."""
@@ -241,7 +246,7 @@ def test_compile_mode_reaches_torch_compile(tiny_sudoku: Path, tmp_path: Path) -
 
 
 def test_cuda_graph_modes_mark_each_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    from utils.runtime import CompileGuard
+    from train.runtime import CompileGuard
 
     marks: list[int] = []
     compiles: list[dict] = []
@@ -273,7 +278,7 @@ def test_cuda_graph_modes_mark_each_step(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_cuda_graph_failures_fall_back_until_the_first_replay(monkeypatch: pytest.MonkeyPatch) -> None:
     """cudagraph trees warm up at a call, record at the next and replay from the third: a failure at any of them
     continues eager with one line; without CUDA graphs the first success ends the trial (as before)."""
-    from utils.runtime import CompileGuard
+    from train.runtime import CompileGuard
 
     class FailsAtSecondCall(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -307,7 +312,7 @@ def test_cuda_graph_failures_fall_back_until_the_first_replay(monkeypatch: pytes
 def test_out_of_graph_pool_copies_the_carry() -> None:
     """The ACT carry (nested dataclasses, a dict of tensors) comes back whole, equal, in memory of its own."""
     from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1Carry, HierarchicalReasoningModel_ACTV1InnerCarry
-    from utils.runtime import out_of_graph_pool
+    from train.runtime import out_of_graph_pool
 
     inner = HierarchicalReasoningModel_ACTV1InnerCarry(z_H=torch.randn(2, 3), z_L=torch.randn(2, 3))
     carry = HierarchicalReasoningModel_ACTV1Carry(
@@ -325,6 +330,7 @@ def test_out_of_graph_pool_copies_the_carry() -> None:
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
 
 
+@pytest.mark.slow
 def test_micro_batches_equal_one_big_batch(tiny_sudoku: Path, tmp_path: Path) -> None:
     """Gradient accumulation over 4 micro-batches, each with its own ACT carry, equals one batch of 64."""
     extra = ["arch.halt_exploration_prob=0", "epochs=4", "eval_interval=2", "checkpoint_minutes=null"]
@@ -348,6 +354,7 @@ def test_micro_batches_equal_one_big_batch(tiny_sudoku: Path, tmp_path: Path) ->
 def test_out_of_memory_is_answered_with_figures_and_settings(tiny_sudoku: Path, tmp_path: Path, monkeypatch) -> None:
 
     import pretrain
+    from train import loop
     from utils.errors import UserError
 
     cfg = launch_config(tiny_sudoku, tmp_path / "run")
@@ -355,7 +362,7 @@ def test_out_of_memory_is_answered_with_figures_and_settings(tiny_sudoku: Path, 
     def out_of_memory(*_args, **_kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(pretrain, "train_batch", out_of_memory)
+    monkeypatch.setattr(loop, "train_batch", out_of_memory)  # the name the loop calls
     with pytest.raises(UserError) as err:
         pretrain.launch(cfg)
     msg = str(err.value)
@@ -365,8 +372,8 @@ def test_out_of_memory_is_answered_with_figures_and_settings(tiny_sudoku: Path, 
 
 def test_eval_batch_not_divisible_names_its_key(tiny_sudoku: Path) -> None:
     import pretrain
+    from train.runtime import Dist
     from utils.errors import UserError
-    from utils.runtime import Dist
 
     config = tiny_config(tiny_sudoku, eval_batch_size=33)
     d = Dist(rank=0, world_size=2, local_rank=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from utils.tracking import Estimate, LineProgress, StepRate
+from train.tracking import Estimate, LineProgress, StepRate
 
 
 class Clock:

@@ -13,7 +13,15 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, read_metrics, run_py
-from utils.config import PretrainConfig, check_cli_overrides, group_choices, validate_config
+from train.config import (
+    DEFAULTS_NAME,
+    PretrainConfig,
+    check_cli_overrides,
+    defaults,
+    group_choices,
+    register_defaults,
+    validate_config,
+)
 from utils.errors import UserError
 
 # The recipes as flags: the Makefile's sudoku-mix target (the paper's Sudoku-1k) and TRM's README
@@ -37,9 +45,23 @@ def compose(overrides: list[str], config_dir: Path = REPO / "config") -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    register_defaults()  # as pretrain.main does: cfg_pretrain composes PretrainConfig's defaults first
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         cfg = hydra_compose("cfg_pretrain", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def test_each_default_is_written_once() -> None:
+    """PretrainConfig (train/config.py) is the one home of every default: config/cfg_pretrain.yaml sets no key, only
+    Hydra's defaults list (PretrainConfig's first) and Hydra's own settings, so the two cannot drift; what Hydra
+    composes with no overrides is exactly those defaults, and so every field can be set as `key=value`."""
+    raw = yaml.safe_load((REPO / "config" / "cfg_pretrain.yaml").read_text())
+    assert set(raw) == {"defaults", "hydra"}, set(raw) - {"defaults", "hydra"}
+    assert raw["defaults"][0] == DEFAULTS_NAME
+    composed = compose([])
+    assert composed.pop("arch")["name"].startswith("hrm.")
+    assert composed == defaults()
+    assert set(defaults()) == set(PretrainConfig.model_fields) - {"arch"}
 
 
 def test_the_recipes_are_these() -> None:
@@ -52,7 +74,7 @@ def test_recipe_is_its_flag_list(name: str) -> None:
     by_recipe, by_flags, default = compose([f"recipe={name}"]), compose(flags), compose([])
     assert by_recipe.pop("recipe") == name and by_flags.pop("recipe") is None
     assert by_recipe == by_flags
-    # ...and the recipe did override cfg_pretrain's defaults (weight decay 0.1 there, 1.0 in both recipes)
+    # ...and the recipe did override PretrainConfig's defaults (weight decay 0.1 there, 1.0 in both recipes)
     assert default["weight_decay"] == 0.1 and by_recipe["weight_decay"] == 1.0
     config = PretrainConfig(**by_recipe, recipe=name)
     validate_config(config)  # the recipe's keys are settings of its arch
@@ -76,9 +98,9 @@ def test_no_recipe_is_the_config_of_before(tmp_path: Path) -> None:
     text = text.replace("  - recipe: null\n", "").replace("\nrecipe: null\n", "\n")
     assert "recipe" not in yaml.safe_load(text) and "recipe: null" not in text
     (before / "cfg_pretrain.yaml").write_text(text)
-    now = compose([])
-    assert now.pop("recipe") is None
-    assert now == compose([], before)
+    now, then = compose([]), compose([], before)
+    assert now.pop("recipe") is None and then.pop("recipe") is None  # PretrainConfig's default, in both
+    assert now == then
     assert now["arch"]["name"].startswith("hrm.") and now["lr"] == 1e-4 and now["ema"] is False
 
 
@@ -121,6 +143,7 @@ TINY += ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_c
 TINY += ["arch.halt_max_steps=2", "arch.puzzle_emb_len=2", "compile=false", "device=cpu"]
 
 
+@pytest.mark.slow
 def test_run_started_with_a_recipe_saves_it_evaluates_and_resumes(tiny_sudoku: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()

@@ -1,10 +1,10 @@
-"""utils/records.py: time to each test exact accuracy threshold, across a resume too."""
+"""train/records.py: time to each test exact accuracy threshold, across a resume too."""
 
 from __future__ import annotations
 
 import pytest
 
-from utils import records
+from train import records
 
 
 def test_first_crossings_best_and_resume(monkeypatch) -> None:

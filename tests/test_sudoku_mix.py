@@ -73,6 +73,7 @@ def count_puzzles(lists: Path, source: str) -> int:
     return len(sudoku.read_any(str(lists / sudoku_mix.SOURCES[source][0])).inputs)
 
 
+@pytest.mark.slow
 def test_mix_splits_follow_the_recipe(mix: tuple[Path, Path, int]) -> None:
     lists, mix_dir, size = mix
     info = json.loads((mix_dir / "mix.json").read_text())

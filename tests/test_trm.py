@@ -15,9 +15,9 @@ from models.attention import select_attention_backend
 from models.losses import ACTLossHead
 from pretrain import check_cli_overrides
 from tests.conftest import REPO, WALL_CLOCK_KEYS, read_metrics, run_py
-from utils.checkpoint import load_checkpoint
+from train.functions import load_model_class
+from train.weights import load_checkpoint
 from utils.errors import UserError
-from utils.functions import load_model_class
 
 FIX = Path(__file__).parent / "fixtures" / "trm"
 ARCH = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
@@ -260,6 +260,7 @@ def test_trm_checkpoint_with_and_without_orig_mod_loads_identically() -> None:
     assert torch.equal(states[0]["model.inner.q_head.weight"], raw["_orig_mod.model.inner.q_head.weight"])
 
 
+@pytest.mark.slow
 def test_evaluate_reads_trm_checkpoint_and_its_all_config(tmp_path: Path) -> None:
     run = tmp_path / "ckpt"
     shutil.copytree(FIX / "ckpt", run)
@@ -284,6 +285,7 @@ def test_evaluate_reads_trm_checkpoint_and_its_all_config(tmp_path: Path) -> Non
             assert torch.equal(preds[k], theirs[k][:n]), k
 
 
+@pytest.mark.slow
 def test_trm_config_with_several_data_paths_asks_for_one(tmp_path: Path) -> None:
     run = tmp_path / "ckpt"
     shutil.copytree(FIX / "ckpt", run)
@@ -310,6 +312,7 @@ def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / f"step_{steps[-1]}", weights_only=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["arch.mlp_t=true", "arch.pos_encodings=none"]], ids=["attention", "mlp_t"])
 def test_trainer_trains_trm_micro_batches_and_evaluates(tiny_sudoku: Path, tmp_path: Path, extra: list[str]) -> None:
     train(tiny_sudoku, tmp_path / "big", *extra)
@@ -331,6 +334,7 @@ def test_trainer_trains_trm_micro_batches_and_evaluates(tiny_sudoku: Path, tmp_p
     assert r.returncode == 0 and "all: " in r.stdout, r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_trm_resume_is_bit_identical(tiny_sudoku: Path, tmp_path: Path) -> None:
     """A run resumed from its full-state checkpoint at step 3 (mid-pass: ACT carries, RNG, optimizers, data
     position restored) ends with the uninterrupted run's weights, bit for bit."""

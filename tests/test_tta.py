@@ -1,4 +1,4 @@
-"""Test-time augmentation (utils/tta.py, evaluate.py tta=K): the builders' transforms, undone; whole-grid votes."""
+"""Test-time augmentation (train/tta.py, evaluate.py tta=K): the builders' transforms (dataset/transforms.py), undone; whole-grid votes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from dataset import transforms
 from dataset.puzzles.sudoku import is_solution, solve
 from tests.conftest import launch_config
-from utils import tta
-from utils.runtime import Dist
+from train import tta
+from train.runtime import Dist
 
 PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
 
@@ -24,7 +25,7 @@ def sudoku_tokens() -> tuple[np.ndarray, np.ndarray]:
 
 def test_sudoku_transforms_are_the_builders_and_undo_exactly() -> None:
     x, y = sudoku_tokens()
-    tf = tta.make_transforms("sudoku", 16, vocab_size=11, seed=3)
+    tf = transforms.make_transforms("sudoku", 16, vocab_size=11, seed=3)
     xs, ys = tf.apply(x), tf.apply(y)
     assert xs.shape == (1, 16, 81)
     assert np.array_equal(xs[0, 0], x[0]) and np.array_equal(ys[0, 0], y[0])  # copy 0 is the puzzle itself
@@ -37,7 +38,7 @@ def test_sudoku_transforms_are_the_builders_and_undo_exactly() -> None:
 def test_maze_transforms_are_the_eight_symmetries() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(1, 6, size=(3, 900))
-    tf = tta.make_transforms("maze", 8, vocab_size=6, seed=1)
+    tf = transforms.make_transforms("maze", 8, vocab_size=6, seed=1)
     xs = tf.apply(x)
     assert np.array_equal(xs[:, 0], x) and len({r.tobytes() for r in xs[0]}) == 8
     from dataset.puzzles.dihedral import dihedral_transform
@@ -46,9 +47,9 @@ def test_maze_transforms_are_the_eight_symmetries() -> None:
     assert {r.reshape(30, 30).tobytes() for r in xs[0]} == want
     assert np.array_equal(tf.undo(xs), np.repeat(x[:, None], 8, axis=1))
     with pytest.raises(ValueError, match="8 symmetries"):
-        tta.make_transforms("maze", 9, vocab_size=6)
+        transforms.make_transforms("maze", 9, vocab_size=6)
     with pytest.raises(ValueError, match="not arc"):
-        tta.make_transforms("arc", 2, vocab_size=12)
+        transforms.make_transforms("arc", 2, vocab_size=12)
 
 
 def test_vote_counts_then_confidence_then_validity_first() -> None:
@@ -62,6 +63,7 @@ def test_vote_counts_then_confidence_then_validity_first() -> None:
     assert np.array_equal(tta.vote(grids, conf, valid)[2], a)  # a valid grid beats three invalid votes
 
 
+@pytest.mark.slow
 def test_evaluate_tta_one_copy_is_the_plain_evaluation_and_voting_fixes_copies(tiny_sudoku: Path, monkeypatch) -> None:
     import pretrain
     from tests.conftest import build
@@ -78,7 +80,7 @@ def test_evaluate_tta_one_copy_is_the_plain_evaluation_and_voting_fixes_copies(t
     from dataset.loader import load_arrays
 
     arrays = load_arrays(str(tiny_sudoku), "test", meta)["all"]
-    tf = tta.make_transforms("sudoku", 4, vocab_size=11)
+    tf = transforms.make_transforms("sudoku", 4, vocab_size=11)
     answers = tf.apply(np.asarray(arrays["labels"], dtype=np.int64)).reshape(-1, 81)
 
     def oracle(model, eager, inputs, pids, batch, steps, device):
@@ -126,7 +128,7 @@ def test_evaluate_tta_rows_are_the_puzzles_eval_batches_scores(tiny_sudoku: Path
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# In training: eval_tta=K (utils/train_loop.py)
+# In training: eval_tta=K (train/loop.py)
 
 
 def _train(data: Path, run_dir: Path, *extra: str):
@@ -141,6 +143,7 @@ def _tta_keys(row: dict) -> set[str]:
     return {k for k in row if "tta" in k}
 
 
+@pytest.mark.slow
 def test_training_votes_at_the_last_eval_with_the_weights_of_the_headline(tiny_sudoku: Path, tmp_path: Path) -> None:
     from tests.conftest import read_metrics, run_py
 
@@ -178,6 +181,7 @@ def test_training_votes_at_the_last_eval_with_the_weights_of_the_headline(tiny_s
     assert voted("ema=false")[1] != pytest.approx(last["all/tta_accuracy"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_training_votes_at_every_eval_when_asked(tiny_sudoku: Path, tmp_path: Path) -> None:
     from tests.conftest import read_metrics
 
@@ -190,6 +194,7 @@ def test_training_votes_at_every_eval_when_asked(tiny_sudoku: Path, tmp_path: Pa
         assert m["all/tta/k1/votes"] == pytest.approx(m["all/exact_accuracy"])
 
 
+@pytest.mark.slow
 def test_training_with_several_processes_skips_it_and_says_how_to_vote(tiny_sudoku: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -207,6 +212,7 @@ def test_training_with_several_processes_skips_it_and_says_how_to_vote(tiny_sudo
     assert len(evals) == 1 and _tta_keys(evals[0]) == set()
 
 
+@pytest.mark.slow
 def test_bad_eval_tta_is_refused_before_training(tiny_sudoku: Path, tmp_path: Path) -> None:
     from tests.conftest import SHORT_RUN, build_tiny_arc, pretrain_args, run_py
 
@@ -230,6 +236,7 @@ def test_bad_eval_tta_is_refused_before_training(tiny_sudoku: Path, tmp_path: Pa
             assert r.stderr.strip().endswith(f"python dataset/score_arc.py --preds {run} --data {arc}"), r.stderr
 
 
+@pytest.mark.slow
 def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_alone(
     tiny_sudoku: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -237,7 +244,7 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
 
     import pretrain
     from tests.conftest import read_metrics
-    from utils import records, train_loop
+    from train import loop, records
 
     real, pause, calls = tta.evaluate_tta, 1.5, []
 
@@ -247,7 +254,7 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
         calls.append(time.time())
         return {s: m | {"tta_exact_accuracy": 1.0} for s, m in out.items()}
 
-    monkeypatch.setattr(train_loop, "evaluate_tta", slow_and_perfect)
+    monkeypatch.setattr(loop, "evaluate_tta", slow_and_perfect)
     cfg = launch_config(tiny_sudoku, tmp_path / "run", checkpoint_minutes=None, eval_tta=2, eval_tta_every=True)
     pretrain.launch(cfg)
     out = capsys.readouterr().out
@@ -263,6 +270,7 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
     assert "test exact accuracy >= 10% first reached" not in out and f"best {max(plain):.1%}" in out
 
 
+@pytest.mark.slow
 def test_tta_reuses_the_compiled_evaluation(tiny_sudoku: Path) -> None:
     """With compile on, the vote's forwards hit the graph the evaluation compiled: torch.compile guards on the
     `return_keys` list and on inference-mode tensors, and a second graph costs a compile (~a minute on a GPU)."""
@@ -272,7 +280,7 @@ def test_tta_reuses_the_compiled_evaluation(tiny_sudoku: Path) -> None:
     import pretrain
     from dataset.loader import load_arrays
     from tests.conftest import CPU, D, build
-    from utils.runtime import CompileGuard
+    from train.runtime import CompileGuard
 
     config, state, loader, meta = build(tiny_sudoku, halt_max_steps=2)
     torch._dynamo.reset()

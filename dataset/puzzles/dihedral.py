@@ -1,5 +1,5 @@
-"""The 8 symmetries of the square, as the original builders number them (ARC and Maze augmentation, test-time
-augmentation in utils/tta.py)."""
+"""The 8 symmetries of the square, as the original builders number them (ARC and Maze augmentation, their
+transforms as token-grid gathers in dataset/transforms.py)."""
 
 from __future__ import annotations
 

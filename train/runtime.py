@@ -25,7 +25,7 @@ from models.layers import select_mlp_kernel, select_nograd_matmul
 from utils.errors import UserError
 
 if TYPE_CHECKING:
-    from utils.config import PretrainConfig
+    from train.config import PretrainConfig
 
 # ----------------------------------------------------------------------------------------------------------
 # Distributed

@@ -1,26 +1,22 @@
-"""The training config: PretrainConfig, its checks (command-line keys, ranges, the model's own), the run's
-names and folder, and what resume=auto resolves to. Used by pretrain.py, evaluate.py and predict.py.
+"""The training config: PretrainConfig (its keys and their defaults) and its checks (command-line keys, ranges,
+the model's own). Used by pretrain.py, evaluate.py and predict.py; the run's names, folder and resume are
+train/run_folder.py's.
 
-Everything here runs on rank 0 before any data or GPU is touched; pretrain.load_synced_config broadcasts
-the result to the other ranks.
+Everything here runs on rank 0 before any data or GPU is touched.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
-import time
 from typing import Any
 
 import pydantic
 import yaml
 from pydantic_core import PydanticCustomError
 
-from utils import checkpoint as ckpt
-from utils import shell
+from train.functions import arch_config_class
 from utils.errors import UserError, close_matches
-from utils.functions import arch_config_class
 
 
 class LossConfig(pydantic.BaseModel):
@@ -35,27 +31,36 @@ class ArchConfig(pydantic.BaseModel):
 
 
 class PretrainConfig(pydantic.BaseModel):
+    """Every training key with its default: the one place a default is written. Hydra composes these first
+    (`pretrain_defaults` in config/cfg_pretrain.yaml's defaults list, registered by `register_defaults`), then
+    config/arch/<arch>.yaml, a recipe, the command line. Keys and defaults as in the original; ours say "fork"."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    arch: ArchConfig
-    data_path: str
-    recipe: str | None = None  # fork: the config/recipe/<name>.yaml this run started from (None: the defaults)
+    arch: ArchConfig  # config/arch/<name>.yaml (`arch=hrm_v1` by default), its keys set as arch.<key>=...
+    data_path: str = "data/arc-aug-1000"
+    recipe: str | None = None  # fork: the config/recipe/<name>.yaml this run started from (None: these defaults)
 
-    global_batch_size: int
-    epochs: int
+    # Hyperparams - training
+    global_batch_size: int = 768
+    epochs: int = 100000
+    eval_interval: int | None = 10000  # epochs between evals (None: one eval, at the end)
+    checkpoint_every_eval: bool = True  # keep the weights of every eval's step, not only the last ones
 
-    lr: float
-    lr_min_ratio: float
-    lr_warmup_steps: int
+    lr: float = 1e-4
+    lr_min_ratio: float = 1.0
+    lr_warmup_steps: int = 2000
 
-    weight_decay: float
-    beta1: float
-    beta2: float
+    # Standard LM settings, as used in Llama
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    puzzle_emb_weight_decay: float = 0.1
 
-    puzzle_emb_lr: float
-    puzzle_emb_weight_decay: float
+    # Hyperparams - puzzle embeddings
+    puzzle_emb_lr: float = 1e-2
 
-    # fork: Muon for the blocks' weight matrices (muon.py), a recipe change; off as in the paper
+    # fork: Muon for the blocks' weight matrices (muon.py; README "Config keys"), a recipe change; off as in the paper
     muon: bool = False
     # Muon's base learning rate, under the same warm-up and decay as lr. Not nanoGPT's 0.02: on HRM (H200,
     # speedrun-hrm-b384, v2) 0.02 never solved a test puzzle in 7 minutes, 0.005 did (SPEEDRUN.md)
@@ -63,43 +68,50 @@ class PretrainConfig(pydantic.BaseModel):
     muon_momentum: float = 0.95
     muon_weight_decay: float = 0.005  # x muon_lr: 2.5e-5 shrink a step (the measured pair; lr 1e-4 x 1.0 gives 1e-4)
 
+    # fork: runtime choices (auto = pick the best that works here and say why at start)
+    device: str = "auto"  # auto | cuda | cpu | mps
+    attn_backend: str = "auto"  # auto | fa3 | fa2 | sdpa
+    mlp_kernel: str = "auto"  # auto | fused | plain: the SwiGLU kernel of no-grad forwards (models/layers.py)
+    compile: bool | str | None = "auto"  # auto (on for CUDA) | true | false; DISABLE_COMPILE=1 also turns it off
+    # torch.compile's mode (train/runtime.compile_modes): None (its default) | reduce-overhead (CUDA graphs) |
+    # max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str | None = None
+    nograd_fp8: bool = False  # training's no-grad forwards as fp8 GEMMs (models/layers.py); a recipe change
+    wandb_mode: str = "auto"  # auto (online if logged in, else off) | online | offline | disabled
+
+    # Names (None = filled at start: "<Dataset>-ACT-torch", "<recipe or model>-<two words>",
+    # checkpoints/<project>/<run>: train/run_folder.py)
     project_name: str | None = None
     run_name: str | None = None
     checkpoint_path: str | None = None
 
     seed: int = 0
-    checkpoint_every_eval: bool = False
-    eval_interval: int | None = None
     eval_save_outputs: list[str] = []
 
-    # fork: runtime choices
-    device: str = "auto"
-    attn_backend: str = "auto"
-    mlp_kernel: str = "auto"  # auto | fused | plain (models/layers.py)
-    compile: bool | str | None = "auto"
-    compile_mode: str | None = None  # torch.compile's mode (utils/runtime.compile_modes); None: its default
-    nograd_fp8: bool = False  # training's no-grad forwards as fp8 GEMMs (models/layers.py); a recipe change
-    wandb_mode: str = "auto"
-
     # fork: long runs (full-state checkpoints, resume, guards)
-    resume: str | None = None  # auto | <run folder>/step_<N>
-    checkpoint_interval: int | None = None  # also save every N steps
-    checkpoint_minutes: float | None = 30.0  # and every M minutes of training
+    resume: str | None = None  # auto (the newest complete checkpoint in checkpoint_path) | <run folder>/step_<N>
+    checkpoint_interval: int | None = None  # also save a full-state checkpoint every N steps
+    checkpoint_minutes: float | None = 30.0  # and every M minutes of training (None: only at evals)
     keep_last: int = 2  # full-state checkpoints kept (plus the best); 0 keeps all
     nan_policy: str = "skip"  # skip | stop, for a non-finite loss or gradient
     max_nan_skips: int = 20  # consecutive skipped steps before stopping anyway
-    save_error: str = "stop"  # stop | continue, when a checkpoint cannot be written
-    early_stop_exact_accuracy: float | None = None  # stop when train exact accuracy stays above this...
+    save_error: str = "stop"  # stop | continue, when a checkpoint cannot be written (disk full...)
+    early_stop_exact_accuracy: float | None = None  # e.g. 0.99: stop when train exact accuracy stays above this...
     early_stop_patience: int = 1000  # ...for this many steps
-    eval_batches: int | None = None  # evaluate on at most N batches of each test set
-    eval_per_step: bool = False  # also log every ACT segment's accuracy and halting: <set>/step_<i>/...
-    eval_tta: int = 1  # test-time augmentation at training evals: K copies per test puzzle (utils/tta.py); 1: off
+    eval_batches: int | None = None  # evaluate on at most N batches of each test set (None: all)
+    # also log every ACT segment's accuracy and halting: <set>/step_<i>/... (evaluate.py per_step=true)
+    eval_per_step: bool = False
+    # test-time augmentation at training evals: K copies per test puzzle (Sudoku, Maze; train/tta.py); 1: off
+    eval_tta: int = 1
     eval_tta_every: bool = False  # TTA at every eval (each costs K plain evaluations), not only the run's last
-    eval_batch_size: int | None = None  # global batch for evaluation (None: global_batch_size, as the original)
-    augment_online: bool = False  # Sudoku/Maze: a fresh random symmetry of every training example each time
-    micro_batch_size: int | None = None  # per process: accumulate gradients over micro-batches to save memory
+    # global batch for evaluation (None: global_batch_size, as the original); e.g. 3072: +6% eval speed on an H100
+    eval_batch_size: int | None = None
+    augment_online: bool = False  # Sudoku/Maze: a fresh random symmetry of every training example (a recipe change)
+    # per process: accumulate gradients over micro-batches to save memory; e.g. 96 trains batch 768 in 8 slices
+    micro_batch_size: int | None = None
 
-    # fork: TRM's exponential moving average of the weights (utils/ema.py); evaluation uses it when on
+    # fork: TRM's exponential moving average of the weights (train/ema.py), a recipe change, off as in the original:
+    # evaluation and the best checkpoint use it when on
     ema: bool = False
     ema_rate: float = 0.999
     ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
@@ -113,6 +125,22 @@ class PretrainConfig(pydantic.BaseModel):
                 "eval_tta", "give a whole number >= 1 of transformed copies per test puzzle (1: off), e.g. eval_tta=8"
             )
         return v
+
+
+def defaults() -> dict[str, Any]:
+    """Every key but arch with its default, as Hydra composes them (config/cfg_pretrain.yaml holds none)."""
+    fields = PretrainConfig.model_fields.items()
+    return {k: f.get_default(call_default_factory=True) for k, f in fields if k != "arch"}
+
+
+DEFAULTS_NAME = "pretrain_defaults"  # the entry of config/cfg_pretrain.yaml's defaults list that is `defaults()`
+
+
+def register_defaults() -> None:
+    """Hand `defaults()` to Hydra under DEFAULTS_NAME: call before Hydra composes cfg_pretrain (pretrain.main)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=DEFAULTS_NAME, node=defaults())
 
 
 # Keys the trainer fills in for the model from the dataset; not settable in arch.
@@ -229,7 +257,8 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
 
 
 def _yaml_keys(arch_yaml: dict) -> set[str]:
-    """Keys present in config/cfg_pretrain.yaml and the chosen arch yaml (a `+` before them makes Hydra fail)."""
+    """Keys Hydra's composed config has (every PretrainConfig key and the chosen arch yaml's): a `+` before them
+    makes Hydra fail."""
     return (set(PretrainConfig.model_fields) - {"arch"}) | {f"arch.{k}" for k in arch_yaml}
 
 
@@ -321,144 +350,6 @@ def validate_arch(config: PretrainConfig) -> None:
         raise config_error(e, prefix="arch.") from None
 
 
-# What resume resolved to on rank 0: (step, weights, full state, run folder), verified, so it is read once.
-Resumed = tuple[int, dict[str, Any], dict[str, Any], str]
-
-
-def resolve_config(raw: dict[str, Any]) -> tuple[PretrainConfig, Resumed | None]:
-    """Validate the composed config, name the run and its folder, resolve resume; returns the config and the
-    checkpoint resume verified (None for a new run). Errors come back as one-line UserErrors."""
-    try:
-        config = PretrainConfig(**raw)
-        validate_config(config)
-        named = {"project_name": config.project_name is not None, "run_name": config.run_name is not None}
-        if config.project_name is None:
-            config.project_name = default_project_name(config.data_path)
-        if config.checkpoint_path is None and config.resume == "auto" and config.run_name is None:
-            projects = [config.project_name] + (
-                [] if named["project_name"] else [legacy_project_name(config.data_path)]
-            )
-            config.checkpoint_path = latest_run_dir([os.path.join("checkpoints", p) for p in projects])
-            if config.checkpoint_path:
-                config.run_name = os.path.basename(config.checkpoint_path)
-        if config.run_name is None:
-            config.run_name = f"{config.recipe or config.arch.name.split('@')[-1]}-{_slug()}"
-        if config.checkpoint_path is None:
-            config.checkpoint_path = os.path.join("checkpoints", config.project_name, config.run_name)
-        check_writable(str(config.checkpoint_path))
-        found = resolve_resume(config)
-        keep_saved_names(config, named, found)
-    except (pydantic.ValidationError, UserError) as e:
-        raise config_error(e) from None
-    return config, found
-
-
-def default_project_name(data_path: str) -> str:
-    """`Sudoku-demo-ACT-torch`: the original's name (`Sudoku-demo ACT-torch`) without spaces, so the run
-    folders under checkpoints/ paste into a shell and a `key=value` argument unquoted."""
-    return "-".join(legacy_project_name(data_path).split())
-
-
-def legacy_project_name(data_path: str) -> str:
-    """The original's default project name, kept so resume=auto still finds runs made before the change."""
-    return f"{os.path.basename(os.path.normpath(data_path)).capitalize()} ACT-torch"
-
-
-def latest_run_dir(project_dirs: list[str]) -> str | None:
-    """resume=auto without checkpoint_path: the run folder of this project with the newest checkpoint."""
-    best: tuple[float, str] | None = None
-    for project_dir in project_dirs:
-        if not os.path.isdir(project_dir):
-            continue
-        for name in os.listdir(project_dir):
-            run_dir = os.path.join(project_dir, name)
-            steps = ckpt.list_complete(run_dir)
-            if steps:
-                mtime = os.path.getmtime(ckpt.paths(run_dir, steps[0])[1])
-                if best is None or mtime > best[0]:
-                    best = (mtime, run_dir)
-    return best[1] if best else None
-
-
-def keep_saved_names(config: PretrainConfig, named: dict[str, bool], found: Resumed | None) -> None:
-    """A resume in the checkpoint's own folder keeps that run's project and run name (the original had no
-    resume; a fresh random name here renamed the run in all_config.yaml and W&B). Names given on the
-    command line win."""
-    if found is None or not os.path.samefile(found[3], str(config.checkpoint_path)):
-        return
-    saved = found[2]["config"]
-    for key in ("project_name", "run_name"):
-        if not named[key] and saved.get(key):
-            setattr(config, key, saved[key])
-
-
-_MADE_DIRS: list[str] = []  # folders check_writable created, deepest first
-
-
-def check_writable(run_dir: str) -> None:
-    missing, p = [], os.path.abspath(run_dir)
-    while not os.path.exists(p) and os.path.dirname(p) != p:
-        missing.append(p)
-        p = os.path.dirname(p)
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        _MADE_DIRS.extend(missing)
-        probe = os.path.join(run_dir, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(
-            f"cannot write to checkpoint_path {run_dir!r} ({e.strerror or e}); choose a writable checkpoint_path"
-        ) from None
-
-
-def resolve_resume(config: PretrainConfig) -> Resumed | None:
-    """Turn resume=auto into a concrete step_<N> (or None for a fresh run), and refuse to start a new run
-    over the checkpoints of an earlier one (the original silently overwrote them). Returns the checkpoint
-    it verified (None: a new run)."""
-    run_dir = str(config.checkpoint_path)
-    if config.resume is None:
-        done = ckpt.list_complete(run_dir)
-        if done:
-            raise UserError(
-                f"{run_dir} already holds checkpoints of a run (newest: step_{done[0]}); "
-                "add resume=auto to continue it, or choose another checkpoint_path"
-            )
-        return None
-    found = ckpt.find_resume(config.resume, run_dir)
-    if found is None:
-        config.resume = None
-        return None
-    step, weights, full, folder = found
-    problem = ckpt.health_problem(weights, full, folder) if config.resume == "auto" else None
-    if problem:
-        healthy = (full.get("progress") or {}).get("healthy_step")
-        raise UserError(
-            f"resume=auto: the newest checkpoint step_{step} in {folder} is not healthy ({problem}); "
-            + healthy_hint(config, healthy, newest=step)
-        )
-    saved_cfg = dict(full["config"])
-    for key in ("data_path", "global_batch_size", "epochs", "eval_interval"):
-        if saved_cfg.get(key) != getattr(config, key):
-            raise UserError(
-                f"resume: {key}={getattr(config, key)!r} differs from the checkpoint's {saved_cfg.get(key)!r}; use the original value"
-            )
-    if not ckpt.same_arch(saved_cfg.get("arch") or {}, config.arch.model_dump(), config.arch.name):
-        raise UserError("resume: arch settings differ from the checkpoint's; use the original arch.* values")
-    config.resume = os.path.join(folder, f"step_{step}")
-    return found
-
-
-def remove_made_dirs() -> None:
-    """A run that stops before writing anything leaves no empty run folder behind (rmdir: never one with files)."""
-    while _MADE_DIRS:
-        try:
-            os.rmdir(_MADE_DIRS.pop(0))
-        except OSError:
-            _MADE_DIRS.clear()
-
-
 def config_error(e: Exception, prefix: str = "") -> UserError:
     if isinstance(e, UserError):
         return e
@@ -474,38 +365,3 @@ def config_error(e: Exception, prefix: str = "") -> UserError:
         else:  # key=value: what is wrong with it (pydantic says the accepted type or range)
             parts.append(f"{loc}={err.get('input')!r}: {err['msg']}")
     return UserError("bad config: " + "; ".join(parts))
-
-
-def _slug() -> str:
-    try:
-        import coolname
-
-        return coolname.generate_slug(2)
-    except ImportError:
-        return time.strftime("%Y%m%d-%H%M%S")
-
-
-def resume_command(config: PretrainConfig, target: str = "auto") -> str:
-    """The command that continues this run, pasted into a shell as printed: the arguments as the shell
-    handed them to us (already in Hydra's syntax), quoted for the shell, plus the run folder for Hydra.
-    `target`: auto, or a step_<N> path to go back to."""
-    args = [a for a in sys.argv[1:] if not a.lstrip("+").startswith(("resume=", "checkpoint_path="))]
-    args += [shell.override("checkpoint_path", str(config.checkpoint_path)), shell.override("resume", target)]
-    launcher = ["python"]
-    if "LOCAL_RANK" in os.environ:
-        launcher = ["torchrun", "--nproc-per-node", os.environ.get("LOCAL_WORLD_SIZE", "1")]
-    return shell.join([*launcher, sys.argv[0], *args])
-
-
-def healthy_hint(config: PretrainConfig, healthy: int | None, newest: int | None = None) -> str:
-    """Which checkpoint to go back to after non-finite values, as a command to paste. `healthy`: the newest
-    known healthy one; checkpoints written before health was tracked fall back to the one before `newest`."""
-    run_dir = str(config.checkpoint_path)
-    done = ckpt.list_complete(run_dir)
-    if healthy not in done:
-        older = [s for s in done if newest is not None and s < newest]
-        healthy = older[0] if older else None
-    if healthy is None:
-        return "no earlier healthy checkpoint: start again with a lower lr (or more lr_warmup_steps) and another checkpoint_path"
-    cmd = resume_command(config, target=os.path.join(run_dir, f"step_{healthy}"))
-    return f"the last healthy checkpoint is step_{healthy}; continue from it (lower lr or more lr_warmup_steps first): {cmd}"

@@ -1,7 +1,7 @@
 """What the trainer tells the user about a run as a whole: the start-up report (what runs where, on what data,
 for how many steps) and the end of a run (where its checkpoints are, how to evaluate them).
 
-Text only, from plain values; the loop's own lines (steps, evals, stops) are in utils/train_loop.py.
+Text only, from plain values; the loop's own lines (steps, evals, stops) are in train/loop.py.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from train.config import PretrainConfig, eval_batch
 from utils import shell
-from utils.config import PretrainConfig, eval_batch
 
 if TYPE_CHECKING:
     import torch
 
     from dataset.format import PuzzleDatasetMetadata
-    from utils.checkpoint import Progress
+    from train.run_checkpoint import Progress
 
 
 def print_report(rows: list[tuple[str, str]]) -> None:
@@ -53,7 +53,7 @@ def run_rows(
     step: int,
     wandb_status: str,
 ) -> list[tuple[str, str]]:
-    """The start-up report's rows after the runtime's (utils/runtime.setup_runtime): optimizer, data, model
+    """The start-up report's rows after the runtime's (train/runtime.setup_runtime): optimizer, data, model
     size, the plan (`steps`: plan_line), the run folder, resume and W&B."""
     train_examples = int(meta.total_groups * meta.mean_puzzle_examples)
     eval_plan = f"{evals} evals of {test_examples:,} test examples, {halt_max_steps} ACT steps each"

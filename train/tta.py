@@ -1,11 +1,8 @@
 """Test-time augmentation for Sudoku and Maze: solve K transformed copies of each test puzzle, map every
-prediction back, and vote on whole grids. The same transforms augment training batches on the fly
-(`random_transforms`, for `augment_online`).
+prediction back, and vote on whole grids.
 
-Transforms are the builders' own: Sudoku, the original builder's family (digit relabelling, transpose, band,
-stack, row-in-band and column-in-stack permutations: dataset/puzzles/sudoku.transforms); Maze, the 8
-symmetries of the square (dataset/puzzles/dihedral.py). Copy 0 is always the puzzle itself, so K=1 is the
-plain evaluation.
+The transforms are the builders' own (dataset/transforms.py, which training's `augment_online` also draws from).
+Copy 0 is always the puzzle itself, so K=1 is the plain evaluation.
 
 Vote: the grid predicted by the most copies wins; a tie goes to the grid whose copies have the higher mean
 halting confidence sigmoid(q_halt) (as dataset/score_arc.py breaks ARC ties). With `prefer_valid` (Sudoku,
@@ -15,26 +12,13 @@ solver can check that without knowing the answer. ARC has its own voting command
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
-from dataset.puzzles.dihedral import dihedral_transform
+from dataset.loader import load_arrays
+from dataset.transforms import make_transforms, puzzle_kind
 from utils.errors import UserError
-
-MAZE_SIDE = 30
-
-
-def puzzle_kind(seq_len: int, vocab_size: int, num_puzzle_identifiers: int) -> str:
-    """'sudoku', 'maze' or 'arc' from the dataset's shape (the builders' fixed layouts), else 'other'."""
-    if seq_len == 81 and vocab_size == 11:
-        return "sudoku"
-    if seq_len == MAZE_SIDE * MAZE_SIDE and vocab_size == 6:
-        return "maze"
-    if seq_len == 900 and vocab_size == 12:
-        return "arc"
-    return "other"
 
 
 def check_tta_kind(kind: str, k: int, key: str, arc_vote: str) -> None:
@@ -51,80 +35,6 @@ def check_tta_kind(kind: str, k: int, key: str, arc_vote: str) -> None:
         raise UserError(f"{key} needs a Sudoku (seq 81, vocab 11) or Maze (seq 900, vocab 6) dataset, drop {key}={k}")
     if kind == "maze" and k > 8:
         raise UserError(f"a maze has 8 symmetries: {key} must be <= 8, got {k}")
-
-
-@dataclass
-class Transforms:
-    """K transforms of a token grid, as gathers: forward x' = table[x[src]], backward x = inverse[x'][inv_src]."""
-
-    src: np.ndarray  # (K, L): new cell i reads old cell src[k, i]
-    table: np.ndarray  # (K, V): token relabelling applied after the gather
-    inverse_table: np.ndarray  # (K, V)
-
-    @property
-    def inv_src(self) -> np.ndarray:
-        return np.argsort(self.src, axis=1)
-
-    def apply(self, tokens: np.ndarray) -> np.ndarray:
-        """(N, L) -> (N, K, L): every puzzle under every transform."""
-        gathered = tokens[:, self.src]  # (N, K, L)
-        return np.take_along_axis(self.table[None], gathered, axis=2)
-
-    def apply_each(self, tokens: np.ndarray) -> np.ndarray:
-        """(K, L) -> (K, L): row k under transform k (training batches augmented on the fly)."""
-        gathered = np.take_along_axis(np.asarray(tokens, dtype=np.int64), self.src, axis=1)
-        return np.take_along_axis(self.table, gathered, axis=1)
-
-    def undo(self, tokens: np.ndarray) -> np.ndarray:
-        """(N, K, L) predictions in transformed frames -> the puzzles' own frame."""
-        relabelled = np.take_along_axis(self.inverse_table[None], tokens, axis=2)
-        return np.take_along_axis(relabelled, np.broadcast_to(self.inv_src[None], tokens.shape), axis=2)
-
-
-def make_transforms(kind: str, k: int, vocab_size: int, seed: int = 0) -> Transforms:
-    """K distinct transforms for voting, copy 0 the identity."""
-    if k < 1:
-        raise ValueError(f"tta must be >= 1, got {k}")
-    if kind == "sudoku":
-        from dataset.puzzles.sudoku import transforms
-
-        digit_map, src = transforms(np.random.default_rng(seed), k)
-        src[0], digit_map[0] = np.arange(81), np.arange(10)
-        return _sudoku_transforms(digit_map, src, vocab_size)
-    if kind == "maze":
-        if k > 8:
-            raise ValueError(f"a maze has 8 symmetries: tta must be <= 8, got {k}")
-        rng = np.random.default_rng(seed)
-        return _maze_transforms(np.array([0, *rng.permutation(np.arange(1, 8))[: k - 1]]), vocab_size)
-    raise ValueError(f"test-time augmentation covers Sudoku and Maze, not {kind}")
-
-
-def random_transforms(kind: str, n: int, vocab_size: int, rng: np.random.Generator) -> Transforms:
-    """n independent random transforms, repeats allowed and none forced to the identity: a fresh symmetry for
-    each row of a training batch (`augment_online`)."""
-    if kind == "sudoku":
-        from dataset.puzzles.sudoku import transforms
-
-        return _sudoku_transforms(*transforms(rng, n), vocab_size)
-    if kind == "maze":
-        return _maze_transforms(rng.integers(0, 8, n), vocab_size)
-    raise ValueError(f"augmentation covers Sudoku and Maze, not {kind}")
-
-
-def _sudoku_transforms(digit_map: np.ndarray, src: np.ndarray, vocab_size: int) -> Transforms:
-    # tokens are digit + 1 (blank digit 0 -> token 1), token 0 is padding
-    table = np.tile(np.arange(vocab_size), (len(src), 1))
-    table[:, 1:11] = digit_map.astype(np.int64) + 1
-    return Transforms(src=src.astype(np.int64), table=table, inverse_table=np.argsort(table, axis=1))
-
-
-def _maze_transforms(ids: np.ndarray, vocab_size: int) -> Transforms:
-    cells = np.arange(MAZE_SIDE * MAZE_SIDE).reshape(MAZE_SIDE, MAZE_SIDE)
-    # dihedral_transform moves values: the value at new cell i came from cell src[i]
-    by_id = [dihedral_transform(cells, t).ravel() for t in range(8)]
-    src = np.stack([by_id[t] for t in ids])
-    table = np.tile(np.arange(vocab_size), (len(ids), 1))
-    return Transforms(src=src.astype(np.int64), table=table, inverse_table=np.argsort(table, axis=1))
 
 
 def vote(grids: np.ndarray, confidence: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -176,11 +86,11 @@ def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int
         def segments(m, b):
             carry = eager.initial_carry(b)
             for _ in range(steps):
-                # pretrain.evaluate's list (default eval_save_outputs): the evaluation's compiled graph, not another
+                # train/steps.evaluate's list (default eval_save_outputs): the evaluation's compiled graph, not another
                 carry, _, _, out, _ = m(carry=carry, batch=b, return_keys=EVAL_KEYS)
             return out["logits"].argmax(-1), torch.sigmoid(out["q_halt_logits"].float())
 
-        # the batch is made inside inference mode, as pretrain.evaluate's: torch.compile guards on that too
+        # the batch is made inside inference mode, as train/steps.evaluate's: torch.compile guards on that too
         with torch.inference_mode():
             b = {
                 "inputs": torch.from_numpy(x).to(device),
@@ -213,8 +123,6 @@ def evaluate_tta(
     preferring valid Sudoku solutions (`k<j>/valid_first`), and the share with at least one right copy
     (`k<j>/any_copy`, the ceiling any vote could reach).
     """
-    from dataset.loader import load_arrays
-
     kind = puzzle_kind(meta.seq_len, meta.vocab_size, meta.num_puzzle_identifiers)
     tf = make_transforms(kind, k, meta.vocab_size, seed)
     results = {}

@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from train.writes import append_all
 from utils.errors import UserError
-from utils.writes import append_all
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -222,7 +222,7 @@ class StepRate:
         self.last: tuple[float, int] | None = None
         self.first: float | None = None  # seconds the first step took (warm-up included)
         self.step = 0
-        # steps after the start that are not steady (utils/runtime.CompileGuard.warmup_calls): left out, else a
+        # steps after the start that are not steady (train/runtime.CompileGuard.warmup_calls): left out, else a
         # CUDA graph's recording read as the step time gave a first estimate of 1h57m for a 23-minute run
         self.warmup_steps = warmup_steps
         self.ticks = 0

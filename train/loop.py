@@ -1,22 +1,20 @@
-"""The run that pretrain.run() drives: its plan (loaders and schedule), the resume into a freshly built train
-state, the start-up (run folder, report) and the loop (`Loop`: its state between steps, each finished step,
-each pass, each eval, the stop).
+"""A training run, as `run()` drives it: its plan (loaders and schedule), the freshly built train state and the
+resume into it, the start-up (run folder, report) and the loop (`Loop`: its state between steps, each finished
+step, each pass, each eval, the stop).
 
-pretrain.py keeps the original's functions (train_batch, evaluate, save_train_state...); this module gets them
-from run() as `Steps` and never imports pretrain: `python pretrain.py` runs it as __main__, and an import here
-would load a second copy with its own globals (a test's replacement of pretrain.train_batch would miss it).
+The work of each step is the original's functions in train/steps.py (train_batch, evaluate, save_train_state...),
+called by their names here.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -24,37 +22,36 @@ from torch.utils.data import DataLoader
 
 from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset
-from utils import checkpoint as ckpt
+from dataset.transforms import puzzle_kind
+from train import checkpoint as ckpt
+from train import run_checkpoint
+from train.config import PretrainConfig, eval_batch
+from train.records import TimeToAccuracy
+from train.report import evaluate_command, finished_message, plan_line, print_report, run_rows
+from train.run_folder import Resumed, healthy_hint, resume_command
+from train.runtime import Dist, Runtime
+from train.signals import StopSignals
+from train.steps import (
+    StepResult,
+    TrainState,
+    create_dataloader,
+    eval_headline,
+    evaluate,
+    finish_step,
+    init_train_state,
+    restore_train_state,
+    save_code_and_config,
+    save_train_state,
+    train_batch,
+)
+from train.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
+from train.tta import check_tta_kind, evaluate_tta, prefix_sizes
+from train.writes import WriteGuard
 from utils import shell
-from utils.config import PretrainConfig, Resumed, eval_batch, healthy_hint, resume_command
 from utils.errors import UserError, out_of_memory_explained
-from utils.records import TimeToAccuracy
-from utils.report import evaluate_command, finished_message, plan_line, print_report, run_rows
-from utils.runtime import Dist, Runtime
-from utils.signals import StopSignals
-from utils.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
-from utils.tta import check_tta_kind, evaluate_tta, prefix_sizes, puzzle_kind
-from utils.writes import WriteGuard
-
-if TYPE_CHECKING:  # types only: see the module's docstring
-    from pretrain import StepResult, TrainState
-
-
-@dataclass(frozen=True)
-class Steps:
-    """pretrain.py's functions that the run calls, handed in by run(), which looks them up when it runs."""
-
-    create_dataloader: Callable[..., tuple[DataLoader, PuzzleDatasetMetadata]]
-    train_batch: Callable[..., StepResult | None]
-    finish_step: Callable[[TrainState], StepResult | None]
-    evaluate: Callable[..., dict[str, dict[str, float]] | None]
-    eval_headline: Callable[[dict[str, dict[str, float]], int], list[str]]
-    save_train_state: Callable[..., str | None]
-    save_code_and_config: Callable[[PretrainConfig], None]
-
 
 # ----------------------------------------------------------------------------------------------------------
-# Set-up: data and plan, resume, start-up report
+# Set-up: data and plan, start-up report
 
 
 @dataclass
@@ -73,10 +70,10 @@ class Plan:
     exact: bool  # `planned` is exact (one example per puzzle), else approximate
 
 
-def create_plan(config: PretrainConfig, d: Dist, device: torch.device, steps: Steps) -> Plan:
+def create_plan(config: PretrainConfig, d: Dist, device: torch.device) -> Plan:
     epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
     total_iters = config.epochs // epochs_per_iter
-    train_loader, train_meta = steps.create_dataloader(
+    train_loader, train_meta = create_dataloader(
         config,
         "train",
         d,
@@ -85,7 +82,7 @@ def create_plan(config: PretrainConfig, d: Dist, device: torch.device, steps: St
         epochs_per_iter=epochs_per_iter,
         global_batch_size=config.global_batch_size,
     )
-    eval_loader, eval_meta = steps.create_dataloader(
+    eval_loader, eval_meta = create_dataloader(
         config, "test", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch(config)
     )
     if config.eval_tta > 1:  # it needs the test set's kind: refused now, not at the run's last eval
@@ -115,56 +112,6 @@ def create_plan(config: PretrainConfig, d: Dist, device: torch.device, steps: St
     return Plan(*loaders, epochs_per_iter, total_iters, total_steps, steps_per_pass, planned, exact)
 
 
-def restore_train_state(
-    config: PretrainConfig,
-    state: TrainState,
-    resumed: Resumed | None,
-    rt: Runtime,
-    plan: Plan,
-    log: Callable[..., None],
-) -> tuple[ckpt.Progress, int | None]:
-    """resume=...: load the checkpoint (utils/checkpoint.restore reads it) into the freshly built run (weights,
-    optimizers, average, ACT carry, RNG streams, data position). Returns the run's progress and the size its
-    metrics.jsonl had then (a fresh run: nothing done, None)."""
-    if config.resume is None:
-        return ckpt.Progress(), None
-    d, device = rt.d, rt.device
-    saved = resumed if resumed is not None else ckpt.load_named(config.resume)  # ranks > 0: read the files
-    if saved[2]["dataset"] != ckpt.dataset_fingerprint(config.data_path):
-        raise UserError(
-            f"{config.resume} was trained on a different build of {config.data_path} (counts, vocab or identifiers differ)"
-        )
-    local = config.global_batch_size // d.world_size
-    micro = config.micro_batch_size or local
-    r = ckpt.restore(saved, state.model.eager.state_dict(), d, -(local // -micro), state.ema is not None, log)
-    state.model.eager.load_state_dict(r.weights)
-    if len(r.optimizers) != len(state.optimizers):  # muon=true adds one; its state cannot seed AdamATan2's
-        raise UserError(
-            f"{config.resume} was trained with {len(r.optimizers)} optimizers and this config builds "
-            f"{len(state.optimizers)}: resume with the muon setting it was trained with (its all_config.yaml)"
-        )
-    for opt, sd in zip(state.optimizers, r.optimizers):
-        opt.load_state_dict(sd)
-    state.step = r.step
-    if state.ema is not None and r.ema is not None:
-        state.ema.load_state_dict(r.ema)
-    if r.carry is not None:
-        seq = plan.train_meta.seq_len
-        dummy = {
-            k: torch.zeros(micro, *shape, dtype=torch.int32, device=device)
-            for k, shape in (("inputs", (seq,)), ("labels", (seq,)), ("puzzle_identifiers", ()))
-        }
-        template = state.head.initial_carry(dummy)
-        state.carry = [ckpt.carry_from_dict(template, c, device) for c in r.carry]
-    ckpt.set_rng_state(r.rng)
-    if state.explore is not None:
-        state.explore.load_state_dict(ckpt.explore_rng(r.rng, device))
-    cast(PuzzleDataset, plan.train.dataset).set_position(r.progress.passes_done, r.progress.batches_into_pass)
-    if d.is_main and os.path.realpath(saved[3]) == os.path.realpath(str(config.checkpoint_path)):
-        ckpt.supersede_newer(saved[3], saved[0], log)
-    return r.progress, saved[2].get("metrics_bytes")
-
-
 def start_run(
     config: PretrainConfig,
     rt: Runtime,
@@ -173,11 +120,10 @@ def start_run(
     tracker: Tracker,
     writes: WriteGuard,
     metrics_bytes: int | None,
-    steps: Steps,
 ) -> None:
     """Rank 0, before the first step: the run folder cleaned and its files begun (metrics.jsonl rewound on
-    resume, W&B, all_config.yaml), then the start-up report (utils/report.py)."""
-    ckpt.clean_stale(str(config.checkpoint_path), print)
+    resume, W&B, all_config.yaml), then the start-up report (train/report.py)."""
+    run_checkpoint.clean_stale(str(config.checkpoint_path), print)
     if config.resume is not None:  # steps after the checkpoint will be trained (and logged) again
         writes.call("metrics.jsonl", tracker.rewind, state.step, metrics_bytes)
     model = state.model.eager
@@ -185,7 +131,7 @@ def start_run(
     wandb_status = tracker.start_wandb(
         config.wandb_mode, config.project_name or "", config.run_name or "", config.model_dump()
     )
-    writes.call("all_config.yaml or the model code copy", steps.save_code_and_config, config)
+    writes.call("all_config.yaml or the model code copy", save_code_and_config, config)
     print(f"training {'TRM' if 'recursive_reasoning' in config.arch.name else 'HRM'}: {config.run_name}")
     test_examples = sum(cast(PuzzleDataset, plan.test.dataset).set_sizes().values())
     emb_params = sum(b.numel() for n, b in model.named_buffers() if n.endswith("puzzle_emb.weights"))
@@ -214,7 +160,7 @@ def start_run(
 
 class Loop:
     """The training loop's state between steps (progress, step rate, estimate, timing, phase, stop reason...)
-    and what it does with each finished step, each pass, each eval and the stop; pretrain.py's steps do the work."""
+    and what it does with each finished step, each pass, each eval and the stop; train/steps.py's functions do the work."""
 
     def __init__(
         self,
@@ -222,13 +168,12 @@ class Loop:
         rt: Runtime,
         state: TrainState,
         plan: Plan,
-        prog: ckpt.Progress,
+        prog: run_checkpoint.Progress,
         tracker: Tracker,
         writes: WriteGuard,
         log: Callable[..., None],
-        steps: Steps,
     ) -> None:
-        self.config, self.d, self.device, self.log, self.steps = config, rt.d, rt.device, log, steps
+        self.config, self.d, self.device, self.log = config, rt.d, rt.device, log
         self.state, self.plan, self.prog, self.tracker, self.writes = state, plan, prog, tracker, writes
         self.resumed_at = state.step if config.resume is not None else None
         self.rate = StepRate(warmup_steps=state.model.warmup_calls)
@@ -319,12 +264,10 @@ class Loop:
                 return True  # never checkpoint weights that just saw NaNs: the last checkpoint stays the one to resume
             if not (save or self.stop_reason) or self.state.pending is None:
                 break
-            results = [self.steps.finish_step(self.state)]  # a checkpoint holds every launched step, read and counted
+            results = [finish_step(self.state)]  # a checkpoint holds every launched step, read and counted
         if save or self.stop_reason:
             why = self.stop_reason or "interval"
-            if self.steps.save_train_state(
-                self.config, self.state, self.prog, self.d, why, None, self.tracker, self.writes
-            ):
+            if save_train_state(self.config, self.state, self.prog, self.d, why, None, self.tracker, self.writes):
                 if self.d.is_main:
                     self.last_save = time.monotonic()
             self.rate.pause()  # the write is not a training step
@@ -364,9 +307,7 @@ class Loop:
                 and time.monotonic() - self.last_save > 60 * config.checkpoint_minutes
             )
             with self.out_of_memory():
-                res = self.steps.train_batch(
-                    config, state, batch, gbs, d, self.device, self.signals.requested is not None, timed
-                )
+                res = train_batch(config, state, batch, gbs, d, self.device, self.signals.requested is not None, timed)
             self.prog.batches_into_pass += 1
             if d.is_main:
                 self.rate.tick(state.step)
@@ -375,7 +316,7 @@ class Loop:
             if self.settle([res], save=interval_due):
                 break
         if not self.stop_reason:
-            self.settle([self.steps.finish_step(state)])  # the pass's last step
+            self.settle([finish_step(state)])  # the pass's last step
         return bool(self.stop_reason)
 
     def eval_pass(self, it: int) -> bool:
@@ -387,13 +328,13 @@ class Loop:
         tta = None
         with self.out_of_memory(evaluating=True):
             with state.ema.swapped_in() if state.ema is not None else nullcontext():
-                results = self.steps.evaluate(config, state, test, meta, d, self.device, self.writes)
+                results = evaluate(config, state, test, meta, d, self.device, self.writes)
                 if config.eval_tta > 1 and (config.eval_tta_every or it == self.plan.total_iters - 1):
                     tta = self.tta()  # the weights of the headline score
             raw = None
             if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
                 quiet = config.model_copy(update={"eval_save_outputs": []})
-                raw = self.steps.evaluate(quiet, state, test, meta, d, self.device, self.writes)
+                raw = evaluate(quiet, state, test, meta, d, self.device, self.writes)
         self.eval_finite = all(
             math.isfinite(v) for r in (results, raw) if r is not None for m in r.values() for v in m.values()
         )
@@ -406,7 +347,7 @@ class Loop:
             prog.best_step, prog.best_value, self.eval_finite = obj[0]
         if config.checkpoint_every_eval or it == self.plan.total_iters - 1:
             prog.eval_steps.append(state.step)
-        path = self.steps.save_train_state(config, state, prog, d, "eval", self.eval_finite, self.tracker, self.writes)
+        path = save_train_state(config, state, prog, d, "eval", self.eval_finite, self.tracker, self.writes)
         if path:
             self.last_save = time.monotonic()
             self.log(f"checkpoint: {shell.quote(path)}")
@@ -418,7 +359,7 @@ class Loop:
         return False
 
     def tta(self) -> tuple[dict[str, dict[str, float]], float] | None:
-        """Test-time augmentation with the model as it is now (utils/tta.py): its scores per set and seconds; one
+        """Test-time augmentation with the model as it is now (train/tta.py): its scores per set and seconds; one
         process only (see __init__'s note), so None with several."""
         config, state = self.config, self.state
         if self.d.world_size > 1:
@@ -459,9 +400,9 @@ class Loop:
             if "step_1/exact_accuracy" in m:  # eval_per_step: one compact line instead of 4 keys per segment
                 cells = " ".join(f"{m[f'step_{i}/exact_accuracy']:.3f}" for i in range(1, halt_max_steps + 1))
                 print(f"  {s} exact accuracy after segment 1..{halt_max_steps}: {cells}", flush=True)
-        for line in self.steps.eval_headline(results, halt_max_steps):
+        for line in eval_headline(results, halt_max_steps):
             print(f"  {'EMA ' if self.state.ema is not None else ''}{line}", flush=True)
-        for line in self.steps.eval_headline(raw or {}, halt_max_steps):
+        for line in eval_headline(raw or {}, halt_max_steps):
             print(f"  raw {line}", flush=True)
         for s, m in scores.items():
             print(f"  {'EMA ' if self.state.ema is not None else ''}{tta_line(s, m, self.config.eval_tta, took)}")
@@ -512,3 +453,27 @@ def tta_line(name: str, m: dict[str, float], k: int, took: float) -> str:
         f"exact {m['tta_exact_accuracy']:.4f} (one copy {m['exact_accuracy']:.4f}); "
         f"by copies {'/'.join(map(str, sizes))}: {by}; took {fmt_seconds(took)}"
     )
+
+
+def run(config: PretrainConfig, rt: Runtime, resumed: Resumed | None = None) -> None:
+    """Train and evaluate. `resumed`: the checkpoint load_synced_config verified on rank 0 (read once)."""
+    log = print if rt.d.is_main else (lambda *_: None)
+    plan = create_plan(config, rt.d, rt.device)
+    state = init_train_state(config, plan.train_meta, rt, plan.total_steps, log)
+    prog, metrics_bytes = restore_train_state(config, state, resumed, rt, plan.train, log)
+    if prog.passes_done >= plan.total_iters:  # a resumed run that had finished: nothing to train or evaluate
+        log(finished_message(config, prog, state.step, already=True))
+        return
+
+    writes = WriteGuard(config.save_error, hint=lambda: resume_command(config), log=log)
+    tracker = Tracker(config.checkpoint_path, enabled=rt.d.is_main)
+    tracker.on_error = lambda e: writes.failed("metrics.jsonl", e)
+    if rt.d.is_main:
+        start_run(config, rt, state, plan, tracker, writes, metrics_bytes)
+
+    loop = Loop(config, rt, state, plan, prog, tracker, writes, log)
+    with loop.signals:
+        for it in range(prog.passes_done, plan.total_iters):
+            if loop.train_pass(it) or loop.eval_pass(it):
+                break
+    loop.finish()
