@@ -116,6 +116,8 @@ def segment(model, grad: bool):
 def test_trm_model_uses_it_without_grad_and_matches_the_plain_path(monkeypatch) -> None:
     model = tiny_trm()
     calls = []
+    name, why = layers.select_mlp_kernel("auto", torch.device(DEVICE), torch.bfloat16)
+    assert name == "fused" and layers.fused_token_mix() is None  # opt-in: not under auto
     name, why = layers.select_mlp_kernel("fused", torch.device(DEVICE), torch.bfloat16)
     try:
         assert name == "fused" and "mlp_t one Triton kernel" in why
