@@ -8,6 +8,8 @@ A path is a run folder (metrics.jsonl inside; all_config.yaml or the peers' run.
 metrics.jsonl file (.gz too). The accuracy of an evaluation: the mean over its test sets of `<set>/exact_accuracy`
 (the paper's protocol; the EMA weights when the run had ema=true), as in the run's own summary (train/records.py);
 `--raw` reads the raw weights' `raw/<set>/exact_accuracy` of an EMA run instead (runs without EMA: the same keys). Times: `elapsed_s` of the row.
+Runs on data with a val/ split also log `val/<set>/exact_accuracy`: then the times and the best are chosen on val
+and report test's accuracy at that eval, saying so ("on val", "val x%"); without one they are chosen on test.
 A last column gives the best test-time-augmentation score inside the limit (`<set>/tta_exact_accuracy`, logged by
 runs with `eval_tta=K`): voting over transformed copies is not the paper's protocol, so it never sets the times.
 `--speed` adds the training steps per second between evaluations (the slowest and fastest stretch; each stretch
@@ -39,6 +41,13 @@ class Eval:
     exact: float
     voted: float | None = None  # eval_tta's whole-grid vote over K transformed copies (mean over the test sets)
     copies: int = 0
+    val: float | None = None  # val/'s exact accuracy (runs on data with a val/ split): what evals are chosen on
+
+    @property
+    def chosen_on(self) -> float:
+        """The accuracy that picks this eval (the best, the first above a threshold): val's where the run had
+        one, else test's, the paper's protocol, which picks on the figure it reports."""
+        return self.val if self.val is not None else self.exact
 
 
 def read_evals(path: Path, raw: bool = False) -> list[Eval]:
@@ -63,7 +72,9 @@ def read_evals(path: Path, raw: bool = False) -> list[Eval]:
         copies = max((int(k.split("/k")[1].split("/")[0]) for k in row if "/tta/k" in k), default=0)
         mean_voted = sum(voted) / len(voted) if voted and all(math.isfinite(v) for v in voted) else None
         seconds = number(row["elapsed_s"], "elapsed_s", where)
-        out.append(Eval(seconds, row["step"], sum(exact) / len(exact), mean_voted, copies))
+        val = set_accuracies(row, "val/", where)
+        mean_val = sum(val) / len(val) if val and all(math.isfinite(v) for v in val) else None
+        out.append(Eval(seconds, row["step"], sum(exact) / len(exact), mean_voted, copies, mean_val))
     return out
 
 
@@ -113,7 +124,7 @@ def is_eval_key(k: str, prefix: str) -> bool:
         k.startswith(prefix)
         and k.endswith("/exact_accuracy")
         and rest.count("/") == 1
-        and not rest.startswith(("train/", "raw/"))
+        and not rest.startswith(("train/", "raw/", "val/"))
     )
 
 
@@ -150,20 +161,22 @@ def recipe_of(path: Path) -> str:
 
 
 def first_at(evals: list[Eval], threshold: float, limit_s: float | None) -> Eval | None:
-    return next((e for e in evals if e.exact >= threshold and (limit_s is None or e.seconds <= limit_s)), None)
+    return next((e for e in evals if e.chosen_on >= threshold and (limit_s is None or e.seconds <= limit_s)), None)
 
 
 def cell(e: Eval | None, with_accuracy: bool = False) -> str:
+    """An eval's time and step; with_accuracy: test's exact accuracy first. Chosen on val, val's is named."""
     if e is None:
         return "-"
     acc = f"{e.exact:.1%} at " if with_accuracy else ""
-    return f"{acc}{clock(e.seconds)} (step {e.step:,})"
+    val = "" if e.val is None else f"; val {e.val:.1%}" if with_accuracy else ", on val"
+    return f"{acc}{clock(e.seconds)} (step {e.step:,}{val})"
 
 
 def row(label: str, recipe: str, evals: list[Eval], minutes: float, thresholds: tuple[float, ...]) -> list[str]:
     limit = minutes * 60
     inside = [e for e in evals if e.seconds <= limit]
-    best = max(inside, key=lambda e: e.exact, default=None)  # the earliest of equal bests
+    best = max(inside, key=lambda e: e.chosen_on, default=None)  # the earliest of equal bests
     last = inside[-1] if inside else None
     # no evaluation after the limit: the run may have ended (or been stopped) before it
     note = "" if len(inside) < len(evals) else ", the run's last eval"

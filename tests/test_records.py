@@ -211,3 +211,19 @@ def test_limits_that_are_not_positive_numbers_are_refused(tmp_path, capsys, args
         rt.main([*args, str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and args[0] in err, err
+
+
+def test_runs_with_val_are_chosen_on_val_and_report_test(tmp_path, capsys) -> None:
+    rt = table_maker()
+    rows = [
+        {"step": 10, "all/exact_accuracy": 0.30, "val/all/exact_accuracy": 0.10, "elapsed_s": 60.0},
+        {"step": 20, "all/exact_accuracy": 0.22, "val/all/exact_accuracy": 0.25, "elapsed_s": 120.0},
+        {"step": 30, "all/exact_accuracy": 0.26, "val/all/exact_accuracy": 0.21, "elapsed_s": 180.0},
+    ]
+    write_rows(tmp_path / "r" / "metrics.jsonl", rows)
+    rt.main(["--minutes", "8", "--thresholds", "0.2", str(tmp_path / "r")])
+    cells = [c.strip() for c in capsys.readouterr().out.strip().splitlines()[-1].split("|")]
+    # time to 20%: the first eval whose val passed it (step 20), not test's (step 10); the best: val's best eval,
+    # reporting test's 22.0% there, not test's own maximum (30.0% at step 10)
+    assert cells[3] == "2m00s (step 20, on val)"
+    assert cells[4] == "22.0% at 2m00s (step 20; val 25.0%)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -68,3 +69,41 @@ def test_val_split_checked_against_train(with_val: Path, tmp_path: Path) -> None
     # a split folder passed as the dataset is named as such, val/ as train/ and test/ are
     with pytest.raises(UserError, match="one split of a dataset"):
         load_metadata(str(with_val / "val"), "val")
+
+
+# ---------------------------------------------------------------------------------------------- the trainer on val/
+def train_tiny(data: Path, run: Path) -> tuple[list[dict], str]:
+    from tests.conftest import SHORT_RUN, pretrain_args, run_py
+
+    r = run_py(pretrain_args(data, run, SHORT_RUN))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [row for row in rows if "all/exact_accuracy" in row], r.stdout
+
+
+def test_the_trainer_scores_val_and_chooses_the_best_step_on_it(tiny_sudoku: Path, tmp_path: Path) -> None:
+    import torch
+
+    assert (tiny_sudoku / "val" / "dataset.json").is_file()  # the builder's default
+    evals, out = train_tiny(tiny_sudoku, tmp_path / "run")
+    assert len(evals) == 2 and all("val/all/exact_accuracy" in e and "val/all/accuracy" in e for e in evals)
+    assert "time to val exact accuracy" in out and "time to test exact accuracy" not in out
+    # The best step kept in the checkpoint is the one with the best val accuracy (the first of equals)
+    vals = [e["val/all/exact_accuracy"] for e in evals]
+    best = evals[vals.index(max(vals))]["step"]
+    progress = torch.load(tmp_path / "run" / f"step_{evals[-1]['step']}.state", weights_only=False)["progress"]
+    assert progress["best_step"] == best and progress["timing"]["on"] == "val"
+    # records_table reads test's keys only for the test columns: val's never enter them
+    from tests.conftest import REPO, load_script
+
+    read_evals = load_script(REPO / "bench" / "records_table.py").read_evals
+    assert [e.exact for e in read_evals(tmp_path / "run")] == [e["all/exact_accuracy"] for e in evals]
+
+
+def test_a_folder_without_val_trains_as_before(tiny_sudoku: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_sudoku, data)
+    shutil.rmtree(data / "val")
+    evals, out = train_tiny(data, tmp_path / "run")
+    assert len(evals) == 2 and not any(k.startswith("val/") for e in evals for k in e)
+    assert "time to test exact accuracy" in out

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from dataset.format import PuzzleDatasetMetadata
-from dataset.loader import PuzzleDataset
+from dataset.loader import PuzzleDataset, has_split
 from dataset.transforms import puzzle_kind
 from train import checkpoint as ckpt
 from train import run_checkpoint
@@ -62,6 +62,8 @@ class Plan:
     test: DataLoader
     train_meta: PuzzleDatasetMetadata
     test_meta: PuzzleDatasetMetadata
+    val: DataLoader | None  # the data folder's val/ (builders write one): the best step is chosen on it
+    val_meta: PuzzleDatasetMetadata | None
     epochs_per_iter: int  # epochs per pass over the training data; an eval follows each pass
     total_iters: int  # passes
     total_steps: int  # the original's formula: the length of the lr schedule
@@ -85,6 +87,11 @@ def create_plan(config: PretrainConfig, d: Dist, device: torch.device) -> Plan:
     eval_loader, eval_meta = create_dataloader(
         config, "test", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch(config)
     )
+    val_loader, val_meta = None, None
+    if has_split(config.data_path, "val"):
+        val_loader, val_meta = create_dataloader(
+            config, "val", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch(config)
+        )
     if config.eval_tta > 1:  # it needs the test set's kind: refused now, not at the run's last eval
         score = ["python", "dataset/score_arc.py", "--preds", str(config.checkpoint_path), "--data", config.data_path]
         kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
@@ -108,7 +115,7 @@ def create_plan(config: PretrainConfig, d: Dist, device: torch.device) -> Plan:
     # (ARC) a pass's count varies a little with the puzzles drawn, so the plan is approximate.
     planned = min(total_steps, total_iters * steps_per_pass)
     exact = train_meta.mean_puzzle_examples == 1
-    loaders = (train_loader, eval_loader, train_meta, eval_meta)
+    loaders = (train_loader, eval_loader, train_meta, eval_meta, val_loader, val_meta)
     return Plan(*loaders, epochs_per_iter, total_iters, total_steps, steps_per_pass, planned, exact)
 
 
@@ -326,9 +333,13 @@ class Loop:
         self.phase = "eval"
         test, meta = self.plan.test, self.plan.test_meta
         tta = None
+        val = None
         with self.out_of_memory(evaluating=True):
             with state.ema.swapped_in() if state.ema is not None else nullcontext():
                 results = evaluate(config, state, test, meta, d, self.device, self.writes)
+                if self.plan.val is not None and self.plan.val_meta is not None:  # the same weights, no outputs saved
+                    quiet = config.model_copy(update={"eval_save_outputs": []})
+                    val = evaluate(quiet, state, self.plan.val, self.plan.val_meta, d, self.device, self.writes)
                 if config.eval_tta > 1 and (config.eval_tta_every or it == self.plan.total_iters - 1):
                     tta = self.tta()  # the weights of the headline score
             raw = None
@@ -336,11 +347,11 @@ class Loop:
                 quiet = config.model_copy(update={"eval_save_outputs": []})
                 raw = evaluate(quiet, state, test, meta, d, self.device, self.writes)
         self.eval_finite = all(
-            math.isfinite(v) for r in (results, raw) if r is not None for m in r.values() for v in m.values()
+            math.isfinite(v) for r in (results, raw, val) if r is not None for m in r.values() for v in m.values()
         )
         prog.passes_done, prog.batches_into_pass = it + 1, 0
         if d.is_main and results is not None:
-            self.report_eval(results, raw, tta)
+            self.report_eval(results, raw, tta, val)
         if d.world_size > 1:  # every rank needs rank 0's best_step for pruning decisions to agree
             obj = [(prog.best_step, prog.best_value, self.eval_finite)]
             dist.broadcast_object_list(obj, src=0)
@@ -379,11 +390,15 @@ class Loop:
         results: dict[str, dict[str, float]],
         raw: dict[str, dict[str, float]] | None,
         tta: tuple[dict[str, dict[str, float]], float] | None = None,
+        val: dict[str, dict[str, float]] | None = None,
     ) -> None:
-        """Rank 0: log and print an eval's metrics, keep the best step, and the time to accuracy."""
+        """Rank 0: log and print an eval's metrics, keep the best step, and the time to accuracy. With a val/
+        split, the best step and the times are chosen on val's exact accuracy and report test's at that step:
+        a figure chosen on the set it reports would flatter it."""
         prog, step = self.prog, self.state.step
         flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
         flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
+        flat |= {f"val/{s}/{k}": v for s, m in (val or {}).items() for k, v in m.items()}
         scores, took = tta or ({}, 0.0)
         for s, m in scores.items():
             flat |= {f"{s}/tta_exact_accuracy": m["tta_exact_accuracy"], f"{s}/tta_accuracy": m["tta_accuracy"]}
@@ -406,11 +421,16 @@ class Loop:
             print(f"  raw {line}", flush=True)
         for s, m in scores.items():
             print(f"  {'EMA ' if self.state.ema is not None else ''}{tta_line(s, m, self.config.eval_tta, took)}")
+        for line in eval_headline(val or {}, halt_max_steps):
+            print(f"  val {line}", flush=True)
         exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
-        if exact and (prog.best_value is None or sum(exact) / len(exact) > prog.best_value):
-            prog.best_step, prog.best_value = step, sum(exact) / len(exact)
-        if exact:
-            for line in self.timing.update(sum(exact) / len(exact), step, at=known_at):
+        val_exact = [m["exact_accuracy"] for m in (val or {}).values() if "exact_accuracy" in m]
+        chosen = val_exact or exact  # what the best step and the times are chosen on
+        if chosen and (prog.best_value is None or sum(chosen) / len(chosen) > prog.best_value):
+            prog.best_step, prog.best_value = step, sum(chosen) / len(chosen)
+        if chosen:
+            test = sum(exact) / len(exact) if val_exact and exact else None
+            for line in self.timing.update(sum(chosen) / len(chosen), step, at=known_at, test=test):
                 print(f"  {line}", flush=True)
             prog.timing = self.timing.state_dict()
 

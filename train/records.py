@@ -20,44 +20,61 @@ def clock(seconds: float) -> str:
 
 
 class TimeToAccuracy:
-    """Follows the eval exact accuracy of a run; resumed runs add the time of the jobs before (`offset`)."""
+    """Follows the eval exact accuracy of a run; resumed runs add the time of the jobs before (`offset`).
+
+    With a val/ split the accuracy followed is val's, and each time and the best carry test's accuracy at that
+    step (`test`): the figure reported is never the one it was chosen on. Without one, it is test's (the paper's
+    protocol, which chooses on the figure it reports: the lines say which)."""
 
     def __init__(self, start: float = PROCESS_START, offset: float = 0.0, reached: dict | None = None):
         self.start, self.offset = start, offset
-        self.reached: dict[str, tuple[float, int]] = dict(reached or {})  # "0.55" -> (seconds, step)
-        self.best: tuple[float, float, int] | None = None  # (accuracy, seconds, step)
+        # "0.55" -> (seconds, step) or, chosen on val, (seconds, step, test accuracy at that step)
+        self.reached: dict[str, tuple] = {k: tuple(v) for k, v in (reached or {}).items()}
+        self.best: tuple | None = None  # (accuracy, seconds, step[, test accuracy])
+        self.on = "test"  # the split the accuracy followed is from: "val" once a val accuracy came
 
     def elapsed(self) -> float:
         return self.offset + time.time() - self.start
 
-    def update(self, accuracy: float, step: int, at: float | None = None) -> list[str]:
-        """Record one evaluation, known at `at` seconds (default: now); returns a line per threshold crossed first."""
+    def update(self, accuracy: float, step: int, at: float | None = None, test: float | None = None) -> list[str]:
+        """Record one evaluation, known at `at` seconds (default: now); returns a line per threshold crossed first.
+        `test`: given when `accuracy` is val's, test's exact accuracy at the same step."""
         t = self.elapsed() if at is None else at
+        if test is not None:
+            self.on = "val"
+        extra = () if test is None else (test,)
         if self.best is None or accuracy > self.best[0]:
-            self.best = (accuracy, t, step)
+            self.best = (accuracy, t, step, *extra)
         lines = []
+        there = f"; test {test:.1%} there" if test is not None else ""
         for thr in THRESHOLDS:
             key = f"{thr:g}"
             if accuracy >= thr and key not in self.reached:
-                self.reached[key] = (t, step)
-                lines.append(f"test exact accuracy >= {thr:.0%} first reached at {clock(t)} (step {step:,})")
+                self.reached[key] = (t, step, *extra)
+                lines.append(
+                    f"{self.on} exact accuracy >= {thr:.0%} first reached at {clock(t)} (step {step:,}{there})"
+                )
         return lines
 
     def summary(self) -> str:
         parts = [
-            f"{float(k):.0%} {clock(t)} (step {s:,})"
-            for k, (t, s) in sorted(self.reached.items(), key=lambda x: float(x[0]))
+            f"{float(k):.0%} {clock(v[0])} (step {v[1]:,}" + (f", test {v[2]:.1%})" if len(v) > 2 else ")")
+            for k, v in sorted(self.reached.items(), key=lambda x: float(x[0]))
         ]
-        best = f"; best {self.best[0]:.1%} at {clock(self.best[1])} (step {self.best[2]:,})" if self.best else ""
-        return "time to test exact accuracy: " + (", ".join(parts) if parts else "no threshold reached") + best
+        best = ""
+        if self.best:
+            test = f", test {self.best[3]:.1%}" if len(self.best) > 3 else ""
+            best = f"; best {self.best[0]:.1%} at {clock(self.best[1])} (step {self.best[2]:,}{test})"
+        return f"time to {self.on} exact accuracy: " + (", ".join(parts) if parts else "no threshold reached") + best
 
     def state_dict(self) -> dict:
-        return {"elapsed": self.elapsed(), "reached": dict(self.reached), "best": self.best}
+        return {"elapsed": self.elapsed(), "reached": dict(self.reached), "best": self.best, "on": self.on}
 
     @classmethod
     def resumed(cls, saved: dict | None) -> TimeToAccuracy:
         if not saved:
             return cls()
         out = cls(offset=float(saved.get("elapsed", 0.0)), reached=saved.get("reached"))
-        out.best = tuple(saved["best"]) if saved.get("best") else None  # type: ignore[assignment]
+        out.best = tuple(saved["best"]) if saved.get("best") else None
+        out.on = str(saved.get("on", "test"))
         return out

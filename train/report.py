@@ -111,8 +111,9 @@ def finished_message(config: PretrainConfig, prog: Progress, step: int, already:
     lines.append(f"evaluate it:\n  {evaluate_command(run_dir, step)}")
     best = prog.best_step
     if best is not None and best != step and prog.best_value and os.path.isfile(os.path.join(run_dir, f"step_{best}")):
+        on = prog.timing.get("on", "test")  # val when the run had a val/ split: the best step is chosen there
         lines.append(
-            f"best eval (exact accuracy {prog.best_value:.4f}) was step_{best}:\n  {evaluate_command(run_dir, best)}"
+            f"best eval ({on} exact accuracy {prog.best_value:.4f}) was step_{best}:\n  {evaluate_command(run_dir, best)}"
         )
     if already:
         lines.append("nothing left to train: a longer schedule (epochs=...) is a new run, with another checkpoint_path")
