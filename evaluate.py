@@ -36,7 +36,7 @@ from train.config import defaults as config_defaults
 from train.runtime import init_distributed, setup_runtime
 from train.steps import TrainState, create_dataloader, create_model, eval_headline, evaluate
 from train.trm_config import from_trm_config
-from train.tta import check_tta_kind, evaluate_tta, prefix_sizes
+from train.tta import check_tta_kind, check_tta_memory, evaluate_tta, prefix_sizes
 from train.weights import checkpoint_file, load_checkpoint, weights_file
 from utils import shell
 from utils.errors import UserError, close_matches, exit_with
@@ -130,8 +130,8 @@ def tta_options(cli: dict[str, Any]) -> tuple[int, bool, int]:
         raise UserError(f"tta must be a whole number >= 1 (transformed copies per test puzzle), got {k!r}")
     if not isinstance(prefer, bool):
         raise UserError(f"tta_prefer_valid must be true or false, got {prefer!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise UserError(f"tta_seed must be a whole number, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"tta_seed must be a whole number >= 0, got {seed!r}")
     return k, prefer, seed
 
 
@@ -185,6 +185,7 @@ def launch(cli: dict[str, Any]) -> None:
         kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
         score = ["python", "dataset/score_arc.py", "--preds", os.path.dirname(ckpt) or ".", "--data", config.data_path]
         check_tta_kind(kind, tta, "tta", shell.join(score))
+        check_tta_memory(sum(eval_loader.dataset.set_sizes().values()), tta, eval_meta.seq_len, "tta")  # type: ignore[attr-defined]
         model, optimizers, lrs = create_model(
             config, model_meta, d, rt.device, rt.forward_dtype, rt.use_compile, compile_mode=rt.compile_mode
         )

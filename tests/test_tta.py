@@ -225,6 +225,8 @@ def test_bad_eval_tta_is_refused_before_training(tiny_sudoku: Path, tmp_path: Pa
         (tiny_sudoku, "eval_tta=true", "eval_tta=True: give a whole number >= 1"),
         (arc, "eval_tta=4", "eval_tta is for Sudoku and Maze, drop eval_tta=4; ARC votes over the augmentations"),
         (maze, "eval_tta=9", "a maze has 8 symmetries: eval_tta must be <= 8, got 9"),
+        # a vote that cannot fit in memory: refused now, not after the run at its last eval (it lost the run)
+        (tiny_sudoku, "eval_tta=1000000000", "eval_tta=1000000000 needs ~"),
     ]
     for i, (data, arg, message) in enumerate(cases):
         run = tmp_path / f"run{i}"
@@ -234,6 +236,20 @@ def test_bad_eval_tta_is_refused_before_training(tiny_sudoku: Path, tmp_path: Pa
         assert "[Rank 0" not in r.stdout and not run.exists(), arg  # no step trained, no run folder left
         if data == arc:
             assert r.stderr.strip().endswith(f"python dataset/score_arc.py --preds {run} --data {arc}"), r.stderr
+
+
+def test_a_vote_that_does_not_fit_is_refused_with_a_size_that_does() -> None:
+    from train.tta import check_tta_memory
+    from utils.errors import UserError
+
+    gib = 2**30
+    check_tta_memory(5000, 16, 81, "tta", available=8 * gib)  # the records' vote: ~0.16 GiB
+    with pytest.raises(UserError) as e:
+        check_tta_memory(5000, 1_000_000, 81, "eval_tta", available=8 * gib)
+    msg = str(e.value)
+    assert "needs ~9806.8 GiB" in msg and "8.0 GiB is available: lower it to eval_tta=" in msg
+    k = int(msg.rsplit("eval_tta=", 1)[1].split()[0])
+    check_tta_memory(5000, k, 81, "eval_tta", available=8 * gib)  # the advice itself fits
 
 
 @pytest.mark.slow

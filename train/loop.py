@@ -45,7 +45,7 @@ from train.steps import (
     train_batch,
 )
 from train.tracking import Estimate, StepRate, Tracker, fmt_seconds, progress_bar
-from train.tta import check_tta_kind, evaluate_tta, prefix_sizes
+from train.tta import check_tta_kind, check_tta_memory, evaluate_tta, prefix_sizes
 from train.writes import WriteGuard
 from utils import shell
 from utils.errors import UserError, out_of_memory_explained
@@ -98,6 +98,10 @@ def create_plan(config: PretrainConfig, d: Dist, device: torch.device) -> Plan:
         check_tta_kind(
             kind, config.eval_tta, "eval_tta", f"once evaluate.py wrote a checkpoint's predictions, {shell.join(score)}"
         )
+        test_examples = sum(cast(PuzzleDataset, eval_loader.dataset).set_sizes().values())
+        if config.eval_batches is not None:  # the vote takes the rows the plain evaluation scores
+            test_examples = min(test_examples, config.eval_batches * eval_batch(config))
+        check_tta_memory(test_examples, config.eval_tta, eval_meta.seq_len, "eval_tta")
     total_steps = int(
         config.epochs * train_meta.total_groups * train_meta.mean_puzzle_examples / config.global_batch_size
     )

@@ -37,6 +37,38 @@ def check_tta_kind(kind: str, k: int, key: str, arc_vote: str) -> None:
         raise UserError(f"a maze has 8 symmetries: {key} must be <= 8, got {k}")
 
 
+# Host bytes a vote holds per test example, copy and position: the transformed inputs, the predictions and the
+# predictions mapped back (int64 each), the per-copy comparisons beside them.
+TTA_BYTES_PER_CELL = 8 * 3 + 2
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory available now (Linux's MemAvailable), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_tta_memory(examples: int, k: int, seq_len: int, key: str, available: int | None = None) -> None:
+    """Refuse, before any work, a vote whose arrays would not fit in host memory (it would fail after the whole
+    run or evaluation, taking the time spent with it). `available`: bytes (default: read from the machine)."""
+    if k == 1:
+        return
+    need = examples * k * seq_len * TTA_BYTES_PER_CELL
+    available = available_memory() if available is None else available
+    if available is not None and need > 0.8 * available:
+        fits = max(1, int(0.8 * available // max(1, examples * seq_len * TTA_BYTES_PER_CELL)))
+        raise UserError(
+            f"{key}={k} needs ~{need / 2**30:.1f} GiB of host memory for the vote over {examples:,} test puzzles, "
+            f"and {available / 2**30:.1f} GiB is available: lower it to {key}={min(fits, 64)} or less"
+        )
+
+
 def vote(grids: np.ndarray, confidence: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """(N, K, L) candidate grids, (N, K) confidences, optional (N, K) validity -> (N, L) chosen grids."""
     out = np.empty((grids.shape[0], grids.shape[2]), dtype=grids.dtype)
