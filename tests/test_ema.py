@@ -175,3 +175,33 @@ def test_ema_requested_on_a_checkpoint_without_one_says_so(tiny_sudoku, tmp_path
     assert float(deep[3].split()[4]) < 1.0 and float(deep[-1].split()[4]) == 1.0  # the cap moved from 4 to 8
     r = run_py(["evaluate.py", f"checkpoint={ckpt}", "per_step=yes please"])
     assert r.returncode == 2 and "per_step must be true or false" in r.stderr
+
+
+@pytest.mark.slow
+def test_resuming_an_ema_run_without_it_or_from_a_broken_average_is_refused(tiny_sudoku, tmp_path) -> None:
+    """Resuming with ema=false would drop the average silently and leave a stale step_N.ema that evaluate.py then
+    scores; a truncated or crafted step_N.ema is one line, and resume=auto falls back to the previous checkpoint."""
+    from tests.conftest import SHORT_RUN, pretrain_args, run_py
+
+    run = tmp_path / "run"
+    base = [*SHORT_RUN, "seed=2", "ema=true", "checkpoint_interval=4", "keep_last=0"]
+    r = run_py(pretrain_args(tiny_sudoku, run, base))
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps = sorted(int(p.name.split("_")[1].removesuffix(".state")) for p in run.glob("step_*.state"))
+    last, before = steps[-1], steps[-2]
+    files = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+
+    r = run_py(pretrain_args(tiny_sudoku, run, [*base, "ema=false", f"resume={run / f'step_{before}'}"]))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "was trained with ema=true" in r.stderr and "resume with ema=true" in r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == files  # nothing written or removed
+
+    for content in (b"", (run / f"step_{last}.ema").read_bytes()[:100], b"not a tensor file"):
+        (run / f"step_{last}.ema").write_bytes(content)
+        r = run_py(pretrain_args(tiny_sudoku, run, [*base, f"resume={run / f'step_{last}'}"]))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr and "no loadable checkpoint" in r.stderr
+        assert f"step_{last}.ema is unreadable" in r.stdout
+    r = run_py(pretrain_args(tiny_sudoku, run, [*base, "resume=auto"]))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"from step {before}" in r.stdout and "trying the previous one" in r.stdout

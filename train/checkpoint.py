@@ -369,7 +369,14 @@ def load_ema(run_dir: str, step: int, full: dict[str, Any]) -> dict[str, torch.T
     path = paths(run_dir, step)[0] + EMA_SUFFIX
     if not os.path.isfile(path):
         return None
-    averaged = load(path)
+    try:
+        averaged = load(path)
+    except Exception as e:  # truncated, crafted, not a tensor file: unpickling fails in many ways
+        raise UserError(
+            f"{path} is unreadable ({type(e).__name__}): the weight average of step_{step} is lost"
+        ) from None
+    if not isinstance(averaged, dict) or not all(isinstance(v, torch.Tensor) for v in averaged.values()):
+        raise UserError(f"{path} is not a weight average (a dict of tensors)")
     want = (full.get("checksums") or {}).get("ema")
     if want is not None and digest(averaged) != want:
         raise UserError(f"{path} does not match the checksum in its {STATE_SUFFIX} (corrupt or replaced)")

@@ -212,6 +212,13 @@ def restore(
             "resume from another checkpoint"
         )
     averaged = None
+    if not want_ema and (full.get("checksums") or {}).get("ema") is not None:
+        # Resuming without it would drop the average silently, and leave step_N.ema beside weights it no longer
+        # averages, which evaluate.py would then score as this checkpoint's.
+        raise UserError(
+            f"{os.path.join(folder, f'step_{step}')} was trained with ema=true (its weight average is step_{step}.ema): "
+            "resume with ema=true, or start a new run (another checkpoint_path) without it"
+        )
     if want_ema:
         averaged = load_ema(folder, step, full)
         if averaged is None:
@@ -262,7 +269,9 @@ def find_resume(resume: str, run_dir: str, log=print) -> tuple[int, dict[str, An
     for folder, step in candidates:
         try:
             weights, state = load_complete(folder, step)
-        except ValueError as e:
+            if (state.get("checksums") or {}).get("ema") is not None:  # saved with an average: it must read back
+                load_ema(folder, step, state)
+        except (ValueError, UserError) as e:
             log(f"checkpoint step_{step} in {folder} is unreadable ({e}); trying the previous one")
             continue
         return step, weights, state, folder
