@@ -198,6 +198,11 @@ def run_copy(run_dir: Path, tmp_path: Path) -> Path:
         ("muon_lr=-0.02", "muon_lr=-0.02 is out of range"),
         ("muon_weight_decay=nan", "muon_weight_decay=nan is out of range"),
         ("checkpoint_minutes=nan", "checkpoint_minutes must be positive or null, got nan"),
+        # only the project's model classes are nameable: not any attribute of a models/ module
+        ("arch.name=fused@os", "model name 'fused@os': os in models.fused is not a model class defined there"),
+        ("arch.name=layers@F", "F in models.layers is not a model class defined there"),
+        ("arch.loss.name=fused@torch", "model name 'fused@torch': torch in models.fused is not a model class"),
+        ("arch.name=../x@Y", "no module 'models.../x'"),
     ],
 )
 def test_bad_config_value_is_one_line(override: str, expected: str) -> None:

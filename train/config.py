@@ -15,7 +15,7 @@ import pydantic
 import yaml
 from pydantic_core import PydanticCustomError
 
-from train.functions import arch_config_class
+from train.functions import arch_config_class, load_model_class
 from utils.errors import UserError, close_matches
 
 
@@ -271,6 +271,7 @@ def validate_config(config: PretrainConfig) -> None:
     """Everything checkable before touching data or GPU, with the fix in the message."""
     extras = dict(config.arch.__pydantic_extra__ or {})
     allowed = arch_model_keys(config.arch.name)
+    load_model_class(config.arch.loss.name)  # the loss head must be one of models/losses.py's classes
     for k in extras:
         if k not in allowed:
             if config.recipe and k in recipe_arch_keys(config.recipe):  # `recipe=trm-sudoku arch=hrm_v1`

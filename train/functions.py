@@ -30,7 +30,17 @@ def load_model_class(identifier: str, prefix: str = "models.") -> type:
         raise UserError(f"no module {prefix + module_path!r} for model name {identifier!r}") from None
     if not hasattr(module, class_name):
         raise UserError(f"{prefix + module_path} has no class {class_name!r} (model name {identifier!r})")
-    return getattr(module, class_name)
+    obj = getattr(module, class_name)
+    from torch import nn
+
+    # Only the project's model classes are nameable (a command line or a crafted all_config.yaml could name any
+    # attribute, `fused@os` the os module): a torch module class defined in that very module.
+    if not (inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__):
+        raise UserError(
+            f"model name {identifier!r}: {class_name} in {prefix + module_path} is not a model class defined there; "
+            "name one of config/arch/*.yaml's (e.g. hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1)"
+        )
+    return obj
 
 
 def arch_config_class(arch_name: str) -> type[pydantic.BaseModel] | None:
