@@ -65,6 +65,7 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     if os.path.isfile(cfg_file):
         base = from_trm_config(read_config_file(cfg_file), cli)  # TRM's file: data_paths list, its extra keys
         source = cfg_file
+        check_same_model(cli.get("arch"), base.get("arch"), cfg_file)
     else:
         if "data_path" not in cli:
             raise UserError(
@@ -90,6 +91,26 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     config.checkpoint_path = out_dir
     print(f"config: {source}")
     return config, ckpt, list(save_outputs)
+
+
+# arch keys that an evaluation may change: how deep it thinks (halt_max_steps, README "Evaluation"), exploration
+# (training only), the precision of the forward pass, the loss head's settings (the loss value, not the answers).
+EVAL_ARCH_KEYS = ("halt_max_steps", "halt_exploration_prob", "forward_dtype", "loss")
+
+
+def check_same_model(cli_arch: Any, saved_arch: Any, cfg_file: str) -> None:
+    """An arch key on the command line that differs from the one the checkpoint was trained with builds another
+    model around the same weights: where the shapes still match (heads, positions, encodings) it would evaluate
+    that other model without a word. Refused, naming the trained value."""
+    if not isinstance(cli_arch, dict) or not isinstance(saved_arch, dict):
+        return
+    for k, v in cli_arch.items():
+        if k in EVAL_ARCH_KEYS or k not in saved_arch or saved_arch[k] == v:
+            continue
+        raise UserError(
+            f"arch.{k}={v} differs from the checkpoint's arch.{k}={saved_arch[k]} ({cfg_file}): the weights belong to "
+            f"that model; drop arch.{k} (evaluation may change only arch.{', arch.'.join(EVAL_ARCH_KEYS)})"
+        )
 
 
 def read_config_file(path: str) -> dict[str, Any]:

@@ -576,22 +576,40 @@ def test_crafted_weights_for_predict(tmp_path: Path, kind: str) -> None:
 
 
 @BAD_INPUT
-def test_weights_of_another_width_name_the_key(run_dir: Path) -> None:
-    line = one_line_error(
-        ["evaluate.py", f"checkpoint={run_dir / 'step_2'}", "arch.hidden_size=128", "arch.puzzle_emb_ndim=128"], run_dir
-    )
+def test_weights_of_another_width_name_the_key(run_copy: Path, tiny_sudoku: Path) -> None:
+    # Without all_config.yaml (the released checkpoints): the weights' shapes say what the model was
+    (run_copy / "all_config.yaml").unlink()
+    tiny = [a for a in TINY_ARCH if not a.startswith("arch.hidden_size")]
+    args = [f"checkpoint={run_copy / 'step_2'}", f"data_path={tiny_sudoku}", *tiny, "arch.puzzle_emb_ndim=128"]
+    line = one_line_error(["evaluate.py", *args, "arch.hidden_size=128"], run_copy)
     assert "is (64,) in" in line and "but (128,) in this model" in line
     assert "it was trained with arch.hidden_size=64 arch.puzzle_emb_ndim=64; add that" in line
     assert "dataset build" not in line  # the old, wrong cause
 
 
-def test_weights_of_another_depth_name_the_key(run_dir: Path, tiny_sudoku: Path) -> None:
+@BAD_INPUT
+@pytest.mark.parametrize("override", ["arch.hidden_size=128", "arch.num_heads=4", "arch.pos_encodings=learned"])
+def test_an_arch_key_unlike_the_checkpoints_is_refused(run_dir: Path, override: str) -> None:
+    # With all_config.yaml: any arch key that builds another model, shapes unchanged or not (more heads,
+    # other positions would evaluate a different model around the same weights without a word)
+    line = one_line_error(["evaluate.py", f"checkpoint={run_dir / 'step_2'}", override], run_dir)
+    key, value = override.split("=")
+    assert f"{override} differs from the checkpoint's {key}=" in line and f"drop {key}" in line
+    deeper = run_py(["evaluate.py", f"checkpoint={run_dir / 'step_2'}", "arch.halt_max_steps=4", "save_outputs=[]"])
+    assert deeper.returncode == 0, deeper.stderr  # thinking longer than trained stays allowed
+
+
+def test_weights_of_another_depth_name_the_key(run_copy: Path, tiny_sudoku: Path) -> None:
     import evaluate
     import pretrain
     from dataset.loader import load_metadata
     from train.runtime import Dist
 
-    config, ckpt, _ = evaluate.load_eval_config({"checkpoint": str(run_dir / "step_2"), "arch": {"L_layers": 2}})
+    (run_copy / "all_config.yaml").unlink()  # the weights alone say what the model was
+    arch = {a.split("=")[0].removeprefix("arch."): int(a.split("=")[1]) for a in TINY_ARCH} | {"L_layers": 2}
+    arch |= {"puzzle_emb_ndim": 64}
+    cli = {"checkpoint": str(run_copy / "step_2"), "data_path": str(tiny_sudoku), "arch": arch}
+    config, ckpt, _ = evaluate.load_eval_config(cli)
     model, _, _ = pretrain.create_model(
         config, load_metadata(str(tiny_sudoku), "train"), Dist(), torch.device("cpu"), "float32", False
     )
