@@ -852,3 +852,31 @@ def test_cpu_out_of_memory_is_one_line(monkeypatch, tiny_sudoku: Path, tmp_path:
 def test_other_runtime_errors_are_not_called_oom(monkeypatch, tiny_sudoku: Path, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="a real bug"):
         _launch_with(monkeypatch, tiny_sudoku, tmp_path, "train_batch", RuntimeError("a real bug"))
+
+
+@BAD_INPUT
+@pytest.mark.parametrize("argv", [["recipe=paper-sudoku", "recipe=trm-sudoku"], ["arch=trm", "arch=hrm_v1"]])
+def test_a_config_group_given_twice_is_refused(argv: list[str]) -> None:
+    from train.config import check_cli_overrides
+
+    with pytest.raises(UserError, match=f"{argv[0].split('=')[0]} is given twice .*; keep one"):
+        check_cli_overrides(argv)
+
+
+@BAD_INPUT
+@pytest.mark.slow
+def test_resuming_under_another_recipe_is_refused_first(tiny_sudoku: Path, tmp_path: Path) -> None:
+    """A recipe run resumed without its recipe: the error named epochs first, and restoring epochs resumed with
+    the base defaults instead of the recipe's; another recipe continued silently."""
+    from tests.conftest import SHORT_RUN, pretrain_args
+
+    run = tmp_path / "run"
+    base = [*SHORT_RUN, *hydra_quiet(tmp_path)]
+    r = run_py(pretrain_args(tiny_sudoku, run, ["recipe=paper-sudoku", *base]))
+    assert r.returncode == 0, r.stderr[-2000:]
+    for recipe, expect in (([], "add recipe=paper-sudoku"), (["recipe=speedrun-hrm"], "add recipe=paper-sudoku")):
+        r = run_py(pretrain_args(tiny_sudoku, run, [*recipe, *base, "resume=auto"]))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "trained with recipe=paper-sudoku" in r.stderr and expect in r.stderr
+    r = run_py(pretrain_args(tiny_sudoku, run, ["recipe=paper-sudoku", *base, "resume=auto"]))
+    assert r.returncode == 0, r.stderr[-2000:]  # its own recipe resumes

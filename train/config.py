@@ -235,12 +235,18 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
     name = name or "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
     arch = arch_model_keys(name) | {"name", "loss", "loss.name", "loss.loss_type"}
     out = []
+    seen: dict[str, str] = {}
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             out.append(arg)
             continue
         key = arg.split("=", 1)[0]
         bare = key.lstrip("+~")
+        # Two recipes or two archs: Hydra takes the last group file without a word (plain keys keep Hydra's
+        # documented last-one-wins, which scripts rely on to override a key)
+        if bare in ("recipe", "arch") and bare in seen:
+            raise UserError(f"{bare} is given twice ({seen[bare]} and {arg}); keep one")
+        seen[bare] = arg
         if bare.startswith("hydra.") or bare.startswith("hydra/") or bare in ("arch", "recipe"):
             out.append(arg.lstrip("+") if bare == "recipe" else arg)  # `+recipe=`: Hydra refuses the `+` (in defaults)
             continue

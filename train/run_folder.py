@@ -141,6 +141,16 @@ def resolve_resume(config: PretrainConfig) -> Resumed | None:
             + healthy_hint(config, healthy, newest=step)
         )
     saved_cfg = dict(full["config"])
+    if saved_cfg.get("recipe") != config.recipe:  # first: the other keys' advice would resume without its values
+        was = saved_cfg.get("recipe")
+        raise UserError(
+            f"resume: the checkpoint was trained with recipe={was} and this command has recipe={config.recipe}; "
+            + (
+                f"add recipe={was} (and the keys it was given then)"
+                if was
+                else "drop recipe= (it was trained without one)"
+            )
+        )
     for key in ("data_path", "global_batch_size", "epochs", "eval_interval"):
         if saved_cfg.get(key) != getattr(config, key):
             raise UserError(
