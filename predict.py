@@ -46,7 +46,10 @@ def read_text(arg: str) -> str:
             raise UserError(f"cannot read puzzle file {arg!r} ({getattr(e, 'strerror', None) or e})") from None
     if os.path.isdir(arg):
         raise UserError(f"puzzle={arg!r} is a folder; give puzzle text or a file holding one puzzle")
-    if "/" in arg or os.sep in arg or re.search(r"\.[A-Za-z][A-Za-z0-9]{0,5}$", arg):
+    # A puzzle's own length (81 Sudoku cells, 900 maze cells) is puzzle text whatever it ends with: "...5.x" is a
+    # Sudoku with a bad character, not a file name
+    looks_like_file = re.search(r"\.[A-Za-z][A-Za-z0-9]{0,5}$", arg) and len(arg) not in (81, 900)
+    if "/" in arg or os.sep in arg or looks_like_file:
         raise UserError(
             f"puzzle file {arg!r} not found (looked for {os.path.abspath(arg)}); give an existing file or the puzzle text"
         )
@@ -74,8 +77,9 @@ def encode(text: str, seq_len: int, vocab: int) -> tuple[np.ndarray, str]:
         except ValueError as e:
             raise UserError(f"not a Sudoku: {e} (give 81 characters, '.' or '0' for blanks)") from None
     if seq_len == 900 and vocab == 6:
-        rows = [r for r in text.splitlines() if r.strip()]
-        flat = "".join(rows) if len(rows) > 1 else text.strip()
+        # Only line breaks are dropped: spaces are a maze's free cells, also at the start or end of a line
+        rows = [r.rstrip("\r") for r in text.split("\n")]
+        flat = "".join(r for r in rows if r)
         if len(flat) != 900 or any(c not in MAZE_CHARS for c in flat):
             raise UserError("not a 30x30 maze: give 900 characters of '# SGo' (30 lines of 30, or one line)")
         return np.array([MAZE_CHARS.index(c) + 1 for c in flat], dtype=np.int64), "maze"
@@ -119,8 +123,15 @@ def solve(
 
 def main() -> None:
     try:
-        cli: dict[str, Any] = OmegaConf.to_container(OmegaConf.from_cli(sys.argv[1:]))  # type: ignore[assignment]
-        puzzle = cli.pop("puzzle", None)
+        # puzzle= is taken as the shell gave it: through OmegaConf, 81 zeros became the number 0, '01...' an
+        # octal, and a maze starting with '#' a YAML comment
+        args = sys.argv[1:]
+        given = [a.split("=", 1)[1] for a in args if a.startswith("puzzle=")]
+        rest = [a for a in args if not a.startswith("puzzle=")]
+        cli: dict[str, Any] = OmegaConf.to_container(OmegaConf.from_cli(rest))  # type: ignore[assignment]
+        if len(given) > 1:
+            raise UserError("puzzle= is given twice; give one puzzle")
+        puzzle = given[0] if given else None
         max_steps = cli.pop("max_steps", None)
         halt = str(cli.pop("halt", "max"))
         ema = cli.pop("ema", "auto")

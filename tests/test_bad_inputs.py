@@ -544,6 +544,37 @@ def test_predict_puzzle_file_not_found(tmp_path: Path, puzzle: str) -> None:
 
 
 @BAD_INPUT
+@pytest.mark.parametrize(
+    ("puzzle", "expected"),
+    [
+        ("." * 79 + ".x", "bad character 'x' at position 81"),  # puzzle text, not a file name with an extension
+        ("0" * 81, "prediction after"),  # OmegaConf read 81 zeros as the number 0
+        ("01" + "0" * 79, "prediction after"),  # ...and this as an octal
+        ("1" * 80, "expected 81 characters, got 80"),
+    ],
+)
+def test_predict_reads_the_puzzle_as_given(run_dir: Path, tmp_path: Path, puzzle: str, expected: str) -> None:
+    r = run_py(["predict.py", f"checkpoint={run_dir / 'step_2'}", f"puzzle={puzzle}"], cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert expected in out, out[-2000:]
+    if expected == "prediction after":
+        assert r.returncode == 0
+    else:
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_predict_maze_lines_keep_their_spaces() -> None:
+    import predict
+
+    row = " " + "#" * 28 + " "  # free cells at both ends of every line
+    maze = "S" + row[1:] + row * 28 + row[:-1] + "G"
+    tokens, kind = predict.encode(maze, 900, 6)  # one line of 900, as our builder writes it
+    assert kind == "maze" and len(tokens) == 900 and tokens[0] == predict.MAZE_CHARS.index("S") + 1
+    lines = "\n".join(maze[i : i + 30] for i in range(0, 900, 30)) + "\n"
+    assert (predict.encode(lines, 900, 6)[0] == tokens).all()  # 30 lines of 30
+
+
+@BAD_INPUT
 def test_predict_missing_file_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     line = one_line_error(
         ["predict.py", f"checkpoint={run_dir / 'step_2'}", "puzzle=missing.txt"], run_dir, cwd=tmp_path
