@@ -574,3 +574,25 @@ def test_predict_one_sudoku(ref: Path, tiny_sudoku: Path, tmp_path: Path) -> Non
     assert r.stdout.split("prediction after")[1] == out.split("prediction after")[1]
     r = run_py(["predict.py", f"checkpoint={ref / 'step_16'}", "puzzle=12345"])
     assert r.returncode == 2 and "expected 81 characters" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_end_of_run_names_only_checkpoints_that_exist(tmp_path: Path) -> None:
+    """muon_lr=1e30 ended at step 16 with no step_16 written (non-finite weights are never saved); the message
+    named step_16 and printed an evaluate command for it."""
+    from tests.conftest import tiny_config
+    from train.report import finished_message
+    from train.run_checkpoint import Progress
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = tiny_config(tmp_path, checkpoint_path=str(run), run_name="r")
+    assert finished_message(config, Progress(passes_done=2), 16, already=False).endswith(
+        "no checkpoint was saved (none of its weights were finite at a save)"
+    )
+    (run / "step_8").write_bytes(b"")
+    msg = finished_message(config, Progress(passes_done=2), 16, already=False)
+    assert "step_16 was not saved" in msg and f"last checkpoint: {run / 'step_8'}" in msg
+    assert f"checkpoint={run / 'step_8'}" in msg and "checkpoint=" + str(run / "step_16") not in msg
+    (run / "step_16").write_bytes(b"")
+    msg = finished_message(config, Progress(passes_done=2), 16, already=False)
+    assert "not saved" not in msg and f"last checkpoint: {run / 'step_16'}" in msg

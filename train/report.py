@@ -7,6 +7,7 @@ Text only, from plain values; the loop's own lines (steps, evals, stops) are in 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -105,9 +106,16 @@ def finished_message(config: PretrainConfig, prog: Progress, step: int, already:
     """The end of a run, or a resume of one that has ended: where its checkpoints are, how to evaluate them."""
     run_dir = str(config.checkpoint_path)
     head = f"run {config.run_name} " + ("is already finished" if already else "finished")
-    lines = [
-        f"{head} (step {step:,}, {prog.passes_done} evaluation(s)); last checkpoint: {shell.quote(os.path.join(run_dir, f'step_{step}'))}"
-    ]
+    head = f"{head} (step {step:,}, {prog.passes_done} evaluation(s))"
+    saved = sorted(
+        int(n[5:]) for n in (os.listdir(run_dir) if os.path.isdir(run_dir) else []) if re.fullmatch(r"step_\d+", n)
+    )
+    if step not in saved:  # not saved (non-finite weights are never written): name what is there, not step_<step>
+        if not saved:
+            return f"{head}; no checkpoint was saved (none of its weights were finite at a save)"
+        head = f"{head}; step_{step} was not saved (non-finite weights)"
+        step = saved[-1]
+    lines = [f"{head}; last checkpoint: {shell.quote(os.path.join(run_dir, f'step_{step}'))}"]
     lines.append(f"evaluate it:\n  {evaluate_command(run_dir, step)}")
     best = prog.best_step
     if best is not None and best != step and prog.best_value and os.path.isfile(os.path.join(run_dir, f"step_{best}")):
