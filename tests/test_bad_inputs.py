@@ -911,3 +911,15 @@ def test_resuming_under_another_recipe_is_refused_first(tiny_sudoku: Path, tmp_p
         assert "trained with recipe=paper-sudoku" in r.stderr and expect in r.stderr
     r = run_py(pretrain_args(tiny_sudoku, run, ["recipe=paper-sudoku", *base, "resume=auto"]))
     assert r.returncode == 0, r.stderr[-2000:]  # its own recipe resumes
+
+
+def test_a_start_leaves_no_hydra_log_in_the_users_folder(tiny_sudoku: Path, tmp_path: Path) -> None:
+    """Every start, failed ones included, left outputs/<date>/<time>/pretrain.log in the current folder."""
+    r = run_py(["pretrain.py", f"data_path={tmp_path / 'missing'}"], cwd=tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run_py(["pretrain.py", "data_path=sudoku-tiny", f"checkpoint_path={tmp_path / 'run'}", "epochs=1",
+                "eval_interval=1", "global_batch_size=64", *TINY_ARCH], cwd=tiny_sudoku.parent)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "eval " in r.stdout  # the log is on the terminal
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert not (tiny_sudoku.parent / "outputs").exists()
