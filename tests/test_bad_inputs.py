@@ -923,3 +923,19 @@ def test_a_start_leaves_no_hydra_log_in_the_users_folder(tiny_sudoku: Path, tmp_
     assert "eval " in r.stdout  # the log is on the terminal
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert not (tiny_sudoku.parent / "outputs").exists()
+
+
+def test_readme_arch_keys_work_without_a_plus(tiny_sudoku: Path, tmp_path: Path) -> None:
+    """arch.forward_dtype=float32, in the README's key table, needed a `+` (Hydra: no such key in the arch yaml)."""
+    from train.config import check_cli_overrides
+
+    assert check_cli_overrides(["arch.forward_dtype=float32", "arch.loss.loss_type=x", "+arch.rope_theta=5"]) == [
+        "+arch.forward_dtype=float32",
+        "arch.loss.loss_type=x",
+        "+arch.rope_theta=5",
+    ]
+    run = tmp_path / "run"
+    r = run_py(["pretrain.py", f"data_path={tiny_sudoku}", f"checkpoint_path={run}", "epochs=1", "eval_interval=1",
+                "global_batch_size=64", *TINY_ARCH, "arch.forward_dtype=float32", *hydra_quiet(tmp_path)])  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "forward_dtype: float32" in (run / "all_config.yaml").read_text()

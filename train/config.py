@@ -258,6 +258,10 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
             raise UserError(f"unknown config key {bare!r}{close_matches(bare, top)}")
         if key.startswith("+") and not key.startswith("++") and bare in _yaml_keys(arch_yaml):
             arg = arg[1:]
+        elif not key.startswith(("+", "~")) and bare.startswith("arch.") and bare.split(".")[1] not in arch_yaml:
+            # a model key the arch yaml leaves to its default (arch.forward_dtype, arch.rope_theta...): Hydra
+            # wants `+` to add it; the README's keys work as written without it
+            arg = "+" + arg
         out.append(arg)
     return out
 
