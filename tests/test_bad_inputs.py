@@ -762,6 +762,24 @@ def test_config_with_python_tag_is_refused(run_copy: Path, script: str) -> None:
 
 
 @CRAFTED
+@pytest.mark.parametrize("recipe", ["../../../outside", "/etc/hostname", "nope"])
+def test_config_whose_recipe_is_a_path_is_refused(run_copy: Path, recipe: str, monkeypatch) -> None:
+    import builtins
+
+    import evaluate
+
+    cfg = (run_copy / "all_config.yaml").read_text()
+    assert "recipe: null" in cfg
+    (run_copy / "all_config.yaml").write_text(cfg.replace("recipe: null", f"recipe: {recipe}"))
+    opened: list[str] = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    with pytest.raises(UserError, match=r"is not one of config/recipe/") as err:
+        evaluate.load_eval_config({"checkpoint": str(run_copy / "step_2")})
+    assert "\n" not in str(err.value) and not any("outside" in f or "hostname" in f for f in opened)
+
+
+@CRAFTED
 @pytest.mark.parametrize("content", ["- a\n- b\n", "just text\n", "a: [1,\n"])
 def test_config_that_is_not_a_mapping(run_copy: Path, content: str) -> None:
     import evaluate

@@ -279,6 +279,9 @@ def eval_batch(config: PretrainConfig) -> int:
 
 def validate_config(config: PretrainConfig) -> None:
     """Everything checkable before touching data or GPU, with the fix in the message."""
+    if config.recipe is not None and config.recipe not in group_choices("recipe"):
+        # a name, never a path: a crafted all_config.yaml's `recipe: ../../x` would open a file outside config/
+        raise UserError(f"recipe={config.recipe!r} is not one of config/recipe/ ({', '.join(group_choices('recipe'))})")
     extras = dict(config.arch.__pydantic_extra__ or {})
     allowed = arch_model_keys(config.arch.name)
     load_model_class(config.arch.loss.name)  # the loss head must be one of models/losses.py's classes
