@@ -957,3 +957,24 @@ def test_readme_arch_keys_work_without_a_plus(tiny_sudoku: Path, tmp_path: Path)
                 "global_batch_size=64", *TINY_ARCH, "arch.forward_dtype=float32", *hydra_quiet(tmp_path)])  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "forward_dtype: float32" in (run / "all_config.yaml").read_text()
+
+
+@CRAFTED
+def test_state_whose_moments_belong_to_another_model_is_refused(run_copy: Path, tiny_sudoku: Path) -> None:
+    """A `.state` with optimizer moments of another width and a recomputed checksum failed with a size-mismatch
+    traceback at the first step."""
+    from train import checkpoint as ckpt
+
+    path = run_copy / "step_1.state"
+    state = torch.load(path, weights_only=False)
+    adam = next(o for o in state["optimizers"] if any("exp_avg" in s for s in o["state"].values()))
+    moments = next(s for s in adam["state"].values() if "exp_avg" in s and s["exp_avg"].dim() == 2)
+    moments["exp_avg"] = torch.zeros(moments["exp_avg"].shape[0], moments["exp_avg"].shape[1] + 8)
+    state["checksums"]["state"] = ckpt.digest({k: v for k, v in state.items() if k != "checksums"})
+    torch.save(state, path)
+    line = one_line_error(
+        ["pretrain.py", f"data_path={tiny_sudoku}", f"checkpoint_path={run_copy}", "epochs=2", "eval_interval=1",
+         "global_batch_size=64", *TINY_ARCH, f"resume={run_copy / 'step_1'}", *hydra_quiet(run_copy.parent)],
+        run_copy,
+    )  # fmt: skip
+    assert "AdamATan2 state 'exp_avg' has shape" in line and "belongs to another model" in line

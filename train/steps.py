@@ -275,6 +275,7 @@ def restore_train_state(
         )
     for opt, sd in zip(state.optimizers, r.optimizers):
         opt.load_state_dict(sd)
+        check_optimizer_state(opt, str(config.resume))
     state.step = r.step
     if state.ema is not None and r.ema is not None:
         state.ema.load_state_dict(r.ema)
@@ -293,6 +294,19 @@ def restore_train_state(
     if d.is_main and os.path.realpath(saved[3]) == os.path.realpath(str(config.checkpoint_path)):
         run_checkpoint.supersede_newer(saved[3], saved[0], log)
     return r.progress, saved[2].get("metrics_bytes")
+
+
+def check_optimizer_state(opt: torch.optim.Optimizer, where: str) -> None:
+    """Every per-weight moment has its weight's shape. load_state_dict checks only the counts, so a `.state` whose
+    moments belong to another model (crafted, with a recomputed checksum) failed at the first step."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise UserError(
+                        f"{where}: its {type(opt).__name__} state '{key}' has shape {tuple(value.shape)} for a weight of "
+                        f"shape {tuple(p.shape)}: it belongs to another model; resume from another checkpoint"
+                    )
 
 
 def compute_lr(base_lr: float, config: PretrainConfig, state: TrainState) -> float:
