@@ -978,3 +978,19 @@ def test_state_whose_moments_belong_to_another_model_is_refused(run_copy: Path, 
         run_copy,
     )  # fmt: skip
     assert "AdamATan2 state 'exp_avg' has shape" in line and "belongs to another model" in line
+
+
+@pytest.mark.parametrize("name", ["sudoku-ü", "a=b"])
+def test_paths_with_non_ascii_letters_or_equals_signs_train(tiny_sudoku: Path, tmp_path: Path, name: str) -> None:
+    """Such a path ended in Hydra's multi-line grammar error; the user quoted nothing wrong."""
+    data = tmp_path / name
+    data.symlink_to(tiny_sudoku, target_is_directory=True)
+    run = tmp_path / f"run-{name}"
+    r = run_py(["pretrain.py", f"data_path={data}", f"checkpoint_path={run}", "epochs=1", "eval_interval=1",
+                "global_batch_size=64", *TINY_ARCH, *hydra_quiet(tmp_path)])  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    import yaml
+
+    assert (run / "step_1").is_file() and yaml.safe_load((run / "all_config.yaml").read_text())["data_path"] == str(
+        data
+    )

@@ -256,6 +256,10 @@ def check_cli_overrides(argv: list[str]) -> list[str]:
                 raise unknown_arch_key(sub, name, choice)
         elif bare not in top:
             raise UserError(f"unknown config key {bare!r}{close_matches(bare, top)}")
+        value = arg.split("=", 1)[1]
+        if (any(not c.isascii() for c in value) or "=" in value) and value[:1] not in ("'", '"', "[", "{"):
+            # Hydra's grammar refuses these unquoted (a page of parser errors): a path like data/süd or data/a=b
+            arg = arg.split("=", 1)[0] + "='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
         if key.startswith("+") and not key.startswith("++") and bare in _yaml_keys(arch_yaml):
             arg = arg[1:]
         elif not key.startswith(("+", "~")) and bare.startswith("arch.") and bare.split(".")[1] not in arch_yaml:
