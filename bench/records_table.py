@@ -60,6 +60,9 @@ def read_evals(path: Path, raw: bool = False) -> list[Eval]:
         exact = set_accuracies(row, "raw/", where) if raw else []
         exact = exact or set_accuracies(row, "", where)  # without EMA the main keys are the raw weights'
         if not exact:
+            vote = voted_of(row, where)
+            if vote is not None and out and out[-1].step == row["step"]:  # the vote's own row, after its eval's
+                out[-1].voted, out[-1].copies = vote
             continue
         if "elapsed_s" not in row:
             raise UserError(
@@ -68,14 +71,21 @@ def read_evals(path: Path, raw: bool = False) -> list[Eval]:
             )
         if not all(math.isfinite(x) for x in exact):
             continue  # a diverged evaluation (NaN/inf) solved nothing: it neither sets a time nor a best
-        voted = [number(v, k, where) for k, v in row.items() if k.endswith("/tta_exact_accuracy") and k.count("/") == 1]
-        copies = max((int(k.split("/k")[1].split("/")[0]) for k in row if "/tta/k" in k), default=0)
-        mean_voted = sum(voted) / len(voted) if voted and all(math.isfinite(v) for v in voted) else None
+        mean_voted, copies = voted_of(row, where) or (None, 0)  # runs before 2026-12-07 logged it in the eval's row
         seconds = number(row["elapsed_s"], "elapsed_s", where)
         val = set_accuracies(row, "val/", where)
         mean_val = sum(val) / len(val) if val and all(math.isfinite(v) for v in val) else None
         out.append(Eval(seconds, row["step"], sum(exact) / len(exact), mean_voted, copies, mean_val))
     return out
+
+
+def voted_of(row: dict, where: str) -> tuple[float | None, int] | None:
+    """eval_tta's vote in one metrics row: (mean over the test sets, copies), None if the row has none."""
+    voted = [number(v, k, where) for k, v in row.items() if k.endswith("/tta_exact_accuracy") and k.count("/") == 1]
+    if not voted:
+        return None
+    copies = max((int(k.split("/k")[1].split("/")[0]) for k in row if "/tta/k" in k), default=0)
+    return (sum(voted) / len(voted) if all(math.isfinite(v) for v in voted) else None), copies
 
 
 def number(value: object, key: str, where: str) -> float:

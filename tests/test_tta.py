@@ -139,6 +139,18 @@ def _train(data: Path, run_dir: Path, *extra: str):
     return r
 
 
+def eval_rows(rows: list[dict]) -> list[dict]:
+    """Each eval's metrics row with its vote merged in: the vote runs after the eval's checkpoint and is logged in
+    a row of its own at the same step (its time is not the eval's)."""
+    out: list[dict] = []
+    for m in rows:
+        if "all/accuracy" in m:
+            out.append(dict(m))
+        elif out and m["step"] == out[-1]["step"] and any("tta" in k for k in m):
+            out[-1] |= {k: v for k, v in m.items() if "tta" in k}
+    return out
+
+
 def _tta_keys(row: dict) -> set[str]:
     return {k for k in row if "tta" in k}
 
@@ -149,7 +161,7 @@ def test_training_votes_at_the_last_eval_with_the_weights_of_the_headline(tiny_s
 
     run = tmp_path / "run"
     r = _train(tiny_sudoku, run, "eval_tta=3", "ema=true", "ema_rate=0.9")
-    evals = [m for m in read_metrics(run) if "all/accuracy" in m]
+    evals = eval_rows(read_metrics(run))
     assert [m["step"] for m in evals] == [8, 16]
     assert _tta_keys(evals[0]) == set()  # eval_tta_every=false: the last eval only
     rules = ("votes", "valid_first", "any_copy")
@@ -187,7 +199,7 @@ def test_training_votes_at_every_eval_when_asked(tiny_sudoku: Path, tmp_path: Pa
 
     run = tmp_path / "run"
     _train(tiny_sudoku, run, "eval_tta=2", "eval_tta_every=true")
-    evals = [m for m in read_metrics(run) if "all/accuracy" in m]
+    evals = eval_rows(read_metrics(run))
     assert len(evals) == 2
     for m in evals:
         assert {"all/tta_exact_accuracy", "all/tta/k2/valid_first"} <= _tta_keys(m)
@@ -208,7 +220,7 @@ def test_training_with_several_processes_skips_it_and_says_how_to_vote(tiny_sudo
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "note: eval_tta=2 is skipped with 2 processes" in r.stdout
     assert f"after training: python {REPO / 'evaluate.py'} checkpoint={run / 'step_8'} tta=2" in r.stdout
-    evals = [m for m in read_metrics(run) if "all/accuracy" in m]
+    evals = eval_rows(read_metrics(run))
     assert len(evals) == 1 and _tta_keys(evals[0]) == set()
 
 
@@ -274,7 +286,7 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
     cfg = launch_config(tiny_sudoku, tmp_path / "run", checkpoint_minutes=None, eval_tta=2, eval_tta_every=True)
     pretrain.launch(cfg)
     out = capsys.readouterr().out
-    evals = [m for m in read_metrics(tmp_path / "run") if "all/accuracy" in m]
+    evals = eval_rows(read_metrics(tmp_path / "run"))
     assert len(evals) == len(calls) == 2 and all(m["all/tta_exact_accuracy"] == 1.0 for m in evals)
     for m, done in zip(evals, calls):  # logged just after the vote, without the vote's time
         assert m["elapsed_s"] <= done - records.PROCESS_START - pause + 0.5
@@ -284,6 +296,28 @@ def test_training_tta_leaves_the_clock_the_best_checkpoint_and_time_to_accuracy_
     plain = [m["all/exact_accuracy"] for m in evals]
     assert state["progress"]["best_value"] == max(plain) < 1.0
     assert "test exact accuracy >= 10% first reached" not in out and f"best {max(plain):.1%}" in out
+
+
+def test_the_vote_runs_after_the_checkpoint_so_its_failure_loses_nothing(
+    tiny_sudoku: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """eval_tta=1000000 ran out of memory in the vote at the last eval, before that eval's checkpoint was written:
+    the run's end was lost. The vote is optional: it now runs after the checkpoint."""
+    import pretrain
+    from tests.conftest import read_metrics
+    from train import loop
+    from utils.errors import UserError
+
+    def out_of_memory(*args, **kwargs):
+        raise UserError("out of memory in the vote")
+
+    monkeypatch.setattr(loop, "evaluate_tta", out_of_memory)
+    cfg = launch_config(tiny_sudoku, tmp_path / "run", checkpoint_minutes=None, eval_tta=2)
+    with pytest.raises(UserError, match="out of memory in the vote"):
+        pretrain.launch(cfg)
+    steps = sorted(int(p.name.removeprefix("step_").removesuffix(".state")) for p in (tmp_path / "run").glob("*.state"))
+    evals = [m["step"] for m in read_metrics(tmp_path / "run") if "all/accuracy" in m]
+    assert steps and steps[-1] == evals[-1]  # the last eval's checkpoint is there
 
 
 @pytest.mark.slow

@@ -336,7 +336,6 @@ class Loop:
         state.model.eager.eval()
         self.phase = "eval"
         test, meta = self.plan.test, self.plan.test_meta
-        tta = None
         val = None
         with self.out_of_memory(evaluating=True):
             with state.ema.swapped_in() if state.ema is not None else nullcontext():
@@ -344,8 +343,6 @@ class Loop:
                 if self.plan.val is not None and self.plan.val_meta is not None:  # the same weights, no outputs saved
                     quiet = config.model_copy(update={"eval_save_outputs": []})
                     val = evaluate(quiet, state, self.plan.val, self.plan.val_meta, d, self.device, self.writes)
-                if config.eval_tta > 1 and (config.eval_tta_every or it == self.plan.total_iters - 1):
-                    tta = self.tta()  # the weights of the headline score
             raw = None
             if state.ema is not None and config.ema_eval_raw:  # the live weights too, for comparison
                 quiet = config.model_copy(update={"eval_save_outputs": []})
@@ -355,7 +352,7 @@ class Loop:
         )
         prog.passes_done, prog.batches_into_pass = it + 1, 0
         if d.is_main and results is not None:
-            self.report_eval(results, raw, tta, val)
+            self.report_eval(results, raw, val)
         if d.world_size > 1:  # every rank needs rank 0's best_step for pruning decisions to agree
             obj = [(prog.best_step, prog.best_value, self.eval_finite)]
             dist.broadcast_object_list(obj, src=0)
@@ -366,6 +363,13 @@ class Loop:
         if path:
             self.last_save = time.monotonic()
             self.log(f"checkpoint: {shell.quote(path)}")
+        if config.eval_tta > 1 and (config.eval_tta_every or it == self.plan.total_iters - 1):
+            # Optional, so after the checkpoint: a vote that fails (out of memory, a signal) loses nothing saved
+            with self.out_of_memory(evaluating=True):
+                with state.ema.swapped_in() if state.ema is not None else nullcontext():
+                    tta = self.tta()  # the weights of the headline score
+            if d.is_main and tta is not None:
+                self.report_tta(*tta)
         self.phase = "train"
         self.rate.pause()  # the evaluation (and its compile) is not training time
         if self.signals.requested:
@@ -389,11 +393,25 @@ class Loop:
         )  # fmt: skip
         return scores, time.monotonic() - t0
 
+    def report_tta(self, scores: dict[str, dict[str, float]], took: float) -> None:
+        """Rank 0: log and print the vote of the eval just saved, as a row of its own at the same step (after the
+        eval's: the eval's time and time to accuracy are the headline's, known before the vote; the clock runs on,
+        so later evals' times include the vote: a record pays for what it runs)."""
+        flat: dict[str, float] = {}
+        for s, m in scores.items():
+            flat |= {f"{s}/tta_exact_accuracy": m["tta_exact_accuracy"], f"{s}/tta_accuracy": m["tta_accuracy"]}
+            flat |= {f"{s}/tta/{k}": v for k, v in m.items() if k.startswith("k")}
+        flat["elapsed_s"] = self.timing.elapsed()
+        self.tracker.log(flat, step=self.state.step)
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in flat.items() if "/tta/" not in k and k != "elapsed_s")
+        print("eval " + shown, flush=True)
+        for s, m in scores.items():
+            print(f"  {'EMA ' if self.state.ema is not None else ''}{tta_line(s, m, self.config.eval_tta, took)}")
+
     def report_eval(
         self,
         results: dict[str, dict[str, float]],
         raw: dict[str, dict[str, float]] | None,
-        tta: tuple[dict[str, dict[str, float]], float] | None = None,
         val: dict[str, dict[str, float]] | None = None,
     ) -> None:
         """Rank 0: log and print an eval's metrics, keep the best step, and the time to accuracy. With a val/
@@ -403,13 +421,7 @@ class Loop:
         flat = {f"{s}/{k}": v for s, m in results.items() for k, v in m.items()}
         flat |= {f"raw/{s}/{k}": v for s, m in (raw or {}).items() for k, v in m.items()}
         flat |= {f"val/{s}/{k}": v for s, m in (val or {}).items() for k, v in m.items()}
-        scores, took = tta or ({}, 0.0)
-        for s, m in scores.items():
-            flat |= {f"{s}/tta_exact_accuracy": m["tta_exact_accuracy"], f"{s}/tta_accuracy": m["tta_accuracy"]}
-            flat |= {f"{s}/tta/{k}": v for k, v in m.items() if k.startswith("k")}
-        # The vote ran after the headline score was known: this eval's time (and time to accuracy) is that moment;
-        # the clock runs on, so later evals' times include the vote (a record pays for what it runs)
-        known_at = self.timing.elapsed() - took
+        known_at = self.timing.elapsed()
         flat["elapsed_s"] = known_at  # since the command's start, earlier jobs of a resumed run included
         self.tracker.log(flat, step=step)
         shown = ", ".join(f"{k}={v:.4f}" for k, v in flat.items() if "/step_" not in k and "/tta/" not in k)
@@ -423,8 +435,6 @@ class Loop:
             print(f"  {'EMA ' if self.state.ema is not None else ''}{line}", flush=True)
         for line in eval_headline(raw or {}, halt_max_steps):
             print(f"  raw {line}", flush=True)
-        for s, m in scores.items():
-            print(f"  {'EMA ' if self.state.ema is not None else ''}{tta_line(s, m, self.config.eval_tta, took)}")
         for line in eval_headline(val or {}, halt_max_steps):
             print(f"  val {line}", flush=True)
         exact = [m["exact_accuracy"] for m in results.values() if "exact_accuracy" in m]
