@@ -92,6 +92,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --generate: test puzzles [1000]; with --mix: exactly, v2 [5000]; at most, v1 [all]",
     )
     p.add_argument("--min-guesses", type=int, default=None, help="with --generate: keep puzzles rated >= this [0]")
+    p.add_argument(
+        "--min-givens",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --generate: stop blanking at K givens (17-81; easy, non-minimal puzzles, e.g. 45 for the demo) "
+        "[0: minimal puzzles]",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds subsampling, augmentation and generation")
     add_val_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
@@ -102,8 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> None:
     """Catch contradictory or out-of-range options before any work is done."""
     if args.mix is not None:
-        if args.min_difficulty is not None or args.min_guesses is not None:
-            raise UserError("--min-difficulty / --min-guesses do not apply to --mix (it keeps the lists' own mix)")
+        if args.min_difficulty is not None or args.min_guesses is not None or args.min_givens is not None:
+            raise UserError(
+                "--min-difficulty / --min-guesses / --min-givens do not apply to --mix (it keeps the lists' own mix)"
+            )
         if not os.path.isdir(args.mix):
             raise UserError(f"--mix folder {args.mix} not found (the lists it needs: README 'Datasets')")
         args.subsample_size = 1000 if args.subsample_size is None else args.subsample_size
@@ -117,7 +127,11 @@ def check_args(args: argparse.Namespace) -> None:
     elif args.mix_version is not None:
         raise UserError("--mix-version only applies with --mix")
     elif args.generate is None:
-        for flag, value in (("--test-size", args.test_size), ("--min-guesses", args.min_guesses)):
+        for flag, value in (
+            ("--test-size", args.test_size),
+            ("--min-guesses", args.min_guesses),
+            ("--min-givens", args.min_givens),
+        ):
             if value is not None:
                 raise UserError(f"{flag} only applies with --generate")
     else:
@@ -131,6 +145,11 @@ def check_args(args: argparse.Namespace) -> None:
         args.min_guesses = 0 if args.min_guesses is None else args.min_guesses
         if args.test_size < 0 or args.min_guesses < 0:
             raise UserError("--test-size and --min-guesses must be >= 0")
+        args.min_givens = 0 if args.min_givens is None else args.min_givens
+        if args.min_givens != 0 and not 17 <= args.min_givens <= 81:
+            raise UserError(f"--min-givens must be 0 (minimal puzzles) or 17-81, got {args.min_givens}")
+        if args.min_givens and args.min_guesses:
+            raise UserError("--min-guesses rates minimal puzzles; leave --min-givens at 0 with it")
     if args.num_aug < 0:
         raise UserError("--num-aug must be >= 0")
     check_val_args(args)
@@ -162,7 +181,9 @@ def load_split(args: argparse.Namespace, split: str, rng: np.random.Generator) -
     if args.generate is not None:
         n = args.generate if split == "train" else args.test_size
         with progress(total=n, desc=f"generate {split}", unit="puzzle") as bar:
-            inputs, labels, ratings = sudoku.generate(n, rng, min_guesses=args.min_guesses, progress=bar.update)
+            inputs, labels, ratings = sudoku.generate(
+                n, rng, min_guesses=args.min_guesses, min_clues=args.min_givens, progress=bar.update
+            )
         return sudoku.SudokuSet(inputs, labels, ratings)
     path = (
         os.path.join(args.source_dir, f"{split}.csv")

@@ -73,17 +73,22 @@ def test_paths_named_in_code_and_docs_exist() -> None:
 
 
 def test_demo_parameter_count_in_readme() -> None:
-    import demo
-    from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
+    import importlib
 
-    arch = yaml.safe_load((REPO / "config" / "arch" / "hrm_v1.yaml").read_text())
+    import demo
+
+    name = next((a.split("=", 1)[1] for a in demo.TRAIN if a.startswith("arch=")), "hrm_v1")
+    arch = yaml.safe_load((REPO / "config" / "arch" / f"{name}.yaml").read_text())
     for arg in demo.TRAIN:
         if arg.startswith("arch."):
             key, value = arg[len("arch.") :].split("=")
-            arch[key] = int(value)
-    del arch["name"], arch["loss"]
-    arch["puzzle_emb_ndim"] = arch["hidden_size"]  # ${.hidden_size} in the YAML
+            arch[key] = yaml.safe_load(value)
+    module, cls = arch.pop("name").split("@")
+    del arch["loss"]
+    if arch["puzzle_emb_ndim"] == "${.hidden_size}":
+        arch["puzzle_emb_ndim"] = arch["hidden_size"]
     meta = dict(batch_size=8, vocab_size=11, seq_len=81, num_puzzle_identifiers=1, causal=False)
-    model = HierarchicalReasoningModel_ACTV1({**arch, **meta, "forward_dtype": "float32"})
+    model = getattr(importlib.import_module(f"models.{module}"), cls)({**arch, **meta, "forward_dtype": "float32"})
     n = sum(p.numel() for p in model.parameters())
-    assert f"trains a\n{n:,}-parameter HRM" in README or f"trains a {n:,}-parameter HRM" in README, n
+    kind = "TRM" if "trm" in name else "HRM"
+    assert f"trains a\n{n:,}-parameter {kind}" in README or f"trains a {n:,}-parameter {kind}" in README, n
