@@ -553,6 +553,7 @@ def test_predict_puzzle_file_not_found(tmp_path: Path, puzzle: str) -> None:
         ("1" * 80, "expected 81 characters, got 80"),
     ],
 )
+@pytest.mark.slow
 def test_predict_reads_the_puzzle_as_given(run_dir: Path, tmp_path: Path, puzzle: str, expected: str) -> None:
     r = run_py(["predict.py", f"checkpoint={run_dir / 'step_2'}", f"puzzle={puzzle}"], cwd=tmp_path)
     out = r.stdout + r.stderr
@@ -587,6 +588,7 @@ def test_predict_missing_file_end_to_end(run_dir: Path, tmp_path: Path) -> None:
 
 
 @CRAFTED
+@pytest.mark.slow
 def test_zero_byte_checkpoint(run_copy: Path) -> None:
     (run_copy / "step_2").write_bytes(b"")
     line = one_line_error(["evaluate.py", f"checkpoint={run_copy / 'step_2'}"], run_copy)
@@ -620,6 +622,7 @@ def test_weights_of_another_width_name_the_key(run_copy: Path, tiny_sudoku: Path
 
 @BAD_INPUT
 @pytest.mark.parametrize("override", ["arch.hidden_size=128", "arch.num_heads=4", "arch.pos_encodings=learned"])
+@pytest.mark.slow
 def test_an_arch_key_unlike_the_checkpoints_is_refused(run_dir: Path, override: str) -> None:
     # With all_config.yaml: any arch key that builds another model, shapes unchanged or not (more heads,
     # other positions would evaluate a different model around the same weights without a word)
@@ -684,6 +687,7 @@ def test_unwritable_output_dir_end_to_end(run_dir: Path, tmp_path: Path) -> None
     assert f"cannot write predictions (step_N_all_preds.*) to {blocker}/preds" in line
 
 
+@pytest.mark.slow
 def test_output_dir_is_used(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "preds"
     before = snapshot(run_dir)
@@ -931,6 +935,7 @@ def test_resuming_under_another_recipe_is_refused_first(tiny_sudoku: Path, tmp_p
     assert r.returncode == 0, r.stderr[-2000:]  # its own recipe resumes
 
 
+@pytest.mark.slow
 def test_a_start_leaves_no_hydra_log_in_the_users_folder(tiny_sudoku: Path, tmp_path: Path) -> None:
     """Every start, failed ones included, left outputs/<date>/<time>/pretrain.log in the current folder."""
     r = run_py(["pretrain.py", f"data_path={tmp_path / 'missing'}"], cwd=tmp_path)
@@ -943,6 +948,7 @@ def test_a_start_leaves_no_hydra_log_in_the_users_folder(tiny_sudoku: Path, tmp_
     assert not (tiny_sudoku.parent / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_readme_arch_keys_work_without_a_plus(tiny_sudoku: Path, tmp_path: Path) -> None:
     """arch.forward_dtype=float32, in the README's key table, needed a `+` (Hydra: no such key in the arch yaml)."""
     from train.config import check_cli_overrides
@@ -981,6 +987,7 @@ def test_state_whose_moments_belong_to_another_model_is_refused(run_copy: Path, 
 
 
 @pytest.mark.parametrize("name", ["sudoku-ü", "a=b"])
+@pytest.mark.slow
 def test_paths_with_non_ascii_letters_or_equals_signs_train(tiny_sudoku: Path, tmp_path: Path, name: str) -> None:
     """Such a path ended in Hydra's multi-line grammar error; the user quoted nothing wrong."""
     data = tmp_path / name

@@ -48,6 +48,7 @@ def test_trm_flop_count_matches_pytorchs_count_of_a_real_step(bench, model: str,
     assert abs(per_puzzle * batch - (counter.get_total_flops() - q_head)) / per_puzzle / batch < tolerance
 
 
+@pytest.mark.slow
 def test_cli_times_trm_on_cpu_and_prints_one_json_line(tmp_path: Path) -> None:
     args = ["bench/bench.py", "--model", "trm-mlp", "--no-compile", "--batch", "4", "--warmup", "1"]
     args += ["--steps", "1", "--eval-batches", "1", "--arch", "hidden_size=64", "num_heads=2", "puzzle_emb_ndim=64"]

@@ -540,6 +540,7 @@ def test_disk_full_during_save_keeps_previous_checkpoint(tiny_sudoku: Path, ref:
     assert_same_run(ref, run_dir, 16)
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_is_refused(tmp_path: Path) -> None:
     class Evil:
         def __reduce__(self):

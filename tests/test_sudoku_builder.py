@@ -461,6 +461,7 @@ def assert_val_disjoint_and_valid(root: Path) -> None:
     assert not set(keys) & set(sudoku_mix.invariant(originals(root, "test")))
 
 
+@pytest.mark.slow
 def test_val_split_leaves_train_and_test_byte_identical(tmp_path: Path) -> None:
     args = ("--generate", "30", "--test-size", "12", "--num-aug", "2", "--seed", "5")
     for name, extra in (("default", ()), ("none", ("--val-size", "0")), ("more", ("--val-size", "25"))):

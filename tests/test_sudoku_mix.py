@@ -230,6 +230,7 @@ def assert_mix_val(out: Path, folder_keys: set[bytes] | None = None) -> None:
         assert set(keys) <= folder_keys
 
 
+@pytest.mark.slow
 def test_mix_v1_val_needs_hard_puzzles_left(sudoku_lists: Path, tmp_path: Path) -> None:
     """v1 sends every hard puzzle left after train to test: no val/ and one line saying why; --test-size leaves
     some, and then val/ comes without changing train/ or test/."""

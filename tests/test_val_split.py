@@ -81,6 +81,7 @@ def train_tiny(data: Path, run: Path) -> tuple[list[dict], str]:
     return [row for row in rows if "all/exact_accuracy" in row], r.stdout
 
 
+@pytest.mark.slow
 def test_the_trainer_scores_val_and_chooses_the_best_step_on_it(tiny_sudoku: Path, tmp_path: Path) -> None:
     import torch
 
@@ -100,6 +101,7 @@ def test_the_trainer_scores_val_and_chooses_the_best_step_on_it(tiny_sudoku: Pat
     assert [e.exact for e in read_evals(tmp_path / "run")] == [e["all/exact_accuracy"] for e in evals]
 
 
+@pytest.mark.slow
 def test_a_folder_without_val_trains_as_before(tiny_sudoku: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(tiny_sudoku, data)
