@@ -66,13 +66,20 @@ from utils.errors import UserError, exit_with
 
 def launch(hydra_config: Any) -> None:
     d = init_distributed(str(hydra_config.get("device", "auto")))
+    finished = False
     try:
         config, resumed = load_synced_config(hydra_config, d)
         torch.random.manual_seed(config.seed + d.rank)
         rt = setup_runtime(config, d, training=True)
         run(config, rt, resumed)
+        finished = True
     finally:
         if dist.is_initialized():
+            if finished and d.world_size > 1:
+                # No rank tears its group down while a peer may still talk to it: one CI run saw rank 0 abort
+                # at exit ("terminate called without an active exception", a gloo thread destroyed while
+                # joinable) after a finished run. Only after a clean finish: a peer that failed may be gone.
+                dist.barrier()
             dist.destroy_process_group()
 
 
