@@ -26,18 +26,18 @@ bench:
 ci:
 	bash .ci/run
 
-# README "Results": the Sudoku-Extreme-like set from the real lists, then the paper's Sudoku-1k recipe (resumable)
-# LISTS: the folder of tdoku/Kaggle lists that --mix reads (README "Datasets")
+# docs/results.md: the Sudoku-Extreme-like set from the real lists, then the paper's Sudoku-1k recipe (resumable)
+# LISTS: the folder of tdoku/Kaggle lists that --mix reads (docs/datasets.md)
 LISTS ?= data/raw/sudoku
 sudoku-mix:
 	test -d data/sudoku-mix-1k-aug-1000 || python dataset/build_sudoku_dataset.py --mix $(LISTS) --mix-version 1 --subsample-size 1000 --num-aug 1000 --output-dir data/sudoku-mix-1k-aug-1000
 	python pretrain.py data_path=data/sudoku-mix-1k-aug-1000 epochs=20000 eval_interval=2000 global_batch_size=768 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 project_name=sudoku-mix run_name=r0 checkpoint_path=checkpoints/sudoku-mix/r0 resume=auto 'eval_save_outputs=[inputs,labels,logits]'
 
-# README "Sudoku mix v2": the v2 build only (the speedrun's data), from the same LISTS folder
+# docs/datasets.md (Sudoku mix v2): the v2 build only (the speedrun's data), from the same LISTS folder
 sudoku-mix-v2:
 	python dataset/build_sudoku_dataset.py --mix $(LISTS) --subsample-size 1000 --num-aug 1000 --output-dir data/sudoku-mix-v2-1k-aug-1000
 
-# README "Speedrun records": one record = one recipe (config/recipe/<RECIPE>.yaml) on one data version, built from
+# docs/speedrun.md: one record = one recipe (config/recipe/<RECIPE>.yaml) on one data version, built from
 # LISTS when its folder is missing, trained for at most MINUTES from the command's start; then its table row.
 # make record RECIPE=trm-sudoku DATA=v2 [RUN=name] [ARGS="eval_interval=1000"]; a RUN that exists is not overwritten.
 RECIPE ?= paper-sudoku
@@ -64,7 +64,7 @@ record-check:
 	@test ! -e checkpoints/records/$(RUN)/metrics.jsonl || { echo "error: checkpoints/records/$(RUN) holds a run already (a record starts from nothing); give RUN=<new name> or remove that folder" >&2; exit 2; }
 
 # The figure one 10-minute command on one GPU can measure: best test exact within 8 minutes and the time to 10/20/40/55%
-# (README "Speedrun records"); data build included when the folder is missing.
+# (docs/speedrun.md); data build included when the folder is missing.
 record8:
 	$(MAKE) record MINUTES=8 RUN=$(if $(filter command line,$(origin RUN)),$(RUN),$(RECIPE)-$(DATA)-8min) TABLE_ARGS="--thresholds 0.1,0.2,0.4,0.55"
 
@@ -74,7 +74,7 @@ record-paper-v2:
 record-trm-v2:
 	$(MAKE) record RECIPE=trm-sudoku DATA=v2
 
-# The peers' own code (README "Speedrun records"), same data and time limit: ORIG and TRM are plain git checkouts
+# The peers' own code (docs/speedrun.md), same data and time limit: ORIG and TRM are plain git checkouts
 ORIG ?= orig
 TRM ?= trm-orig
 peers: $(MIX_DATA_$(DATA))

@@ -69,19 +69,19 @@ TRAIN = [
     "lr_warmup_steps=20",
 ]
 
-# The full recipe for hard Sudoku on a GPU, as in README "Speedrun records" (the raw lists: README "Datasets").
+# The full recipe for hard Sudoku on a GPU, as in docs/speedrun.md (the raw lists: docs/datasets.md).
 GPU_RECIPE = [
     (
-        "hard Sudoku (Sudoku-Extreme-like mix v2, 1k puzzles x 1000 augmentations; the raw lists: README 'Datasets')",
+        "hard Sudoku (Sudoku-Extreme-like mix v2, 1k puzzles x 1000 augmentations; the raw lists: docs/datasets.md)",
         "python dataset/build_sudoku_dataset.py --mix data/raw/sudoku --subsample-size 1000 --num-aug 1000 "
         "--output-dir data/sudoku-mix-v2-1k-aug-1000",
     ),
     (
-        "the fastest HRM recipe on one GPU (README 'Speedrun records': 24.7-30.5% exact after ~8 minutes on one H200)",
+        "the fastest HRM recipe on one GPU (docs/speedrun.md: 24.7-30.5% exact after ~8 minutes on one H200)",
         "python pretrain.py recipe=speedrun-hrm-b384 data_path=data/sudoku-mix-v2-1k-aug-1000",
     ),
     (
-        "the HRM paper's Sudoku-1k recipe: 26,041 steps at batch 768 (README 'Results')",
+        "the HRM paper's Sudoku-1k recipe: 26,041 steps at batch 768 (docs/results.md)",
         "python pretrain.py recipe=paper-sudoku data_path=data/sudoku-mix-v2-1k-aug-1000",
     ),
 ]

@@ -93,7 +93,7 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     return config, ckpt, list(save_outputs)
 
 
-# arch keys that an evaluation may change: how deep it thinks (halt_max_steps, README "Evaluation"), exploration
+# arch keys that an evaluation may change: how deep it thinks (halt_max_steps, docs/evaluation.md), exploration
 # (training only), the precision of the forward pass, the loss head's settings (the loss value, not the answers).
 EVAL_ARCH_KEYS = ("halt_max_steps", "halt_exploration_prob", "forward_dtype", "loss")
 

@@ -4,7 +4,7 @@ Same loop, config keys, checkpoints and metrics as the original; the differences
 CPU/MPS/CUDA, optional FlashAttention, a compile guard, W&B optional, a seeded sampler, config checked
 once at start with clear errors, bucketed gradient all-reduce, metrics also in <run>/metrics.jsonl.
 
-This file is the command: Hydra's entry and the launch. The engine is the package train/ (README "Layout"); the
+This file is the command: Hydra's entry and the launch. The engine is the package train/ (docs/layout.md); the
 original's functions keep their names here too (`pretrain.train_batch`, `pretrain.evaluate`...), handed on from
 train/steps.py, train/config.py and train/run_folder.py, for readers of the original and scripts written against it.
 """

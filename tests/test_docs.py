@@ -41,7 +41,13 @@ def test_install_line_installs_what_the_test_line_needs() -> None:
 
 
 def test_docs_hold_no_private_paths_or_infrastructure() -> None:
-    for doc in ("README.md", "TROUBLESHOOTING.md", "SPEEDRUN.md", "Makefile"):
+    for doc in (
+        "README.md",
+        "TROUBLESHOOTING.md",
+        "SPEEDRUN.md",
+        "Makefile",
+        *(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")),
+    ):
         text = (REPO / doc).read_text()
         assert "../shared" not in text, doc
         for words in ("device call", "lent", "could not leave", "64 MiB", "our machines"):
@@ -51,7 +57,7 @@ def test_docs_hold_no_private_paths_or_infrastructure() -> None:
 # A path into one of these folders, e.g. dataset/puzzles/arc.py, not one inside another checkout (orig/dataset/...);
 # a bare document name (README.md, TROUBLESHOOTING.md) is one at the top or beside the file that names it.
 OWN_PATH = re.compile(
-    r"(?<![\w/.~-])((?:bench|config|dataset|models|results|tests|train|utils)/[\w/.*+-]*\w\.(?:py|md|yaml))"
+    r"(?<![\w/.~-])((?:bench|config|dataset|docs|models|results|tests|train|utils)/[\w/.*+-]*\w\.(?:py|md|yaml))"
 )
 DOC_NAME = re.compile(r"(?<![\w/.~-])([A-Z][A-Z_]*\.md)\b")
 
@@ -61,7 +67,7 @@ def test_paths_named_in_code_and_docs_exist() -> None:
     # BENCHMARKS.md is left out: a log of past sessions, it also names files of other branches.
     files = [p for p in REPO.glob("*") if p.suffix in (".py", ".md") and p.name != "BENCHMARKS.md"]
     files += [REPO / "Makefile", REPO / ".ci" / "run"]
-    for top in ("bench", "config", "dataset", "models", "tests", "train", "utils"):
+    for top in ("bench", "config", "dataset", "docs", "models", "tests", "train", "utils"):
         files += [p for p in (REPO / top).rglob("*") if p.suffix in (".py", ".md", ".yaml")]
     missing = []
     for f in files:

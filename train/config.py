@@ -60,7 +60,7 @@ class PretrainConfig(pydantic.BaseModel):
     # Hyperparams - puzzle embeddings
     puzzle_emb_lr: float = 1e-2
 
-    # fork: Muon for the blocks' weight matrices (muon.py; README "Config keys"), a recipe change; off as in the paper
+    # fork: Muon for the blocks' weight matrices (muon.py; docs/training.md (Config keys)), a recipe change; off as in the paper
     muon: bool = False
     # Muon's base learning rate, under the same warm-up and decay as lr. Not nanoGPT's 0.02: on HRM (H200,
     # speedrun-hrm-b384, v2) 0.02 never solved a test puzzle in 7 minutes, 0.005 did (SPEEDRUN.md)
