@@ -103,7 +103,7 @@ def trm_flops_per_step(seq: int, vocab: int, batch: int, arch: dict) -> tuple[fl
 def flops_per_step(seq: int, batch: int, arch: dict, emb_len: int) -> tuple[float, float]:
     """(train step, one evaluated puzzle) in FLOP, counting matmuls and attention (2 FLOP per MAC)."""
     h = arch["hidden_size"]
-    inter = -(round(arch["expansion"] * h * 2 / 3) // -256) * 256
+    inter = swiglu_inter(h, arch["expansion"])
     s = seq + emb_len
     block = 2 * (h * 3 * h + h * h + h * 2 * inter + inter * h) + 4 * s * h  # per token
     calls = arch["H_cycles"] * arch["L_cycles"] + arch["H_cycles"]  # module calls in one segment
