@@ -34,7 +34,12 @@ from models.fused import HAS_TRITON, INTERPRET
 
 # (BLOCK_D, BLOCK_I, warps, stages). The accumulator [BLOCK_L, BLOCK_D] fp32 and x's tile live for the whole
 # program; gate and up [BLOCK_I, BLOCK_D] fp32 per chunk: for L <= 128 and 64 x 64, 32 + 16 + 16 KB of registers.
-CONFIGS = [(64, 64, 4, 2), (64, 64, 8, 3), (128, 64, 8, 2), (64, 128, 8, 2), (32, 64, 4, 3), (128, 32, 8, 3)]
+# No BLOCK_D = 32 on the GPU: on an H100 (Triton 3.6, 2026-12-07) every 32-wide config compiled to wrong results at
+# [8, 97, 512] (max error 2.3 against 0.02) and (32, 64, 8, 3) to an illegal memory access at [1, 97, 70], which kills
+# the CUDA context of the process (so the start-up check could not have refused it); under the interpreter the same
+# tile is right. The autotuner benchmarked every config, so one bad config failed the whole kernel: the GPU test
+# test_each_config runs every config at those two shapes.
+CONFIGS = [(64, 64, 4, 2), (64, 64, 8, 3), (128, 64, 8, 2), (64, 128, 8, 2), (128, 32, 8, 3)]
 INTERPRET_CONFIG = (32, 32, 4, 1)  # one config under the interpreter (and for the start-up check): no autotuning
 if INTERPRET:
     CONFIGS = [INTERPRET_CONFIG]

@@ -64,8 +64,10 @@ def test_fp16_and_any_strides() -> None:
 
 
 @needs_kernel
-def test_each_config() -> None:
-    x, wgu, wd = operands(2, 13, 40, 256)
+@pytest.mark.parametrize("b,l,d,inter", [(2, 13, 40, 256), (1, 97, 70, 512), (8, 97, 512, 512)])
+def test_each_config(b: int, l: int, d: int, inter: int) -> None:
+    # TRM's positions (97) with a ragged and a full channel count: where 32-wide tiles went wrong on an H100
+    x, wgu, wd = operands(b, l, d, inter)
     for config in token_mix.CONFIGS:
         assert_close_to_reference(token_mix_direct(x, wgu, wd, 1e-5, config=config), x, wgu, wd)
 
