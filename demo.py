@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from utils import shell
+from utils.cli_help import format_rows, wants_help
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DATA = "data/sudoku-demo-easy"  # not the old demo's data/sudoku-demo (hard minimal puzzles, never solved here)
@@ -162,6 +163,9 @@ def next_commands(run_dir: str, data: str = DATA) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None, data: str = DATA, train: int = TRAIN_PUZZLES, test: int = TEST_PUZZLES) -> None:
     extra = sys.argv[1:] if argv is None else argv
+    if wants_help(extra):
+        print(demo_help())
+        return
     if os.path.isdir(os.path.join(REPO, data)):
         print(f"{data} exists: skipping the build (delete it to rebuild)")
     else:
@@ -182,6 +186,21 @@ def main(argv: list[str] | None = None, data: str = DATA, train: int = TRAIN_PUZ
     print(f"\nNext, from {shell.quote(REPO)}:")
     for what, cmd in next_commands(run_dir, data) + GPU_RECIPE:
         print(f"  # {what}\n  {cmd}")
+
+
+def demo_help() -> str:
+    """What it runs and the keys it takes: every pretrain.py key, on top of the demo's own training config."""
+    fixed = [(a, "") for a in train_args(DATA)[1:]]
+    return "\n".join(
+        [
+            "usage: python demo.py [key=value ...]",
+            "",
+            "Builds data/sudoku-demo-easy (offline), trains a small TRM on it, solves one held-out puzzle, prints the",
+            "next commands. Any pretrain.py key may be added (python pretrain.py --help lists them), e.g. seed=1;",
+            "a key given here replaces the demo's own value. The demo's training keys:",
+            format_rows(fixed),
+        ]
+    )
 
 
 if __name__ == "__main__":

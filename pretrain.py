@@ -61,6 +61,7 @@ from train.steps import (  # noqa: F401  (the original's names, re-exported)
     save_train_state,
     train_batch,
 )
+from utils.cli_help import pretrain_help, wants_help
 from utils.errors import UserError, exit_with
 
 
@@ -84,6 +85,9 @@ def launch(hydra_config: Any) -> None:
 
 
 def main() -> None:
+    if wants_help(sys.argv[1:]):  # ours, not Hydra's: every key with its default and what it is
+        print(pretrain_help())
+        return
     try:
         sys.argv[1:] = check_cli_overrides(sys.argv[1:])
     except UserError as e:

@@ -38,34 +38,34 @@ class PretrainConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     arch: ArchConfig  # config/arch/<name>.yaml (`arch=hrm_v1` by default), its keys set as arch.<key>=...
-    data_path: str = "data/arc-aug-1000"
+    data_path: str = "data/arc-aug-1000"  # the dataset folder (a builder's --output-dir: train/, test/, val/)
     recipe: str | None = None  # fork: the config/recipe/<name>.yaml this run started from (None: these defaults)
 
     # Hyperparams - training
-    global_batch_size: int = 768
-    epochs: int = 100000
+    global_batch_size: int = 768  # examples per optimizer step, over all processes
+    epochs: int = 100000  # passes over the training groups (the original's unit: steps = epochs x examples / batch)
     eval_interval: int | None = 10000  # epochs between evals (None: one eval, at the end)
     checkpoint_every_eval: bool = True  # keep the weights of every eval's step, not only the last ones
 
-    lr: float = 1e-4
-    lr_min_ratio: float = 1.0
-    lr_warmup_steps: int = 2000
+    lr: float = 1e-4  # peak learning rate of the blocks (AdamATan2)
+    lr_min_ratio: float = 1.0  # the cosine decay ends at lr x this (1.0: constant after the warm-up)
+    lr_warmup_steps: int = 2000  # linear warm-up from 0 to lr over this many steps
 
     # Standard LM settings, as used in Llama
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.1
-    puzzle_emb_weight_decay: float = 0.1
+    beta1: float = 0.9  # Adam's first-moment decay
+    beta2: float = 0.95  # Adam's second-moment decay
+    weight_decay: float = 0.1  # decoupled weight decay of the blocks (x lr a step)
+    puzzle_emb_weight_decay: float = 0.1  # the same for the puzzle-embedding table
 
     # Hyperparams - puzzle embeddings
-    puzzle_emb_lr: float = 1e-2
+    puzzle_emb_lr: float = 1e-2  # learning rate of the puzzle-embedding table (sign-SGD)
 
     # fork: Muon for the blocks' weight matrices (muon.py; docs/training.md (Config keys)), a recipe change; off as in the paper
     muon: bool = False
     # Muon's base learning rate, under the same warm-up and decay as lr. Not nanoGPT's 0.02: on HRM (H200,
     # speedrun-hrm-b384, v2) 0.02 never solved a test puzzle in 7 minutes, 0.005 did (SPEEDRUN.md)
     muon_lr: float = 0.005
-    muon_momentum: float = 0.95
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum
     muon_weight_decay: float = 0.005  # x muon_lr: 2.5e-5 shrink a step (the measured pair; lr 1e-4 x 1.0 gives 1e-4)
 
     # fork: runtime choices (auto = pick the best that works here and say why at start)
@@ -81,12 +81,12 @@ class PretrainConfig(pydantic.BaseModel):
 
     # Names (None = filled at start: "<Dataset>-ACT-torch", "<recipe or model>-<two words>",
     # checkpoints/<project>/<run>: train/run_folder.py)
-    project_name: str | None = None
-    run_name: str | None = None
-    checkpoint_path: str | None = None
+    project_name: str | None = None  # W&B project and checkpoints/<project>/
+    run_name: str | None = None  # the run's name (W&B and the run folder)
+    checkpoint_path: str | None = None  # the run folder (checkpoints, metrics.jsonl, all_config.yaml)
 
-    seed: int = 0
-    eval_save_outputs: list[str] = []
+    seed: int = 0  # seeds torch, numpy, Python's random, data order and exploration (+ rank)
+    eval_save_outputs: list[str] = []  # eval tensors saved per eval, e.g. [inputs,labels,logits] (score_sudoku.py)
 
     # fork: long runs (full-state checkpoints, resume, guards)
     resume: str | None = None  # auto (the newest complete checkpoint in checkpoint_path) | <run folder>/step_<N>
@@ -113,7 +113,7 @@ class PretrainConfig(pydantic.BaseModel):
     # fork: TRM's exponential moving average of the weights (train/ema.py), a recipe change, off as in the original:
     # evaluation and the best checkpoint use it when on
     ema: bool = False
-    ema_rate: float = 0.999
+    ema_rate: float = 0.999  # the average keeps this much of itself each step
     ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
 
     @pydantic.field_validator("eval_tta", mode="before")
