@@ -33,6 +33,7 @@ from dataset.loader import model_metadata
 from dataset.transforms import puzzle_kind
 from train.config import PretrainConfig, config_error, eval_batch, validate_config
 from train.config import defaults as config_defaults
+from train.report import band_row
 from train.runtime import init_distributed, setup_runtime
 from train.steps import TrainState, create_dataloader, create_model, eval_headline, evaluate
 from train.trm_config import from_trm_config
@@ -224,6 +225,7 @@ def launch(cli: dict[str, Any]) -> None:
                 f"evaluating {weights} ({which}) on {config.data_path} ({rt.device.type}, {rt.forward_dtype})",
                 flush=True,
             )
+            print(": ".join(band_row([eval_loader.dataset])), flush=True)  # type: ignore[list-item]
         model.eager.eval()
         metrics = evaluate(config, state, eval_loader, eval_meta, d, rt.device, per_step=per_step)
         if d.is_main and metrics is not None:

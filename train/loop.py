@@ -27,7 +27,7 @@ from train import checkpoint as ckpt
 from train import run_checkpoint
 from train.config import PretrainConfig, eval_batch
 from train.records import TimeToAccuracy
-from train.report import evaluate_command, finished_message, plan_line, print_report, run_rows
+from train.report import band_row, evaluate_command, finished_message, plan_line, print_report, run_rows
 from train.run_folder import Resumed, healthy_hint, resume_command
 from train.runtime import Dist, Runtime
 from train.signals import StopSignals
@@ -160,6 +160,8 @@ def start_run(
         state.step,
         wandb_status,
     )
+    held_out = [plan.test] + ([plan.val] if plan.val is not None else [])
+    rows.append(band_row([cast(PuzzleDataset, loader.dataset) for loader in held_out]))
     print_report(rt.report + rows)
     if state.step == 0:
         tracker.log({"num_params": n_params}, step=0)
