@@ -12,6 +12,11 @@ Runs on data with a val/ split also log `val/<set>/exact_accuracy`: then the tim
 and report test's accuracy at that eval, saying so ("on val", "val x%"); without one they are chosen on test.
 A last column gives the best test-time-augmentation score inside the limit (`<set>/tta_exact_accuracy`, logged by
 runs with `eval_tta=K`): voting over transformed copies is not the paper's protocol, so it never sets the times.
+A column gives the hard band's test exact accuracy (`<set>/hard_exact_accuracy`, dataset/bands.py) at the eval
+chosen as best within the limit, "n/a (no band)" for data without one. Below the table, runs of one recipe (the
+same config but for seed and names, on the same data: `recipe_key`) are one row each, with the mean and min-max
+over their runs of that best, its hard band and each time to a threshold (SPEEDRUN.md's spread rule); printed
+when some recipe has two runs or more.
 `--speed` adds the training steps per second between evaluations (the slowest and fastest stretch; each stretch
 from 10 steps after an eval, the first from step 100, past the compile, to the last step logged before the next).
 """
@@ -202,7 +207,10 @@ def recipe_key(label: str, path: Path) -> tuple[str, str, dict, object]:
     if kind == "ours":
         from train.config import defaults
 
-        cfg = {k: v for k, v in (defaults() | info).items() if k not in BOOKKEEPING}
+        full = defaults() | info
+        arch = full.pop("arch", None)
+        cfg = {k: v for k, v in full.items() if k not in BOOKKEEPING}
+        cfg |= {f"arch.{k}": v for k, v in arch.items()} if isinstance(arch, dict) else {"arch": arch}
         for switch, keys in SWITCHED.items():  # an option that is off: its settings change nothing
             if not cfg.get(switch):
                 cfg = {k: v for k, v in cfg.items() if k not in keys}
@@ -312,8 +320,7 @@ def groups_table(runs: list[tuple[str, Path]], minutes: float, thresholds: tuple
         recipe, cfg = info[key]
         # keys where this group differs from another group of the same recipe name: what tells them apart
         others = [info[k][1] for k in grouped if k != key and info[k][0] == recipe]
-        differ = sorted({k for o in others for k in set(cfg) | set(o) if cfg.get(k) != o.get(k)} - {"arch"})
-        differ += ["arch"] if any(cfg.get("arch") != o.get("arch") for o in others) else []
+        differ = sorted({k for o in others for k in cfg if cfg.get(k) != o.get(k)})
         name = (recipe or "-") + "".join(f", {k}={json.dumps(cfg.get(k), default=str)}" for k in differ)
         bests, hards, times = [], [], {t: [] for t in thresholds}
         for _, path, _ in members:
