@@ -5,6 +5,7 @@ whose logged band accuracy is recomputed from its saved predictions."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,15 @@ def test_data_without_counts_has_no_band_and_says_so_once(tiny_sudoku: Path, tmp
     assert r.stdout.count("no test hard band") == 1 and "no per-puzzle guess counts" in r.stdout
     assert not any("hard_exact_accuracy" in k for m in read_metrics(tmp_path / "run") for k in m)
     assert "(hard band " not in r.stdout
+
+
+@pytest.mark.slow
+def test_counts_of_another_build_stop_the_run_in_one_line(mix: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(mix, data)
+    info = json.loads((data / "mix.json").read_text())
+    (data / "mix.json").write_text(json.dumps(info | {"test_guesses": info["test_guesses"][:-1]}))
+    r = run_py(pretrain_args(data, tmp_path / "run", SHORT_RUN, "epochs=1", "eval_interval=1"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "59 test_guesses for 60 test puzzles: it belongs to another build" in errors[0]
