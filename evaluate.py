@@ -13,6 +13,9 @@ elsewhere (a read-only run folder), `save_outputs=[]` writes nothing.
 `per_step=true` adds a table with one row per ACT segment: exact and token accuracy if every prediction were
 taken at that segment, the share of puzzles whose Q-head says halt there, and the share halted by then
 (whether a model is right where it halts and only wrong after it, as in the late collapse of TROUBLESHOOTING.md).
+
+Beside the overall exact accuracy it prints the hard band's (`hard_exact_accuracy`; the rule, printed once at start:
+dataset/bands.py, docs/evaluation.md), where the data has one.
 """
 
 from __future__ import annotations
