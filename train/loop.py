@@ -92,6 +92,9 @@ def create_plan(config: PretrainConfig, d: Dist, device: torch.device) -> Plan:
         val_loader, val_meta = create_dataloader(
             config, "val", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch(config)
         )
+    for loader in (eval_loader, val_loader):  # on every rank, now: guess counts of another build stop them all here
+        if loader is not None:
+            cast(PuzzleDataset, loader.dataset).hard_band()
     if config.eval_tta > 1:  # it needs the test set's kind: refused now, not at the run's last eval
         score = ["python", "dataset/score_arc.py", "--preds", str(config.checkpoint_path), "--data", config.data_path]
         kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
