@@ -13,6 +13,9 @@ elsewhere (a read-only run folder), `save_outputs=[]` writes nothing.
 `per_step=true` adds a table with one row per ACT segment: exact and token accuracy if every prediction were
 taken at that segment, the share of puzzles whose Q-head says halt there, and the share halted by then
 (whether a model is right where it halts and only wrong after it, as in the late collapse of TROUBLESHOOTING.md).
+
+Beside the overall exact accuracy it prints the hard band's (`hard_exact_accuracy`; the rule, printed once at start:
+dataset/bands.py, docs/evaluation.md), where the data has one.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataset.loader import model_metadata
 from dataset.transforms import puzzle_kind
 from train.config import PretrainConfig, config_error, eval_batch, validate_config
 from train.config import defaults as config_defaults
+from train.report import band_row
 from train.runtime import init_distributed, setup_runtime
 from train.steps import TrainState, create_dataloader, create_model, eval_headline, evaluate
 from train.trm_config import from_trm_config
@@ -224,6 +228,7 @@ def launch(cli: dict[str, Any]) -> None:
                 f"evaluating {weights} ({which}) on {config.data_path} ({rt.device.type}, {rt.forward_dtype})",
                 flush=True,
             )
+            print(": ".join(band_row([eval_loader.dataset])), flush=True)  # type: ignore[list-item]
         model.eager.eval()
         metrics = evaluate(config, state, eval_loader, eval_meta, d, rt.device, per_step=per_step)
         if d.is_main and metrics is not None:

@@ -35,7 +35,7 @@ DEFAULT_PANELS: list[tuple[str, list[str]]] = [
     ("lm loss (train)", ["train/lm_loss"]),
     ("token accuracy", ["accuracy"]),
     # the paper's protocol (all halt_max_steps segments) beside the segment where the Q-head halts (eval sets)
-    ("exact accuracy", ["exact_accuracy", "exact_accuracy_at_halt"]),
+    ("exact accuracy", ["exact_accuracy", "exact_accuracy_at_halt", "hard_exact_accuracy"]),  # and its hard band
     ("average ACT steps", ["steps", "steps_at_halt"]),
     ("learning rate", ["train/lr"]),
 ]
@@ -161,6 +161,7 @@ _YLABELS = {
     "q_halt_accuracy": "Q-halt accuracy",
     "steps": "ACT steps",
     "exact_accuracy_at_halt": "exact accuracy",
+    "hard_exact_accuracy": "exact accuracy",
     "accuracy_at_halt": "token accuracy",
     "steps_at_halt": "ACT steps",
     "lr": "learning rate",
@@ -171,6 +172,7 @@ _FRACTIONS = (
     "q_halt_accuracy",
     "accuracy_at_halt",
     "exact_accuracy_at_halt",
+    "hard_exact_accuracy",
 )  # metrics that live in 0..1
 
 

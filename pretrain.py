@@ -22,7 +22,6 @@ import train.records  # noqa: F401  (early too: its clock, the time to accuracy,
 import sys
 from typing import Any
 
-import torch
 import torch.distributed as dist
 
 from train.config import (  # noqa: F401  (the original's names, re-exported)
@@ -34,6 +33,7 @@ from train.config import (  # noqa: F401  (the original's names, re-exported)
     validate_config,
 )
 from train.loop import run
+from train.rng import seed_everything
 from train.run_folder import (  # noqa: F401  (re-exported)
     Resumed,
     check_writable,
@@ -70,7 +70,7 @@ def launch(hydra_config: Any) -> None:
     finished = False
     try:
         config, resumed = load_synced_config(hydra_config, d)
-        torch.random.manual_seed(config.seed + d.rank)
+        seed_everything(config.seed, d.rank)
         rt = setup_runtime(config, d, training=True)
         run(config, rt, resumed)
         finished = True

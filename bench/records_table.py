@@ -12,6 +12,11 @@ Runs on data with a val/ split also log `val/<set>/exact_accuracy`: then the tim
 and report test's accuracy at that eval, saying so ("on val", "val x%"); without one they are chosen on test.
 A last column gives the best test-time-augmentation score inside the limit (`<set>/tta_exact_accuracy`, logged by
 runs with `eval_tta=K`): voting over transformed copies is not the paper's protocol, so it never sets the times.
+A column gives the hard band's test exact accuracy (`<set>/hard_exact_accuracy`, dataset/bands.py) at the eval
+chosen as best within the limit, "n/a (no band)" for data without one. Below the table, runs of one recipe (the
+same config but for seed and names, on the same data: `recipe_key`) are one row each, with the mean and min-max
+over their runs of that best, its hard band and each time to a threshold (SPEEDRUN.md's spread rule); printed
+when some recipe has two runs or more.
 `--speed` adds the training steps per second between evaluations (the slowest and fastest stretch; each stretch
 from 10 steps after an eval, the first from step 100, past the compile, to the last step logged before the next).
 """
@@ -42,6 +47,7 @@ class Eval:
     voted: float | None = None  # eval_tta's whole-grid vote over K transformed copies (mean over the test sets)
     copies: int = 0
     val: float | None = None  # val/'s exact accuracy (runs on data with a val/ split): what evals are chosen on
+    hard: float | None = None  # test's exact accuracy on the hard band (dataset/bands.py); None: the data has none
 
     @property
     def chosen_on(self) -> float:
@@ -75,7 +81,9 @@ def read_evals(path: Path, raw: bool = False) -> list[Eval]:
         seconds = number(row["elapsed_s"], "elapsed_s", where)
         val = set_accuracies(row, "val/", where)
         mean_val = sum(val) / len(val) if val and all(math.isfinite(v) for v in val) else None
-        out.append(Eval(seconds, row["step"], sum(exact) / len(exact), mean_voted, copies, mean_val))
+        hard = (set_accuracies(row, "raw/", where, HARD) if raw else []) or set_accuracies(row, "", where, HARD)
+        mean_hard = sum(hard) / len(hard) if hard and all(math.isfinite(h) for h in hard) else None
+        out.append(Eval(seconds, row["step"], sum(exact) / len(exact), mean_voted, copies, mean_val, mean_hard))
     return out
 
 
@@ -127,25 +135,29 @@ def speed_cell(rates: list[float]) -> str:
     return f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}-{hi:.1f}"
 
 
-def is_eval_key(k: str, prefix: str) -> bool:
-    """`<prefix><set>/exact_accuracy` of a test set (train/ and the other prefix left out)."""
+EXACT, HARD = "exact_accuracy", "hard_exact_accuracy"  # the metric of the whole set, and of its hard band
+
+
+def is_eval_key(k: str, prefix: str, metric: str = EXACT) -> bool:
+    """`<prefix><set>/<metric>` of a test set (train/ and the other prefix left out)."""
     rest = k[len(prefix) :]
     return (
         k.startswith(prefix)
-        and k.endswith("/exact_accuracy")
+        and k.endswith("/" + metric)
         and rest.count("/") == 1
         and not rest.startswith(("train/", "raw/", "val/"))
     )
 
 
-def set_accuracies(row: dict, prefix: str, where: str = "a metrics row") -> list[float]:
-    """`<prefix><set>/exact_accuracy` of each test set in one metrics row, as numbers."""
-    return [number(v, k, where) for k, v in row.items() if is_eval_key(k, prefix)]
+def set_accuracies(row: dict, prefix: str, where: str = "a metrics row", metric: str = EXACT) -> list[float]:
+    """`<prefix><set>/<metric>` of each test set in one metrics row, as numbers."""
+    return [number(v, k, where) for k, v in row.items() if is_eval_key(k, prefix, metric)]
 
 
-def recipe_of(path: Path) -> str:
-    """The recipe the run started from: all_config.yaml (ours) or run.json (bench/peers.py); '' if unknown. A
-    metrics file kept apart from its run (results/: `<run>.metrics.jsonl.gz`) has its `<run>.all_config.yaml`."""
+def run_info(path: Path) -> tuple[str, dict]:
+    """What the run's side file says: ("peer", run.json) for bench/peers.py's runs, ("ours", all_config.yaml), or
+    ("", {}) if there is none. A metrics file kept apart from its run (results/: `<run>.metrics.jsonl.gz`) has its
+    `<run>.all_config.yaml`."""
     folder = path if path.is_dir() else path.parent
     if (folder / "run.json").is_file():
         try:
@@ -154,7 +166,7 @@ def recipe_of(path: Path) -> str:
             info = None
         if not isinstance(info, dict):
             raise UserError(f"{folder / 'run.json'} is not a JSON object (bench/peers.py writes one); fix or remove it")
-        return str(info.get("recipe") or "")
+        return "peer", info
     run, sep, _ = path.name.partition(".metrics.jsonl")
     for config in ([folder / f"{run}.all_config.yaml"] if sep and not path.is_dir() else []) + [
         folder / "all_config.yaml"
@@ -166,8 +178,48 @@ def recipe_of(path: Path) -> str:
                 cfg = yaml.safe_load(config.read_text()) or {}
             except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
                 raise UserError(f"{config} is not a plain YAML config ({type(e).__name__}); fix or remove it") from None
-            return str(cfg.get("recipe") or "") if isinstance(cfg, dict) else ""
-    return ""
+            return "ours", cfg if isinstance(cfg, dict) else {}
+    return "", {}
+
+
+def recipe_of(path: Path) -> str:
+    """The recipe the run started from: all_config.yaml (ours) or run.json (bench/peers.py); '' if unknown."""
+    return str(run_info(path)[1].get("recipe") or "")
+
+
+# Keys that name, file or seed a run, not what it computes: runs that differ only in these are one recipe's runs
+BOOKKEEPING = (
+    "seed", "run_name", "project_name", "checkpoint_path", "resume", "wandb_mode", "eval_save_outputs",
+    "checkpoint_interval", "checkpoint_minutes", "keep_last", "save_error",
+)  # fmt: skip
+
+
+# Settings read only when their switch is on (a default that changed since an old run does not split its group)
+SWITCHED = {"muon": ("muon_lr", "muon_momentum", "muon_weight_decay"), "ema": ("ema_rate", "ema_eval_raw")}
+
+
+def recipe_key(label: str, path: Path) -> tuple[str, str, dict, object]:
+    """(group key, recipe name, the config that makes the group, seed) of one run. Ours: every config key but
+    BOOKKEEPING, the defaults filled in (a config written before a key existed has that key's default), so the
+    same recipe name with another key changed (a lever) is another group. A peer: its name, recipe and command
+    less its seed. A run without a side file is a group of its own."""
+    kind, info = run_info(path)
+    if kind == "ours":
+        from train.config import defaults
+
+        full = defaults() | info
+        arch = full.pop("arch", None)
+        cfg = {k: v for k, v in full.items() if k not in BOOKKEEPING}
+        cfg |= {f"arch.{k}": v for k, v in arch.items()} if isinstance(arch, dict) else {"arch": arch}
+        for switch, keys in SWITCHED.items():  # an option that is off: its settings change nothing
+            if not cfg.get(switch):
+                cfg = {k: v for k, v in cfg.items() if k not in keys}
+        return json.dumps(cfg, sort_keys=True, default=str), str(info.get("recipe") or ""), cfg, info.get("seed")
+    if kind == "peer":
+        command = [a for a in info.get("command") or [] if not str(a).startswith(("seed=", "+seed="))]
+        cfg = {"peer": info.get("peer"), "recipe": info.get("recipe"), "command": command}
+        return json.dumps(cfg, sort_keys=True, default=str), str(info.get("recipe") or ""), cfg, None
+    return json.dumps({"run": str(path.resolve())}), "", {}, None
 
 
 def first_at(evals: list[Eval], threshold: float, limit_s: float | None) -> Eval | None:
@@ -183,6 +235,13 @@ def cell(e: Eval | None, with_accuracy: bool = False) -> str:
     return f"{acc}{clock(e.seconds)} (step {e.step:,}{val})"
 
 
+def hard_cell(e: Eval | None) -> str:
+    """The hard band's test exact accuracy at an eval (the one chosen as best: never chosen on the band itself)."""
+    if e is None:
+        return "-"
+    return "n/a (no band)" if e.hard is None else f"{e.hard:.1%}"
+
+
 def row(label: str, recipe: str, evals: list[Eval], minutes: float, thresholds: tuple[float, ...]) -> list[str]:
     limit = minutes * 60
     inside = [e for e in evals if e.seconds <= limit]
@@ -196,6 +255,7 @@ def row(label: str, recipe: str, evals: list[Eval], minutes: float, thresholds: 
         recipe or "-",
         *(cell(first_at(evals, t, limit)) for t in thresholds),
         cell(best, with_accuracy=True),
+        hard_cell(best),
         (cell(last, with_accuracy=True) + note) if last else "-",
         f"{voted.voted:.1%} with {voted.copies} copies at {clock(voted.seconds)} (step {voted.step:,})"
         if voted
@@ -211,6 +271,7 @@ def table(
         "recipe",
         *(f"time to {t:.0%}" for t in thresholds),
         f"best within {minutes:g} min",
+        f"hard band within {minutes:g} min (at the best)",
         f"at {minutes:g} min (last eval inside)",
         f"voted (tta) within {minutes:g} min",
     ] + (["steps/s between evals"] if speed else [])
@@ -218,6 +279,76 @@ def table(
     for label, path in runs:
         cells = row(label, recipe_of(path), read_evals(path, raw), minutes, thresholds)
         lines.append("| " + " | ".join(cells + ([speed_cell(speeds(path))] if speed else [])) + " |")
+    return "\n".join(lines)
+
+
+def spread(values: list[float], fmt) -> str:
+    """mean (min-max) of one figure over a group's runs."""
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    return fmt(mean) if len(values) == 1 else f"{fmt(mean)} ({fmt(min(values))}-{fmt(max(values))})"
+
+
+def pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def groups_table(runs: list[tuple[str, Path]], minutes: float, thresholds: tuple[float, ...], raw: bool) -> str | None:
+    """Runs of one recipe (the same config but for BOOKKEEPING, seed included, so the same data too; one --minutes
+    for all) as one row: the mean and the min-max over its runs of the best within the limit, the hard band
+    there, and each time to a threshold (over the runs that reached it). None when no recipe has two runs."""
+    grouped: dict[str, list[tuple[str, Path, object]]] = {}
+    info: dict[str, tuple[str, dict]] = {}
+    for label, path in runs:
+        key, recipe, cfg, seed = recipe_key(label, path)
+        grouped.setdefault(key, []).append((label, path, seed))
+        info[key] = (recipe, cfg)
+    if all(len(members) < 2 for members in grouped.values()):
+        return None
+    head = [
+        "recipe",
+        "data",
+        "runs (seeds)",
+        f"best within {minutes:g} min: mean (min-max)",
+        "hard band there: mean (min-max)",
+        *(f"time to {t:.0%}: mean (min-max), reached" for t in thresholds),
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    limit = minutes * 60
+    for key, members in grouped.items():
+        recipe, cfg = info[key]
+        # keys where this group differs from another group of the same recipe name: what tells them apart
+        others = [info[k][1] for k in grouped if k != key and info[k][0] == recipe]
+        differ = sorted({k for o in others for k in cfg if cfg.get(k) != o.get(k)})
+        name = (recipe or "-") + "".join(f", {k}={json.dumps(cfg.get(k), default=str)}" for k in differ)
+        bests, hards, times = [], [], {t: [] for t in thresholds}
+        for _, path, _ in members:
+            evals = read_evals(path, raw)
+            best = max((e for e in evals if e.seconds <= limit), key=lambda e: e.chosen_on, default=None)
+            if best is not None:
+                bests.append(best.exact)
+                if best.hard is not None:
+                    hards.append(best.hard)
+            for t in thresholds:
+                if (e := first_at(evals, t, limit)) is not None:
+                    times[t].append(e.seconds)
+        seeds = ", ".join("?" if seed is None else str(seed) for _, _, seed in members)
+        n = len(members)
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    str(cfg.get("data_path") or "-"),
+                    f"{n} ({seeds})",
+                    spread(bests, pct),
+                    spread(hards, pct) if hards else "n/a (no band)",
+                    *(f"{spread(times[t], clock)}, {len(times[t])} of {n}" for t in thresholds),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -253,7 +384,13 @@ def main(argv: list[str] | None = None) -> None:
             ) from None
         if not (math.isfinite(a.minutes) and a.minutes > 0):
             raise UserError(f"--minutes must be a positive number of minutes, got {a.minutes:g}")
-        print(table([parse_run(r) for r in a.runs], a.minutes, thresholds, a.raw, a.speed))
+        runs = [parse_run(r) for r in a.runs]
+        print(table(runs, a.minutes, thresholds, a.raw, a.speed))
+        over_seeds = groups_table(runs, a.minutes, thresholds, a.raw)
+        if over_seeds is not None:
+            print(
+                f"\nOver seeds: runs of one recipe (the same config but for its seed and names) as one row\n\n{over_seeds}"
+            )
     except UserError as e:
         exit_with(e)
 

@@ -26,6 +26,7 @@ import pydantic
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from dataset.bands import Band, hard_band
 from dataset.format import FIELDS, PuzzleDatasetMetadata
 from dataset.transforms import Transforms, puzzle_kind, random_transforms
 from models.losses import IGNORE_LABEL_ID
@@ -285,6 +286,8 @@ class PuzzleDataset(IterableDataset):
         self._iters = 0  # passes over the training data so far; seeds each pass
         self._skip = 0  # batches of the next pass to draw and drop (resuming mid-pass)
         self._augment = None
+        self._band: Band | None = None
+        self._band_done = False
         if config.augment_online and split == "train":
             m = self.metadata
             self._augment = puzzle_kind(m.seq_len, m.vocab_size, m.num_puzzle_identifiers)
@@ -326,16 +329,32 @@ class PuzzleDataset(IterableDataset):
             }
         return {k: torch.from_numpy(v) for k, v in batch.items()}
 
+    def test_rows(self, set_name: str, batch_no: int) -> tuple[int, int]:
+        """The examples [lo, hi) of `set_name` that this rank's rows of test batch `batch_no` (0-based) hold, in
+        order (the rows after them are padding): what maps an eval row to its example, on any number of ranks."""
+        total = len(self._lazy_load()[set_name]["inputs"])
+        start = batch_no * self.config.global_batch_size
+        end = min(total, start + self.config.global_batch_size)
+        hi = min(start + (self.config.rank + 1) * self.local_batch_size, end)
+        return min(start + self.config.rank * self.local_batch_size, hi), hi
+
+    def hard_band(self) -> Band | None:
+        """This split's hard band (dataset/bands.py: the rule), computed once; None: the data has none."""
+        if not self._band_done:
+            self._band, self._band_done = (
+                hard_band(self.config.dataset_path, self.split, self.metadata, self._lazy_load()),
+                True,
+            )
+        return self._band
+
     def _iter_test(self) -> Iterator[tuple[str, Batch, int]]:
         for set_name, d in self._lazy_load().items():
             total = len(d["inputs"])
             # puzzle of every example, computed once (the original walked it per batch)
             example_puzzle = np.repeat(np.arange(d["puzzle_indices"].size - 1), np.diff(d["puzzle_indices"]))
-            for start in range(0, total, self.config.global_batch_size):
+            for batch_no, start in enumerate(range(0, total, self.config.global_batch_size)):
                 end = min(total, start + self.config.global_batch_size)
-                lo = start + self.config.rank * self.local_batch_size
-                hi = min(start + (self.config.rank + 1) * self.local_batch_size, end)
-                lo = min(lo, hi)
+                lo, hi = self.test_rows(set_name, batch_no)
                 batch = self._collate(
                     {
                         "inputs": d["inputs"][lo:hi],

@@ -25,9 +25,16 @@ import utils.interrupt  # noqa: E402, F401  (first: Ctrl-C while torch imports p
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from dataset.bands import HARD_GUESSES  # noqa: E402
 from utils.errors import UserError, exit_with, load_tensors  # noqa: E402
 
-BANDS = ((0, 0, "0 guesses"), (1, 9, "1-9"), (10, 99, "10-99"), (100, 10**9, ">=100"))
+# the top band is the hard band of the trainer's evals (dataset/bands.py)
+BANDS = (
+    (0, 0, "0 guesses"),
+    (1, 9, "1-9"),
+    (10, HARD_GUESSES - 1, f"10-{HARD_GUESSES - 1}"),
+    (HARD_GUESSES, 10**9, f">={HARD_GUESSES}"),
+)
 
 
 def load_preds(pattern: str) -> dict[str, np.ndarray]:

@@ -74,6 +74,8 @@ def test_table_rows_of_ours_and_a_peer(tmp_path, capsys) -> None:
     rows += [our_eval(4000, 1490.0, 0.70, 0.70), our_eval(5000, 1600.0, 0.95, 0.95)]  # the last one after 25 min
     rows[-2] |= {"all/tta_exact_accuracy": 0.9, "all/tta/k1/votes": 0.7, "all/tta/k16/votes": 0.88}  # eval_tta=16
     rows[-1] |= {"all/tta_exact_accuracy": 0.99, "all/tta/k16/votes": 0.99}  # after the limit: not counted
+    for r, hard in zip(rows[2:], (0.0, 0.3, 0.2, 0.4, 0.9)):  # the hard band's, EMA and raw weights
+        r |= {"all/hard_exact_accuracy": hard, "raw/all/hard_exact_accuracy": hard + 0.05}
     write_rows(ours / "metrics.jsonl", rows)
     (ours / "all_config.yaml").write_text("recipe: trm-sudoku\nlr: 0.0001\n")
     peer = tmp_path / "peers" / "hrm-original"
@@ -88,23 +90,23 @@ def test_table_rows_of_ours_and_a_peer(tmp_path, capsys) -> None:
     head, _, a, b = capsys.readouterr().out.strip().splitlines()
     assert head == (
         "| run | recipe | time to 20% | time to 40% | time to 55% | time to 87% | best within 25 min "
-        "| at 25 min (last eval inside) | voted (tta) within 25 min |"
+        "| hard band within 25 min (at the best) | at 25 min (last eval inside) | voted (tta) within 25 min |"
     )
     # train rows never count; the eval after 25 min counts for nothing (not even 87%)
     assert a == (
         "| ours | trm-sudoku | 8m00s (step 2,000) | 8m00s (step 2,000) | 8m00s (step 2,000) | - "
-        "| 70.0% at 24m50s (step 4,000) | 70.0% at 24m50s (step 4,000) | 90.0% with 16 copies at 24m50s (step 4,000) |"
+        "| 70.0% at 24m50s (step 4,000) | 40.0% | 70.0% at 24m50s (step 4,000) | 90.0% with 16 copies at 24m50s (step 4,000) |"
     )
     # the mean over the test sets; no eval after the limit, so the last one may not be the accuracy at 25 min
     assert b == (
-        "| orig | paper-sudoku | 1m40s (step 10) | 15m00s (step 20) | - | - | 50.0% at 15m00s (step 20) "
+        "| orig | paper-sudoku | 1m40s (step 10) | 15m00s (step 20) | - | - | 50.0% at 15m00s (step 20) | n/a (no band) "
         "| 50.0% at 15m00s (step 20), the run's last eval | - |"
     )
     rt.main(["--raw", "--minutes", "12", "--thresholds", "0.6", str(ours / "metrics.jsonl")])
     row = capsys.readouterr().out.strip().splitlines()[2]
     assert (
         row
-        == "| ours | trm-sudoku | 8m00s (step 2,000) | 62.0% at 11m40s (step 3,000) | 62.0% at 11m40s (step 3,000) | - |"
+        == "| ours | trm-sudoku | 8m00s (step 2,000) | 62.0% at 11m40s (step 3,000) | 25.0% | 62.0% at 11m40s (step 3,000) | - |"
     )
 
 
@@ -227,3 +229,50 @@ def test_runs_with_val_are_chosen_on_val_and_report_test(tmp_path, capsys) -> No
     # reporting test's 22.0% there, not test's own maximum (30.0% at step 10)
     assert cells[3] == "2m00s (step 20, on val)"
     assert cells[4] == "22.0% at 2m00s (step 20; val 25.0%)"
+
+
+def test_runs_of_one_recipe_are_one_row_over_seeds(tmp_path, capsys) -> None:
+    """Same config but seed and names (the defaults filled in: an old file lacking a key is the same recipe), same
+    data: one row with the mean and min-max; a changed key, other data or another recipe is a row of its own."""
+    rt = table_maker()
+    runs = {  # name: (extra config, (seconds, exact, hard) of each eval)
+        "s0": ("seed: 0\nrun_name: s0\nlr: 0.0001\n", [(100.0, 0.1, 0.0), (400.0, 0.5, 0.2)]),
+        "s1": ("seed: 1\nrun_name: s1\nlr: 0.0001\ncheckpoint_path: x/s1\n", [(200.0, 0.3, 0.1), (500.0, 0.2, 0.1)]),
+        "s2": ("seed: 2\nrun_name: s2\n", [(300.0, 0.4, 0.3), (2000.0, 0.9, 0.9)]),  # lr: the default, 1e-4
+        "lever": ("seed: 0\nlr: 0.0003\n", [(100.0, 0.8, 0.5)]),  # one key changed: a lever, not a seed
+        "other-data": ("seed: 0\ndata_path: data/elsewhere\n", [(100.0, 0.6, 0.5)]),
+        "paper": ("seed: 0\nrecipe: paper-sudoku\n", [(100.0, 0.7, 0.6)]),
+    }
+    for name, (extra, evals) in runs.items():
+        rows = [{"step": 100 * (i + 1), "elapsed_s": t, "all/exact_accuracy": e, "all/hard_exact_accuracy": h}
+                for i, (t, e, h) in enumerate(evals)]  # fmt: skip
+        write_rows(tmp_path / name / "metrics.jsonl", rows)
+        recipe = "" if "recipe:" in extra else "recipe: speedrun-hrm\n"
+        data = "" if "data_path" in extra else "data_path: data/mix\n"
+        (tmp_path / name / "all_config.yaml").write_text(recipe + data + extra)
+    rt.main(["--minutes", "10", "--thresholds", "0.3,0.45", *(str(tmp_path / n) for n in runs)])
+    out = capsys.readouterr().out
+    assert "Over seeds" in out
+    rows = [line for line in out.split("Over seeds")[1].splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| recipe | data | runs (seeds) | best within 10 min: mean (min-max) |")
+    by_name = {r.split(" | ")[0].removeprefix("| "): r.split(" | ")[1:] for r in rows[2:]}
+    assert len(by_name) == 4  # s0-s2 together; lever, other data, the paper recipe each alone
+    # best within 10 min: 0.5, 0.3, 0.4 (s2's 90% came after the limit); the hard band at those evals 0.2, 0.1, 0.3;
+    # 30% reached by all three (at 400, 200, 300 s), 45% by s0 alone (400 s)
+    assert by_name['speedrun-hrm, data_path="data/mix", lr=0.0001'] == [
+        "data/mix", "3 (0, 1, 2)", "40.0% (30.0%-50.0%)", "20.0% (10.0%-30.0%)",
+        "5m00s (3m20s-6m40s), 3 of 3", "6m40s, 1 of 3 |",
+    ]  # fmt: skip
+    lever = by_name['speedrun-hrm, data_path="data/mix", lr=0.0003']
+    assert lever[:3] == ["data/mix", "1 (0)", "80.0%"]
+    assert by_name['speedrun-hrm, data_path="data/elsewhere", lr=0.0001'][:3] == ["data/elsewhere", "1 (0)", "60.0%"]
+    assert by_name["paper-sudoku"][:4] == ["data/mix", "1 (0)", "70.0%", "60.0%"]
+
+
+def test_no_row_over_seeds_without_two_runs_of_one_recipe(tmp_path, capsys) -> None:
+    rt = table_maker()
+    for name, lr in (("a", "0.0001"), ("b", "0.0003")):
+        write_rows(tmp_path / name / "metrics.jsonl", [our_eval(100, 60.0, 0.3, 0.3)])
+        (tmp_path / name / "all_config.yaml").write_text(f"recipe: speedrun-hrm\nlr: {lr}\nseed: 0\n")
+    rt.main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert "Over seeds" not in capsys.readouterr().out

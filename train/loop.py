@@ -27,7 +27,7 @@ from train import checkpoint as ckpt
 from train import run_checkpoint
 from train.config import PretrainConfig, eval_batch
 from train.records import TimeToAccuracy
-from train.report import evaluate_command, finished_message, plan_line, print_report, run_rows
+from train.report import band_row, evaluate_command, finished_message, plan_line, print_report, run_rows
 from train.run_folder import Resumed, healthy_hint, resume_command
 from train.runtime import Dist, Runtime
 from train.signals import StopSignals
@@ -92,6 +92,9 @@ def create_plan(config: PretrainConfig, d: Dist, device: torch.device) -> Plan:
         val_loader, val_meta = create_dataloader(
             config, "val", d, device, test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch(config)
         )
+    for loader in (eval_loader, val_loader):  # on every rank, now: guess counts of another build stop them all here
+        if loader is not None:
+            cast(PuzzleDataset, loader.dataset).hard_band()
     if config.eval_tta > 1:  # it needs the test set's kind: refused now, not at the run's last eval
         score = ["python", "dataset/score_arc.py", "--preds", str(config.checkpoint_path), "--data", config.data_path]
         kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
@@ -160,6 +163,8 @@ def start_run(
         state.step,
         wandb_status,
     )
+    held_out = [plan.test] + ([plan.val] if plan.val is not None else [])
+    rows.append(band_row([cast(PuzzleDataset, loader.dataset) for loader in held_out]))
     print_report(rt.report + rows)
     if state.step == 0:
         tracker.log({"num_params": n_params}, step=0)

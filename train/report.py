@@ -11,6 +11,7 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
+from dataset.bands import RULE, no_band_note
 from train.config import PretrainConfig, eval_batch
 from utils import shell
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from dataset.format import PuzzleDatasetMetadata
+    from dataset.loader import PuzzleDataset
     from train.run_checkpoint import Progress
 
 
@@ -95,6 +97,16 @@ def run_rows(
             )
         )
     return rows
+
+
+def band_row(datasets: list[PuzzleDataset]) -> tuple[str, str]:
+    """The start-up report's `hard band` row: the band of each held-out split (test, val) or why there is none,
+    then the rule (dataset/bands.py), printed once here; each eval line then shows the band's exact accuracy."""
+    notes = []
+    for ds in datasets:
+        band = ds.hard_band()
+        notes.append(band.note if band is not None else no_band_note(ds.config.dataset_path, ds.split, ds.metadata))
+    return "hard band", "; ".join(notes) + f". Rule: {RULE.removeprefix('hard band: ')}"
 
 
 def evaluate_command(run_dir: str, step: int) -> str:

@@ -10,6 +10,7 @@ the model's code the original's and keeps torch.compile's graph whole (a Generat
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +24,20 @@ def derived_seed(seed: int, rank: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, rank, stream]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-LOADER_STREAM, EXPLORE_STREAM = 1, 2
+LOADER_STREAM, EXPLORE_STREAM, GLOBAL_STREAM = 1, 2, 3
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    """The run's `seed` into every global generator, once at start: torch's (CPU and every GPU: the initial
+    weights, the puzzle-embedding table's included, are drawn on the CPU from it, as before: seed + rank), Python's
+    `random` and numpy's (nothing in training draws from these two today; seeded so that nothing added later
+    does unseeded). The other streams are seeded where they are made: the loader's batches (dataset/loader.py,
+    from (seed, pass)), ACT exploration (ExploreRNG), the DataLoader's generator (loader_generator); the weight
+    average (train/ema.py) draws nothing."""
+    torch.manual_seed(seed + rank)
+    state = derived_seed(seed, rank, GLOBAL_STREAM)
+    random.seed(state)
+    np.random.seed(state % 2**32)
 
 
 def loader_generator(seed: int, rank: int) -> torch.Generator:

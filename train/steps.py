@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pydantic
 import torch
 import torch.distributed as dist
@@ -476,7 +477,11 @@ def evaluate(
     says_halt = state.head.says_halt
     return_keys = sorted(set(config.eval_save_outputs) | set(EVAL_KEYS))
 
-    def run_batch(model: nn.Module, batch: dict[str, torch.Tensor]):
+    dataset = getattr(eval_loader, "dataset", None)
+    band = dataset.hard_band() if isinstance(dataset, PuzzleDataset) else None
+
+    def run_batch(model: nn.Module, batch: dict[str, torch.Tensor], hard: torch.Tensor | None = None):
+        """`hard`: which rows are in the hard band (dataset/bands.py), when the data has one."""
         carry = state.head.initial_carry(batch)
         labels = batch["labels"]
         mask = labels != IGNORE_LABEL_ID
@@ -518,10 +523,14 @@ def evaluate(
             }
             | by_step
         )
+        if hard is not None:  # the paper's protocol (the last segment's prediction), on the band's rows only
+            metrics |= {
+                "hard_exact_accuracy": (valid & hard & (correct == n_labels)).sum(),
+                "hard_count": (valid & hard).sum(),
+            }
         return metrics, {k: v for k, v in preds.items() if k in config.eval_save_outputs}
 
     bar = None
-    dataset = getattr(eval_loader, "dataset", None)
     if d.is_main and isinstance(dataset, PuzzleDataset):
         per_set = [-(n // -eval_batch(config)) for n in dataset.set_sizes().values()]
         total = sum(min(n, config.eval_batches or n) for n in per_set)
@@ -533,7 +542,13 @@ def evaluate(
             if config.eval_batches is not None and seen[set_name] > config.eval_batches:
                 continue  # bounded eval: the first N batches of each set
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            metrics, preds = state.model.run("eval", lambda m, b=batch: run_batch(m, b))
+            hard = None
+            if band is not None and isinstance(dataset, PuzzleDataset):  # this rank's examples, then padding
+                lo, hi = dataset.test_rows(set_name, seen[set_name] - 1)
+                flags = np.zeros(len(batch["inputs"]), dtype=bool)
+                flags[: hi - lo] = band.hard[set_name][lo:hi]
+                hard = torch.from_numpy(flags).to(device)
+            metrics, preds = state.model.run("eval", lambda m, b=batch, h=hard: run_batch(m, b, h))
             if bar is not None:
                 bar.update(1)
             # this rank's real (unpadded) rows; the original also saved the padding of the last batch
@@ -570,7 +585,11 @@ def evaluate(
     for set_name, i in set_ids.items():
         row = dict(zip(keys, table[i]))
         count = max(row.pop("count"), 1)
+        hard_count = row.pop("hard_count", 0)
+        hard = row.pop("hard_exact_accuracy", None)
         result[set_name] = {k: v / count for k, v in row.items()}
+        if hard is not None and hard_count > 0:  # summed over the ranks like the rest, divided by the band's rows
+            result[set_name]["hard_exact_accuracy"] = hard / hard_count
     return result
 
 
@@ -580,7 +599,10 @@ def eval_headline(results: dict[str, dict[str, float]], halt_max_steps: int) -> 
     for name, m in results.items():
         if "exact_accuracy" not in m:
             continue
-        line = f"{name}: exact {m['exact_accuracy']:.4f}, token {m['accuracy']:.4f} after all {halt_max_steps} ACT steps (paper protocol)"
+        line = f"{name}: exact {m['exact_accuracy']:.4f}"
+        if "hard_exact_accuracy" in m:
+            line += f" (hard band {m['hard_exact_accuracy']:.4f})"
+        line += f", token {m['accuracy']:.4f} after all {halt_max_steps} ACT steps (paper protocol)"
         if "exact_accuracy_at_halt" in m:
             line += (
                 f"; where the Q-head halts: exact {m['exact_accuracy_at_halt']:.4f}, "
