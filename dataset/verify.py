@@ -82,18 +82,17 @@ def maze_paths(inputs: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def verifier_score(kind: str, inputs: np.ndarray, grids: np.ndarray) -> np.ndarray:
     """(N, L) puzzles and (N, K, L) candidate answers -> (N, K) float, higher is better, what a search ranks
-    candidates by before any vote (train/search.py): Sudoku 1 for a valid completion of the givens, else 0;
-    Maze minus the moves of a valid S-G path (a shorter valid path ranks higher), -inf for an invalid drawing.
-    Other kinds have no verifier: all 0."""
+    candidates by before any vote (train/search.py). -inf for an invalid answer; Sudoku 0 for a valid completion
+    of the givens; Maze minus the moves of a valid S-G path (a shorter valid path ranks higher)."""
     n, k = grids.shape[:2]
     flat = np.asarray(grids).reshape(n * k, -1)
     given = np.repeat(np.asarray(inputs), k, axis=0)
     if kind == "sudoku":
-        return sudoku_valid(given, flat).reshape(n, k).astype(np.float64)
+        return np.where(sudoku_valid(given, flat), 0.0, -np.inf).reshape(n, k)
     if kind == "maze":
         valid, moves, _ = maze_paths(given, flat)
         return np.where(valid, -moves.astype(np.float64), -np.inf).reshape(n, k)
-    return np.zeros((n, k))
+    raise ValueError(f"kind must be 'sudoku' or 'maze', got {kind!r}")
 
 
 def valid_rows(
