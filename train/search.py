@@ -149,11 +149,11 @@ def evaluate_search(
             tokens, q, halts = predict_segments(
                 model, eager, variants[:, c], ids, batch, steps, device, noise=noise if noisy else 0.0, seed=(seed, p)
             )
-            seconds.append(time.perf_counter() - began)
             back = one_copy(tf, c).undo(tokens.astype(np.int64))  # (N, steps, L) in the puzzle's own frame
             cols = slice(p * steps, (p + 1) * steps)
             grids[:, cols], q_halt[:, cols] = back, q
             score[:, cols] = verifier_score(kind, inputs, back)
+            seconds.append(time.perf_counter() - began)  # the pass and its verifier checks
             if p == 0:
                 first_halt = np.where(halts.any(1), halts.argmax(1), steps - 1)
                 at_halt = back[np.arange(n), first_halt]
