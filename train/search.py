@@ -244,11 +244,12 @@ def write_outputs(results: dict[str, dict[str, Any]], out_dir: str, stem: str, s
                 w.writerow({"set": set_name, **r})
     with open(paths[1], "w") as f:
         json.dump({"settings": settings, "sets": results}, f, indent=1)
-    plot(results, paths[2])
+    noise = settings.get("search_noise") or 0
+    plot(results, paths[2], f"search={settings.get('search')}" + (f", search_noise={noise:g}" if noise else ""))
     return paths
 
 
-def plot(results: dict[str, dict[str, Any]], path: str) -> None:
+def plot(results: dict[str, dict[str, Any]], path: str, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,15 +260,18 @@ def plot(results: dict[str, dict[str, Any]], path: str) -> None:
     for ax, set_name in zip(axes[0], sets):
         res = results[set_name]
         x = [r["passes"] for r in res["rows"]]
-        for col, style in (("search", "o-"), ("vote", "s--"), ("any_right", ":"), ("paper", "-"), ("at_halt", "-.")):
-            ax.plot(x, [r[col] for r in res["rows"]], style, label=TITLES[col])
+        for col, style in (("any_right", ":"), ("search", "o-"), ("vote", "s--"), ("paper", "-"), ("at_halt", "-.")):
+            width = 4 if col == "any_right" else 1.5  # drawn first and wide: visible where search reaches it
+            ax.plot(x, [r[col] for r in res["rows"]], style, lw=width, label=TITLES[col])
             if res["hard"]:
                 ax.plot(x, [r["hard_" + col] for r in res["rows"]], style, alpha=0.4, label=f"hard: {TITLES[col]}")
         ax.set_xscale("log", base=2)
         ax.set_xticks(x, [str(v) for v in x])
         ax.set_xlabel("forward passes per puzzle (each: all ACT segments)")
         ax.set_ylabel("exact accuracy")
-        ax.set_title(f"{set_name}: {res['puzzles']} puzzles" + (f", {res['hard']} hard" if res["hard"] else ""))
+        ax.set_title(
+            f"{title}; {set_name}: {res['puzzles']} puzzles" + (f", {res['hard']} hard" if res["hard"] else "")
+        )
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
