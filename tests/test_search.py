@@ -306,3 +306,27 @@ def test_evaluate_search_command(tiny_sudoku: Path, tmp_path: Path) -> None:
         r = run_py([*args, bad])
         assert r.returncode == 2 and r.stderr.strip().startswith("error: ") and message in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("variant", ["att_rope", "singlez", "hier6"])
+def test_perturb_adds_noise_to_every_latent_field_of_trm_and_its_variants(variant: str) -> None:
+    """TRM's y and z (and its ablations' own carries) get the noise; the segment then keeps it instead of resetting."""
+    import dataclasses
+
+    from tests.test_trm import build as build_trm
+
+    model, ref = build_trm(variant)
+    model.eval()
+    batch = ref["batch"]
+    carry = model.initial_carry(batch)
+    fresh, _, _ = model.model.start_segment(carry, batch)
+    noisy = model.perturb(carry, batch, lambda x: torch.full_like(x, 0.5))
+    fields = [f.name for f in dataclasses.fields(fresh)]
+    for name in fields:
+        assert torch.allclose(getattr(noisy.inner_carry, name), getattr(fresh, name) + 0.5), name
+    assert not noisy.halted.any() and (noisy.steps == 0).all()
+    with torch.no_grad():
+        kept, _ = model.model(noisy, batch)
+        plain, _ = model.model(carry, batch)
+    assert (kept.steps == 1).all()
+    assert any(not torch.allclose(getattr(kept.inner_carry, n), getattr(plain.inner_carry, n)) for n in fields)
