@@ -330,3 +330,42 @@ def test_perturb_adds_noise_to_every_latent_field_of_trm_and_its_variants(varian
         plain, _ = model.model(carry, batch)
     assert (kept.steps == 1).all()
     assert any(not torch.allclose(getattr(kept.inner_carry, n), getattr(plain.inner_carry, n)) for n in fields)
+
+
+@pytest.mark.slow
+def test_maze_search_maps_copies_back_and_prefers_a_valid_path(tmp_path: Path, monkeypatch) -> None:
+    """On mazes: each pass's answers come back from the copy's frame, and a valid path beats invalid drawings."""
+    from dataset.loader import load_arrays
+    from dataset.transforms import make_transforms
+    from tests.conftest import CPU, build, run_py
+
+    data = tmp_path / "maze"
+    built = run_py(["dataset/build_maze_dataset.py", "--generate", "4", "--test-size", "4", "--output-dir", str(data)])
+    assert built.returncode == 0, built.stderr
+    config, state, loader, meta = build(data, halt_max_steps=2)
+    a = load_arrays(str(data), "test", meta)["all"]
+    inputs, labels = np.asarray(a["inputs"], np.int64), np.asarray(a["labels"], np.int64)
+    gap = labels.copy()  # the label with one path cell erased: not a path from S to G
+    for row in gap:
+        row[np.flatnonzero(row == maze.PATH)[0]] = maze.OPEN
+    plan = search.search_plan("maze", 3, 0.1)
+    tf = make_transforms("maze", 2, meta.vocab_size, 0)
+    calls = []
+
+    def oracle(model, eager, x, ids, batch, steps, device, noise=0.0, seed=(0,)):
+        p = len(calls)
+        calls.append(noise)
+        copy = plan[p][0]
+        assert np.array_equal(x, tf.apply(inputs)[:, copy])  # the pass sees its copy of the puzzle
+        answer = labels if p == 2 else gap  # only the third pass draws the path
+        tokens = np.stack([tf.apply(inputs)[:, copy], tf.apply(answer)[:, copy]], axis=1).astype(np.uint8)
+        return tokens, np.full((len(x), steps), 5.0, np.float32), np.zeros((len(x), steps), bool)
+
+    monkeypatch.setattr(search, "predict_segments", oracle)
+    rows = search.evaluate_search(state.model, state.model.eager, str(data), meta, 3, 16, 2, CPU, noise=0.1)["all"]
+    assert calls == [0.0, 0.1, 0.0]  # copy 0, copy 0 with noise, copy 1
+    assert [(r["passes"], r["search"], r["verified"], r["vote"]) for r in rows["rows"]] == [
+        (1, 0.0, 0.0, 0.0),
+        (2, 0.0, 0.0, 0.0),
+        (3, 1.0, 1.0, 0.0),  # one valid path among 6 candidates wins; the vote (2 gaps to 1) does not find it
+    ]
