@@ -172,6 +172,7 @@ def test_search_options_and_refusals() -> None:
 # On a tiny model
 
 
+@pytest.mark.slow
 def test_noise_is_reproducible_with_its_seed_and_differs_with_another(tiny_sudoku: Path) -> None:
     from dataset.loader import load_arrays
     from tests.conftest import CPU, build
@@ -193,6 +194,7 @@ def test_noise_is_reproducible_with_its_seed_and_differs_with_another(tiny_sudok
     assert not np.array_equal(a[1], plain_q) and not np.array_equal(a[0], plain_tokens)  # ...and other answers
 
 
+@pytest.mark.slow
 def test_search_table_on_a_tiny_model(tiny_sudoku: Path, monkeypatch) -> None:
     import pretrain
     from tests.conftest import CPU, D, build
