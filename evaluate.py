@@ -10,6 +10,12 @@ elsewhere (a read-only run folder), `save_outputs=[]` writes nothing.
 `tta=K` (Sudoku, Maze) also solves K transformed copies of every test puzzle and votes (train/tta.py);
 `tta_prefer_valid=false` drops the preference for valid Sudoku solutions, `tta_seed` picks the transforms.
 
+`search=K` (Sudoku, Maze) also runs K passes of every test puzzle (symmetric copies, with `search_noise=S` noisy
+recursions too), takes every ACT segment of each as a candidate, chooses by the task's verifier first, then votes,
+then Q-head confidence (train/search.py), and prints and writes (`step_<N>_search.csv/.json/.png`) exact accuracy
+against passes; `search_seed` picks the copies and the noise. Sudoku and Maze evaluations also report how many
+predictions are valid solutions of their puzzles, and how many of those differ from the label (dataset/verify.py).
+
 `per_step=true` adds a table with one row per ACT segment: exact and token accuracy if every prediction were
 taken at that segment, the share of puzzles whose Q-head says halt there, and the share halted by then
 (whether a model is right where it halts and only wrong after it, as in the late collapse of TROUBLESHOOTING.md).
@@ -38,6 +44,7 @@ from train.config import PretrainConfig, config_error, eval_batch, validate_conf
 from train.config import defaults as config_defaults
 from train.report import band_row
 from train.runtime import init_distributed, setup_runtime
+from train.search import SEARCH_MAX, check_search, check_search_memory, evaluate_search, table_lines, write_outputs
 from train.steps import TrainState, create_dataloader, create_model, eval_headline, evaluate
 from train.trm_config import from_trm_config
 from train.tta import check_tta_kind, check_tta_memory, evaluate_tta, prefix_sizes
@@ -160,6 +167,22 @@ def tta_options(cli: dict[str, Any]) -> tuple[int, bool, int]:
     return k, prefer, seed
 
 
+def search_options(cli: dict[str, Any]) -> tuple[int, float, int]:
+    """Pop `search=K [search_noise=0] [search_seed=0]` (train/search.py); K=0: no search."""
+    k, noise, seed = cli.pop("search", 0), cli.pop("search_noise", 0.0), cli.pop("search_seed", 0)
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= SEARCH_MAX:
+        raise UserError(
+            f"search must be a whole number from 1 to {SEARCH_MAX} (forward passes per test puzzle), got {k!r}"
+        )
+    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise <= 10:
+        raise UserError(f"search_noise must be a number from 0 to 10 (the noise's standard deviation), got {noise!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"search_seed must be a whole number >= 0, got {seed!r}")
+    if k == 0 and noise > 0:
+        raise UserError(f"search_noise={noise} needs search=K (how many passes to run), e.g. search=8")
+    return k, float(noise), seed
+
+
 def print_tta_table(m: dict[str, float], k: int) -> None:
     """Exact accuracy with the first j of the K copies, per vote rule, and the share any copy got right."""
     valid = f"k{k}/valid_first" in m
@@ -168,6 +191,31 @@ def print_tta_table(m: dict[str, float], k: int) -> None:
     for j in prefix_sizes(k):
         cells = f"  {j:>6} {m[f'k{j}/votes']:>7.4f}" + (f" {m[f'k{j}/valid_first']:>11.4f}" if valid else "")
         print(cells + f" {m[f'k{j}/any_copy']:>14.4f}")
+
+
+def verifier_line(set_name: str, m: dict[str, float], kind: str) -> str:
+    """The verifier as a metric: the share of final predictions that solve their puzzle, and of those unlike the label."""
+    what = "a shortest path from S to G" if kind == "maze" else "a valid completion of the givens"
+    note = "the label is one shortest path of possibly several" if kind == "maze" else "0 for a one-solution Sudoku"
+    return (
+        f"  verifier {set_name}: {m['valid_solution']:.4f} of predictions are valid solutions ({what}); "
+        f"{m['valid_not_label']:.4f} valid but not the label ({note})"
+    )
+
+
+def print_search(found: dict[str, dict[str, Any]], k: int, noise: float, steps: int) -> None:
+    """The search table per set (train/search.py), headed by what each pass was."""
+    extra = f", pairs of clean and noisy (std {noise:g}) passes" if noise > 0 else ""
+    print(
+        f"search, {k} passes of {steps} ACT segments per puzzle, every segment a candidate (copies of the puzzle{extra}); "
+        "paper protocol and at halt: pass 0 alone, as above; vote: each pass's last segment, most votes; search: "
+        "every candidate, valid answers first, then votes, then Q-halt; any right: the ceiling of any choice"
+    )
+    for set_name, res in found.items():
+        band = f", {res['hard']} in the hard band (>= 100 solver guesses, mix.json)" if res["hard"] else ""
+        print(f"{set_name}: {res['puzzles']} puzzles{band}")
+        for line in table_lines(res):
+            print(line)
 
 
 def print_per_step(m: dict[str, float], steps: int) -> None:
@@ -184,6 +232,7 @@ def launch(cli: dict[str, Any]) -> None:
     d = init_distributed(str(cli.get("device", "auto")))
     try:
         tta, tta_prefer_valid, tta_seed = tta_options(cli)
+        search, search_noise, search_seed = search_options(cli)
         ema = cli.pop("ema", "auto")
         per_step = cli.pop("per_step", False)
         if not isinstance(per_step, bool):
@@ -210,7 +259,12 @@ def launch(cli: dict[str, Any]) -> None:
         kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
         score = ["python", "dataset/score_arc.py", "--preds", os.path.dirname(ckpt) or ".", "--data", config.data_path]
         check_tta_kind(kind, tta, "tta", shell.join(score))
-        check_tta_memory(sum(eval_loader.dataset.set_sizes().values()), tta, eval_meta.seq_len, "tta")  # type: ignore[attr-defined]
+        examples = sum(eval_loader.dataset.set_sizes().values())  # type: ignore[attr-defined]
+        check_tta_memory(examples, tta, eval_meta.seq_len, "tta")
+        if search:
+            check_search(kind, search, search_noise, shell.join(score))
+            if d.is_main:
+                check_output_dir(config.checkpoint_path or ".", ckpt)
         model, optimizers, lrs = create_model(
             config, model_meta, d, rt.device, rt.forward_dtype, rt.use_compile, compile_mode=rt.compile_mode
         )
@@ -222,6 +276,8 @@ def launch(cli: dict[str, Any]) -> None:
             int(name.removeprefix("step_")) if name.startswith("step_") and name.removeprefix("step_").isdigit() else 0
         )
         state = TrainState(model=model, optimizers=optimizers, optimizer_lrs=lrs, carry=None, step=step, total_steps=0)
+        if search:
+            check_search_memory(examples, search, state.head.halt_max_steps, eval_meta.seq_len)
         if d.is_main:
             which = "the weight average, ema=false for the raw weights" if weights != ckpt else "its weights"
             print(
@@ -230,12 +286,15 @@ def launch(cli: dict[str, Any]) -> None:
             )
             print(": ".join(band_row([eval_loader.dataset])), flush=True)  # type: ignore[list-item]
         model.eager.eval()
-        metrics = evaluate(config, state, eval_loader, eval_meta, d, rt.device, per_step=per_step)
+        verify = kind if kind in ("sudoku", "maze") else None
+        metrics = evaluate(config, state, eval_loader, eval_meta, d, rt.device, per_step=per_step, verify=verify)
         if d.is_main and metrics is not None:
             for set_name, m in metrics.items():
                 print(f"{set_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if not k.startswith("step_")))
                 if per_step:
                     print_per_step(m, state.head.halt_max_steps)
+                if verify is not None:
+                    print(verifier_line(set_name, m, verify))
             for line in eval_headline(metrics, state.head.halt_max_steps):
                 print(line)
             if config.eval_save_outputs:  # save_outputs=[] writes nothing
@@ -256,6 +315,19 @@ def launch(cli: dict[str, Any]) -> None:
                     f"(one copy: exact {m['exact_accuracy']:.4f}, token {m['accuracy']:.4f})"
                 )
                 print_tta_table(m, tta)
+        if search and d.is_main:  # one process: K passes of each test puzzle, every segment a candidate
+            steps = state.head.halt_max_steps
+            found = evaluate_search(
+                model, model.eager, config.data_path, eval_meta, search, eval_batch(config) // d.world_size, steps,
+                rt.device, noise=search_noise, seed=search_seed,
+            )  # fmt: skip
+            print_search(found, search, search_noise, steps)
+            settings = {
+                "checkpoint": weights, "data_path": config.data_path, "search": search, "search_noise": search_noise,
+                "search_seed": search_seed, "halt_max_steps": steps, "device": str(rt.device),
+            }  # fmt: skip
+            paths = write_outputs(found, config.checkpoint_path or ".", f"step_{step}_search", settings)
+            print(f"search table: {', '.join(paths)}")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -48,6 +48,13 @@ def _neighbours(on: np.ndarray) -> np.ndarray:
 def maze_check(inputs: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row (N, side*side tokens): (valid, shortest). valid: `preds` draws one simple S-G path of `o` over
     the unchanged maze. shortest: valid, and no S-G path through the maze takes fewer moves."""
+    valid, moves, shortest_moves = maze_paths(inputs, preds)
+    return valid, valid & (moves == shortest_moves)
+
+
+def maze_paths(inputs: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: (valid as in `maze_check`, the drawn path's moves (meaningful where valid), the maze's shortest
+    S-G moves (-1 where G cannot be reached))."""
     q = np.asarray(inputs, dtype=np.int64)
     a = np.asarray(preds, dtype=np.int64)
     if q.ndim != 2 or a.shape != q.shape:
@@ -70,15 +77,28 @@ def maze_check(inputs: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.nd
     rows = np.arange(b)
     shortest_moves = maze.bfs_distances(q != maze.WALL, start).reshape(b, -1)[rows, goal]
     moves = on.sum((1, 2)) - 1  # a simple path of k moves has k + 1 cells
-    return valid, valid & (moves == shortest_moves)
+    return valid, moves, shortest_moves
 
 
-def valid_fractions(
+def verifier_score(kind: str, inputs: np.ndarray, grids: np.ndarray) -> np.ndarray:
+    """(N, L) puzzles and (N, K, L) candidate answers -> (N, K) float, higher is better, what a search ranks
+    candidates by before any vote (train/search.py). -inf for an invalid answer; Sudoku 0 for a valid completion
+    of the givens; Maze minus the moves of a valid S-G path (a shorter valid path ranks higher)."""
+    n, k = grids.shape[:2]
+    flat = np.asarray(grids).reshape(n * k, -1)
+    given = np.repeat(np.asarray(inputs), k, axis=0)
+    if kind == "sudoku":
+        return np.where(sudoku_valid(given, flat), 0.0, -np.inf).reshape(n, k)
+    if kind == "maze":
+        valid, moves, _ = maze_paths(given, flat)
+        return np.where(valid, -moves.astype(np.float64), -np.inf).reshape(n, k)
+    raise ValueError(f"kind must be 'sudoku' or 'maze', got {kind!r}")
+
+
+def valid_rows(
     kind: Kind, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray, require_shortest: bool = False
-) -> tuple[float, float]:
-    """(fraction of predictions that are valid, fraction that are valid but differ from the label) over a batch of
-    token rows. A Maze path counts as valid if it is any simple S-G path; with `require_shortest`, only a shortest
-    one counts. Label positions at or below 0 (pad, or the trainer's ignored label) are not compared."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (valid, valid but different from the label), as `valid_fractions` averages them."""
     preds = np.asarray(preds)
     labels = np.asarray(labels)
     if preds.shape != labels.shape or preds.shape != np.shape(inputs):
@@ -90,7 +110,17 @@ def valid_fractions(
         ok = shortest if require_shortest else valid
     else:
         raise ValueError(f"kind must be 'sudoku' or 'maze', got {kind!r}")
+    differs = ((preds != labels) & (labels > 0)).any(axis=1)
+    return ok, ok & differs
+
+
+def valid_fractions(
+    kind: Kind, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray, require_shortest: bool = False
+) -> tuple[float, float]:
+    """(fraction of predictions that are valid, fraction that are valid but differ from the label) over a batch of
+    token rows. A Maze path counts as valid if it is any simple S-G path; with `require_shortest`, only a shortest
+    one counts. Label positions at or below 0 (pad, or the trainer's ignored label) are not compared."""
+    ok, differs = valid_rows(kind, inputs, preds, labels, require_shortest)
     if not len(ok):
         return 0.0, 0.0
-    differs = ((preds != labels) & (labels > 0)).any(axis=1)
-    return float(ok.mean()), float((ok & differs).mean())
+    return float(ok.mean()), float(differs.mean())

@@ -15,6 +15,8 @@ reset_carry, and a forward returning (inner carry, logits, (q_halt_logits, q_con
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -49,13 +51,28 @@ class ACTWrapper(nn.Module):
             current_data={k: torch.empty_like(v) for k, v in batch.items()},
         )
 
-    def forward(self, carry: Any, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
+    def start_segment(self, carry: Any, batch: dict[str, torch.Tensor]) -> tuple[Any, torch.Tensor, dict]:
+        """(inner carry, steps, current data) as the next segment starts: rows that halted take their new batch row
+        and a fresh state."""
         inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)  # type: ignore[operator]
         steps = torch.where(carry.halted, 0, carry.steps)
         current_data = {
             k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
             for k, v in carry.current_data.items()
         }
+        return inner_carry, steps, current_data
+
+    def perturb(self, carry: Any, batch: dict[str, torch.Tensor], noise: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+        """The carry the next segment starts from, with noise(state) added to every latent field of the inner carry
+        (HRM: z_H, z_L; TRM: y = z_H, z = z_L): the noisy recursions of evaluate.py's search (train/search.py). Its
+        rows are marked running, so the segment keeps the perturbed state instead of resetting it."""
+        inner, steps, data = self.start_segment(carry, batch)
+        fields = {f.name: getattr(inner, f.name) for f in dataclasses.fields(inner)}
+        inner = type(inner)(**{name: (x + noise(x)).to(x.dtype) for name, x in fields.items()})
+        return self.carry_class(inner, steps, torch.zeros_like(carry.halted), data)
+
+    def forward(self, carry: Any, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
+        inner_carry, steps, current_data = self.start_segment(carry, batch)
 
         inner_carry, logits, (q_halt_logits, q_continue_logits) = self.inner(inner_carry, current_data)
         outputs = {"logits": logits, "q_halt_logits": q_halt_logits, "q_continue_logits": q_continue_logits}

@@ -71,6 +71,10 @@ class ACTLossHead(nn.Module):
     def initial_carry(self, *args: Any, **kwargs: Any) -> Any:
         return self.model.initial_carry(*args, **kwargs)  # type: ignore[operator]
 
+    def perturb(self, *args: Any, **kwargs: Any) -> Any:
+        """The carry with noise on its latent state (models/act.py), for evaluate.py's search."""
+        return self.model.perturb(*args, **kwargs)  # type: ignore[operator]
+
     @property
     def halt_max_steps(self) -> int:
         """Segments an example runs at most (evaluation runs them all)."""

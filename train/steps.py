@@ -460,6 +460,7 @@ def evaluate(
     device: torch.device,
     writes: WriteGuard | None = None,
     per_step: bool | None = None,
+    verify: str | None = None,
 ):
     """Run every test example for the full halt_max_steps; returns {set: {metric: mean}} on rank 0.
 
@@ -467,6 +468,9 @@ def evaluate(
     per_step: also score every segment (`step_<i>/...`: exact and token accuracy if the prediction were taken
     there, the share of rows whose Q-head says halt there, the share halted by then) for evaluate.py's table;
     None: as config.eval_per_step (training evals).
+    verify: 'sudoku' or 'maze' (evaluate.py): also check each final prediction against its puzzle, label unseen
+    (dataset/verify.py): `valid_solution`, the share that are valid solutions (Maze: a shortest S-G path), and
+    `valid_not_label`, the share valid yet unlike the label. The check runs on the host, a sync per batch.
     """
     per_step = config.eval_per_step if per_step is None else per_step
     set_ids = {name: i for i, name in enumerate(meta.sets)}
@@ -514,6 +518,19 @@ def evaluate(
                     f"step_{i + 1}/says_halt": (valid & says).sum(),
                     f"step_{i + 1}/halted_by": (valid & halted).sum(),
                 }
+        if verify is not None:
+            from dataset.verify import valid_rows
+
+            answers = preds["logits"].argmax(-1)
+            ok, other = valid_rows(
+                verify,  # type: ignore[arg-type]
+                batch["inputs"].cpu().numpy(),
+                answers.cpu().numpy(),
+                labels.cpu().numpy(),
+                require_shortest=True,
+            )
+            ok_t, other_t = (torch.from_numpy(v).to(labels.device) for v in (ok, other))
+            metrics = metrics | {"valid_solution": (valid & ok_t).sum(), "valid_not_label": (valid & other_t).sum()}
         metrics = (
             metrics
             | {

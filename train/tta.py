@@ -70,15 +70,19 @@ def check_tta_memory(examples: int, k: int, seq_len: int, key: str, available: i
 
 
 def vote(grids: np.ndarray, confidence: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """(N, K, L) candidate grids, (N, K) confidences, optional (N, K) validity -> (N, L) chosen grids."""
+    """(N, K, L) candidate grids, (N, K) confidences, optional (N, K) validity -> (N, L) chosen grids.
+
+    `valid` ranks first: a bool (a valid solution beats any number of votes for an invalid one) or a score
+    (higher first, dataset/verify.verifier_score: a shorter valid maze path before a longer one); then votes,
+    then the mean confidence of the grid's candidates; a full tie goes to the grid that came first."""
     out = np.empty((grids.shape[0], grids.shape[2]), dtype=grids.dtype)
     for n in range(grids.shape[0]):
         keys: dict[bytes, list[int]] = {}
         for k in range(grids.shape[1]):
             keys.setdefault(grids[n, k].tobytes(), []).append(k)
 
-        def rank(members: list[int], n: int = n) -> tuple[bool, int, float]:
-            ok = bool(valid[n, members[0]]) if valid is not None else False
+        def rank(members: list[int], n: int = n) -> tuple[float, int, float]:
+            ok = float(valid[n, members[0]]) if valid is not None else 0.0
             return ok, len(members), float(np.mean(confidence[n, members]))
 
         best = max(keys.values(), key=rank)
@@ -87,13 +91,11 @@ def vote(grids: np.ndarray, confidence: np.ndarray, valid: np.ndarray | None = N
 
 
 def sudoku_valid(inputs: np.ndarray, grids: np.ndarray) -> np.ndarray:
-    """(N, L) puzzles and (N, K, L) candidate solutions (tokens) -> (N, K): a full valid grid keeping the givens."""
-    from dataset.puzzles.sudoku import agrees, is_solution
+    """(N, L) puzzles and (N, K, L) candidate solutions (tokens) -> (N, K): a full valid grid keeping the givens
+    (dataset/verify.py's check, the one home of the verifiers)."""
+    from dataset.verify import verifier_score
 
-    n, k, _ = grids.shape
-    digits = (grids.reshape(n * k, 81).astype(np.int64) - 1).clip(0, 9)
-    givens = np.repeat(inputs.astype(np.int64) - 1, k, axis=0).clip(0, 9)
-    return (is_solution(digits) & agrees(givens, digits)).reshape(n, k)
+    return np.isfinite(verifier_score("sudoku", inputs, grids))
 
 
 def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int, steps: int, device) -> tuple:
@@ -102,11 +104,35 @@ def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int
     `model` is the CompileGuard (compiled where the run compiles), `eager` its eager module; the last batch is
     padded to `batch` rows so a compiled model sees one shape.
     """
+    tokens, q_halt, _ = predict_segments(model, eager, inputs, puzzle_ids, batch, steps, device, every=False)
+    return tokens[:, -1].astype(np.int64), 1 / (1 + np.exp(-q_halt[:, -1].astype(np.float64)))
+
+
+def predict_segments(
+    model,
+    eager,
+    inputs: np.ndarray,
+    puzzle_ids: np.ndarray,
+    batch: int,
+    steps: int,
+    device,
+    every: bool = True,
+    noise: float = 0.0,
+    seed: tuple[int, ...] = (0,),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run `steps` ACT segments on every row; returns (argmax tokens (N, S, L), uint8 for
+    vocabularies up to 256, q_halt logits (N, S),
+    the Q-head's halt decision (N, S)) for every segment (S = steps), or for the last only (S = 1, `every=False`).
+
+    `noise` > 0: Gaussian noise of that standard deviation is added to the latent state at the start of every
+    segment (models/act.py `perturb`; the states are RMS-normalised, ~1 per entry), drawn on the CPU from a
+    generator seeded by `seed` and the batch's first row, so a run repeats with the same seed and batch size.
+    """
     import torch
 
     from models.losses import EVAL_KEYS
 
-    preds, conf = [], []
+    preds, q_halts, halts = [], [], []
     for start in range(0, len(inputs), batch):
         x = np.asarray(inputs[start : start + batch], dtype=np.int32)
         p = np.asarray(puzzle_ids[start : start + batch], dtype=np.int32)
@@ -114,13 +140,25 @@ def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int
         if real < batch:
             x = np.pad(x, ((0, batch - real), (0, 0)))
             p = np.pad(p, (0, batch - real))
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([*seed, start]).generate_state(1)[0]))
+
+        def draw(state, gen=gen):
+            return (torch.randn(state.shape, generator=gen) * noise).to(state.device, state.dtype)
 
         def segments(m, b):
             carry = eager.initial_carry(b)
-            for _ in range(steps):
+            out_tokens, out_q, out_halt = [], [], []
+            for i in range(steps):
+                if noise > 0:
+                    carry = eager.perturb(carry, b, draw)
                 # train/steps.evaluate's list (default eval_save_outputs): the evaluation's compiled graph, not another
                 carry, _, _, out, _ = m(carry=carry, batch=b, return_keys=EVAL_KEYS)
-            return out["logits"].argmax(-1), torch.sigmoid(out["q_halt_logits"].float())
+                if every or i == steps - 1:
+                    small = out["logits"].shape[-1] <= 256  # every builder's vocabulary: one byte a cell
+                    out_tokens.append(out["logits"].argmax(-1).to(torch.uint8 if small else torch.int32))
+                    out_q.append(out["q_halt_logits"].float())
+                    out_halt.append(eager.says_halt(out["q_halt_logits"], out["q_continue_logits"]))
+            return torch.stack(out_tokens, 1), torch.stack(out_q, 1), torch.stack(out_halt, 1)
 
         # the batch is made inside inference mode, as train/steps.evaluate's: torch.compile guards on that too
         with torch.inference_mode():
@@ -129,10 +167,11 @@ def predict(model, eager, inputs: np.ndarray, puzzle_ids: np.ndarray, batch: int
                 "labels": torch.zeros_like(torch.from_numpy(x)).to(device),
                 "puzzle_identifiers": torch.from_numpy(p).to(device),
             }
-            tokens, q = model.run("eval", lambda m, b=b: segments(m, b))
+            tokens, q, halt = model.run("eval", lambda m, b=b: segments(m, b))
         preds.append(tokens[:real].cpu().numpy())
-        conf.append(q[:real].cpu().numpy())
-    return np.concatenate(preds), np.concatenate(conf)
+        q_halts.append(q[:real].cpu().numpy())
+        halts.append(halt[:real].cpu().numpy())
+    return np.concatenate(preds), np.concatenate(q_halts), np.concatenate(halts)
 
 
 def evaluate_tta(
