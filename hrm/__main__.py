@@ -19,9 +19,11 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument(
         "--ema", default="auto", choices=["auto", "true", "false"], help="the weight average (auto: if kept)"
     )
+    ex.add_argument("--data-path", help="the dataset it was trained on: only for checkpoints without step_N.json")
     args = parser.parse_args(argv)
     try:
-        out = hrm.export(args.source, args.out, ema=args.ema)
+        overrides = {"data_path": args.data_path} if args.data_path else None
+        out = hrm.export(args.source, args.out, ema=args.ema, overrides=overrides)
         solver = hrm.load(out, device="cpu")
         info = solver.info
         print(f"exported {info['source']} of {args.source} ({info['weights']} weights, {solver.kind}) to {out}")

@@ -263,11 +263,18 @@ def _build(config: Any, meta: Any, weights: str, info: dict[str, Any], target: t
 # Export
 
 
-def export(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, ema: str = "auto") -> str:
+def export(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    ema: str = "auto",
+    overrides: dict[str, Any] | None = None,
+) -> str:
     """Write a model folder from a checkpoint file or a run folder (its newest checkpoint): `model.safetensors`
     (the weight average when the run kept one and ema is auto/true, else the raw weights; the original's key
     names) and `config.json` (the run's config and the inference metadata), nothing else. hrm.load reads it.
-    Returns the folder. An existing folder is written into only if it holds nothing else."""
+    Returns the folder. An existing folder is written into only if it holds nothing else. `overrides` as for
+    load: a checkpoint without metadata (the original's) needs `{"data_path": <its dataset>}` once, here."""
     from safetensors.torch import save_file
 
     from train.checkpoint import verify_weights
@@ -275,7 +282,7 @@ def export(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, e
 
     src = os.fspath(source)
     out = os.fspath(out_dir)
-    solver = load(src, device="cpu", ema=ema)  # the same checks as loading it: the folder is known to load
+    solver = load(src, device="cpu", ema=ema, overrides=overrides)  # the same checks as loading: the result loads
     info = dict(solver.info)
     if os.path.isdir(out) and set(os.listdir(out)) - {MODEL_FILE, CONFIG_FILE}:
         raise UserError(f"{out} is not empty: export into a new folder (it writes {MODEL_FILE} and {CONFIG_FILE})")

@@ -39,6 +39,7 @@ def trained(tiny_sudoku: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {"run": run, "preds": out / "step_4_all_preds.0", "data": gone}
 
 
+@pytest.mark.slow
 def test_checkpoint_carries_its_metadata(trained: dict[str, Path]) -> None:
     info = json.loads((trained["run"] / "step_4.json").read_text())
     saved = json.loads((trained["data"] / "train" / "dataset.json").read_text())
@@ -51,6 +52,7 @@ def test_checkpoint_carries_its_metadata(trained: dict[str, Path]) -> None:
     assert all(isinstance(v, torch.Tensor) and k.startswith("model.inner.") for k, v in weights.items())
 
 
+@pytest.mark.slow
 def test_solve_agrees_with_evaluate(trained: dict[str, Path]) -> None:
     """halt=max runs the paper's protocol, as evaluate.py: the same answers on the same puzzles, without the data."""
     preds = torch.load(trained["preds"], weights_only=True)
@@ -69,6 +71,7 @@ def test_solve_agrees_with_evaluate(trained: dict[str, Path]) -> None:
     assert r.valid is not None and (r.valid == sudoku_valid(inputs, expected)).all()
 
 
+@pytest.mark.slow
 def test_puzzle_forms_and_batches_agree(trained: dict[str, Path]) -> None:
     solver = hrm.load(trained["run"] / "step_4", device="cpu")
     digits = np.load(trained["data"] / "test" / "all__inputs.npy")[:7].astype(np.int64) - 1
@@ -84,6 +87,7 @@ def test_puzzle_forms_and_batches_agree(trained: dict[str, Path]) -> None:
     assert (solver.solve(texts[2]).grids[0] == ref.grids[2]).all() and ref.text(2).count("|") == 18
 
 
+@pytest.mark.slow
 def test_halt_q_stops_each_puzzle_where_its_q_head_says(trained: dict[str, Path]) -> None:
     solver = hrm.load(trained["run"], device="cpu", ema="false")
     assert solver.weights.endswith("step_4")
@@ -98,6 +102,7 @@ def test_halt_q_stops_each_puzzle_where_its_q_head_says(trained: dict[str, Path]
         assert (early.grids[i] == full.segments[i][k - 1]).all()
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_without_the_training_data(
     trained: dict[str, Path], tiny_sudoku: Path, tmp_path: Path
 ) -> None:
@@ -118,6 +123,7 @@ def test_predict_and_evaluate_without_the_training_data(
     assert "exact_accuracy=" in r.stdout and "has no train split" not in r.stdout
 
 
+@pytest.mark.slow
 def test_export_writes_a_model_folder_that_loads(trained: dict[str, Path], tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -144,6 +150,7 @@ def test_export_writes_a_model_folder_that_loads(trained: dict[str, Path], tmp_p
         hrm.export(trained["run"], raw)
 
 
+@pytest.mark.slow
 def test_user_errors_name_the_fix(trained: dict[str, Path], tmp_path: Path) -> None:
     solver = hrm.load(trained["run"], device="cpu")
     with pytest.raises(UserError, match=r"not a Sudoku: bad character 'x' at position 5"):
@@ -171,6 +178,7 @@ def test_user_errors_name_the_fix(trained: dict[str, Path], tmp_path: Path) -> N
         hrm.puzzles.to_tokens("x", "arc", 900, 12)
 
 
+@pytest.mark.slow
 def test_old_checkpoints_still_need_their_data(tiny_sudoku: Path, tmp_path: Path) -> None:
     """A checkpoint written before step_N.json (no metadata, no .state) loads as before: with its data_path."""
     old = Path(shutil.copytree(OLD, tmp_path / "old"))
@@ -181,3 +189,25 @@ def test_old_checkpoints_still_need_their_data(tiny_sudoku: Path, tmp_path: Path
     solver = hrm.load(old / "step_4", device="cpu", overrides={"data_path": str(tiny_sudoku)})
     assert solver.kind == "sudoku" and solver.weights.endswith("step_4.ema")
     assert solver.solve("." * 81).grids.shape == (1, 9, 9)
+
+
+def test_puzzle_text_and_grids_to_tokens_and_back() -> None:
+    """hrm/puzzles.py alone (no model): every form solve() takes gives the same tokens, and digits come back."""
+    from hrm.puzzles import MAZE_CHARS, show, to_tokens
+
+    text = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
+    tokens = to_tokens(text, "sudoku", 81, 11)
+    assert tokens.shape == (1, 81) and tokens[0, 0] == 5 and tokens[0, 1] == 1  # digit 4 -> token 5, blank -> 1
+    digits = to_digits(tokens, "sudoku")
+    assert digits.shape == (1, 9, 9) and digits[0, 0, 0] == 4 and digits.dtype == np.uint8
+    drawn = show(tokens[0], "sudoku")
+    assert drawn.splitlines()[0] == "4 . . | . . . | 8 . 5"
+    for form in (digits, digits[0], digits.reshape(1, 81), torch.from_numpy(digits.astype(np.int64)), drawn, [drawn]):
+        assert (to_tokens(form, "sudoku", 81, 11) == tokens).all()
+    row = " " + "#" * 28 + " "
+    maze = "S" + row[1:] + row * 28 + row[:-1] + "G"
+    m = to_tokens([maze, maze], "maze", 900, 6)
+    assert m.shape == (2, 900) and (to_tokens(to_digits(m, "maze"), "maze", 900, 6) == m).all()
+    assert show(m[0], "maze").splitlines()[0] == "S" + row[1:] and MAZE_CHARS[to_digits(m, "maze")[0, 29, 29]] == "G"
+    with pytest.raises(UserError, match="not a 30x30 maze"):
+        to_tokens("S", "maze", 900, 6)
