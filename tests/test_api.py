@@ -211,3 +211,29 @@ def test_puzzle_text_and_grids_to_tokens_and_back() -> None:
     assert show(m[0], "maze").splitlines()[0] == "S" + row[1:] and MAZE_CHARS[to_digits(m, "maze")[0, 29, 29]] == "G"
     with pytest.raises(UserError, match="not a 30x30 maze"):
         to_tokens("S", "maze", 900, 6)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_copied_alone(trained: dict[str, Path], tmp_path: Path) -> None:
+    """step_4 with its step_4.json and nothing else of the run (no all_config.yaml, no .state): predict.py and
+    the API still solve, as with the whole run folder. A checkpoint of this fork written before step_N.json reads
+    the same metadata from its step_N.state."""
+    from train.checkpoint import read_model_info
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("step_4", "step_4.json"):
+        shutil.copy2(trained["run"] / name, alone / name)
+    digits = np.load(trained["data"] / "test" / "all__inputs.npy")[:4].astype(np.int64) - 1
+    raw = hrm.load(trained["run"] / "step_4", device="cpu", ema="false").solve(digits)
+    copy = hrm.load(alone / "step_4", device="cpu").solve(digits)
+    assert (copy.grids == raw.grids).all() and np.array_equal(copy.confidence, raw.confidence)
+    puzzle = "".join(str(d) for d in digits[0])
+    r = run_py(["predict.py", f"checkpoint={alone / 'step_4'}", f"puzzle={puzzle}"], cwd=tmp_path)
+    assert r.returncode == 0 and f"config: {alone / 'step_4.json'}" in r.stdout, r.stderr[-2000:]
+    assert copy.text(0) in r.stdout
+    # before step_N.json: the .state's config and dataset fingerprint give the same metadata
+    older = tmp_path / "older"
+    shutil.copytree(trained["run"], older)
+    (older / "step_4.json").unlink()
+    assert read_model_info(str(older / "step_4")) == json.loads((trained["run"] / "step_4.json").read_text())
