@@ -5,9 +5,11 @@
     python predict.py checkpoint=... puzzle=... halt=q          # stop when the Q head says halt (as in training)
     python predict.py checkpoint=... puzzle=... max_steps=32    # think longer than training's halt_max_steps
 
-Other key=value pairs are as for evaluate.py (data_path=... for checkpoints without all_config.yaml, device=cpu).
-Sudoku and Maze (30x30, characters `# SGo`, one row per line or 900 characters) are read from the text;
-the dataset's metadata (data_path) tells which one the checkpoint was trained on.
+`checkpoint=` may also be a run folder (its newest checkpoint) or a folder `python -m hrm export` wrote. Other
+key=value pairs are as for evaluate.py (device=cpu; data_path=... only for checkpoints without step_N.json and
+all_config.yaml, the original's). Sudoku and Maze (30x30, characters `# SGo`, one row per line or 900 characters)
+are read from the text; the checkpoint's metadata (step_N.json; else the dataset's) tells which one it was trained
+on. The work is the Python API's (hrm/api.py: hrm.load, Solver.solve); this prints what it found.
 """
 
 from __future__ import annotations

@@ -237,3 +237,45 @@ def test_a_checkpoint_copied_alone(trained: dict[str, Path], tmp_path: Path) -> 
     shutil.copytree(trained["run"], older)
     (older / "step_4.json").unlink()
     assert read_model_info(str(older / "step_4")) == json.loads((trained["run"] / "step_4.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_maze_model_solves_maze_text(tmp_path: Path) -> None:
+    """Maze: text as predict.py reads it (30 lines of `# SGo`), digits back, validity by dataset/verify.py."""
+    from dataset.verify import maze_check
+    from hrm.puzzles import MAZE_CHARS
+
+    data, run = tmp_path / "maze", tmp_path / "run"
+    r = run_py(["dataset/build_maze_dataset.py", "--generate", "8", "--test-size", "4", "--output-dir", str(data)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    tiny = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_layers=1", "arch.L_layers=1", "arch.halt_max_steps=2"]
+    r = run_py(
+        [
+            "pretrain.py",
+            f"data_path={data}",
+            f"checkpoint_path={run}",
+            "epochs=2",
+            "eval_interval=2",
+            "global_batch_size=8",
+            *tiny,
+        ]
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    inputs = np.load(data / "test" / "all__inputs.npy").astype(np.int64)
+    texts = [
+        "\n".join("".join(MAZE_CHARS[t - 1] for t in row[i : i + 30]) for i in range(0, 900, 30)) for row in inputs
+    ]
+    shutil.rmtree(data)
+    solver = hrm.load(run, device="cpu")
+    assert solver.kind == "maze" and solver.info["grid"] == [30, 30]
+    result = solver.solve(texts)
+    assert result.grids.shape == (4, 30, 30) and (result.puzzles.reshape(4, 900) == inputs - 1).all()
+    assert (solver.solve(inputs - 1).grids == result.grids).all()
+    answers = result.grids.reshape(4, 900).astype(np.int64) + 1
+    assert result.valid is not None and (result.valid == maze_check(inputs, answers)[0]).all()
+    with pytest.raises(UserError, match="not a 30x30 maze"):
+        solver.solve("." * 81)  # a Sudoku for a maze model
+    (tmp_path / "maze.txt").write_text(texts[0] + "\n")
+    r = run_py(["predict.py", f"checkpoint={run / 'step_2'}", "puzzle=maze.txt"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("prediction after")[1].split("\n", 1)[1].startswith(result.text(0))
