@@ -182,7 +182,7 @@ def load(
         if not found:
             raise UserError(
                 f"{src} holds no checkpoint (no step_N files) and no exported model ({CONFIG_FILE}); give "
-                "hrm.load a checkpoint file <run folder>/step_N, a run folder or a folder hrm.export wrote"
+                "a checkpoint file <run folder>/step_N, a run folder or a folder hrm.export wrote"
             )
         src = os.path.join(src, found[0])
     elif not os.path.exists(src):
@@ -191,7 +191,7 @@ def load(
         near = step_files(os.path.dirname(src) or ".")
         there = f" (step files beside it: {', '.join(near[:5])})" if near else ""
         raise UserError(
-            f"{src!r} does not exist{there}: give hrm.load a checkpoint file (<run folder>/step_N), a run folder, "
+            f"{src!r} does not exist{there}: give a checkpoint file (<run folder>/step_N), a run folder, "
             "a folder hrm.export wrote, or hf://org/name"
         )
     return _load_checkpoint(src, cli, target, ema, log)

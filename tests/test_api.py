@@ -167,7 +167,9 @@ def test_user_errors_name_the_fix(trained: dict[str, Path], tmp_path: Path) -> N
         solver.solve("." * 81, halt="never")
     with pytest.raises(UserError, match="max_steps=0 must be a whole number"):
         solver.solve("." * 81, max_steps=0)
-    with pytest.raises(UserError, match=r"does not exist \(step files beside it: step_4, step_2\): give hrm.load"):
+    with pytest.raises(
+        UserError, match=r"does not exist \(step files beside it: step_4, step_2\): give a checkpoint file"
+    ):
         hrm.load(trained["run"] / "step_9")
     with pytest.raises(UserError, match="holds no checkpoint"):
         hrm.load(tmp_path)
@@ -240,7 +242,7 @@ def test_a_checkpoint_copied_alone(trained: dict[str, Path], tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_a_maze_model_solves_maze_text(tmp_path: Path) -> None:
+def test_a_maze_model_solves_maze_text(tmp_path: Path, tiny_sudoku: Path) -> None:
     """Maze: text as predict.py reads it (30 lines of `# SGo`), digits back, validity by dataset/verify.py."""
     from dataset.verify import maze_check
     from hrm.puzzles import MAZE_CHARS
@@ -266,6 +268,9 @@ def test_a_maze_model_solves_maze_text(tmp_path: Path) -> None:
         "\n".join("".join(MAZE_CHARS[t - 1] for t in row[i : i + 30]) for i in range(0, 900, 30)) for row in inputs
     ]
     shutil.rmtree(data)
+    # evaluate.py on a data folder of another kind: refused by the checkpoint's metadata, not a crash inside the model
+    r = run_py(["evaluate.py", f"checkpoint={run / 'step_2'}", f"data_path={tiny_sudoku}", "save_outputs=[]"])
+    assert r.returncode == 2 and "holds sudoku puzzles" in r.stderr and "trained on maze" in r.stderr, r.stderr[-2000:]
     solver = hrm.load(run, device="cpu")
     assert solver.kind == "maze" and solver.info["grid"] == [30, 30]
     result = solver.solve(texts)
