@@ -11,9 +11,9 @@ another by those names, and `python pretrain.py` from a checkout must keep worki
 Renaming them into `hrm.*` would touch every import, every test and every command in the docs. Instead the wheel
 ships them nested, as `hrm/_lib/` (pyproject.toml maps it onto the checkout's root), so the only top-level name
 installed is `hrm`, and importing hrm puts that folder (in a checkout or an editable install: the repository root)
-on sys.path. The cost: after `import hrm` the names `models`, `train`, `dataset`, `utils`, `evaluate`... are
-importable in the process, and would clash with another package of those names; that clash is refused here
-with a message rather than mixing the two.
+first on sys.path. The cost: after `import hrm` the names `models`, `train`, `dataset`, `utils`, `evaluate`...
+are importable in the process and are hrm's, shadowing another package of those names imported later; one
+imported before hrm is refused here with a message rather than mixing the two.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def _code_root() -> str:
 
 def _add_code_root() -> str:
     root = _code_root()
-    if root not in sys.path:
+    # first on the path: a folder of the user's named `utils` (or train, models...) must not stand in for ours
+    if sys.path[:1] != [root]:
+        if root in sys.path:
+            sys.path.remove(root)
         sys.path.insert(0, root)
     for name in ("train", "models", "dataset", "utils"):  # another package of the same name, imported already
         mod = sys.modules.get(name)

@@ -284,3 +284,15 @@ def test_a_maze_model_solves_maze_text(tmp_path: Path, tiny_sudoku: Path) -> Non
     r = run_py(["predict.py", f"checkpoint={run / 'step_2'}", "puzzle=maze.txt"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split("prediction after")[1].split("\n", 1)[1].startswith(result.text(0))
+
+
+@pytest.mark.slow
+def test_a_foreign_package_of_an_internal_name_is_refused(tmp_path: Path) -> None:
+    """`import hrm` puts its training code's folder on sys.path (docs/layout.md, "Packaging"): a different `utils`
+    imported before it is named, not mixed with hrm's own."""
+    (tmp_path / "utils").mkdir()
+    (tmp_path / "utils" / "__init__.py").write_text("")
+    r = run_py(["-c", "import utils, hrm"], cwd=tmp_path)
+    assert r.returncode == 1 and f"a module named 'utils' from {tmp_path} is already imported" in r.stderr
+    r = run_py(["-c", "import hrm, utils.errors; print(utils.errors.UserError is hrm.UserError)"], cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr[-2000:]
