@@ -1,7 +1,9 @@
 """Evaluate a checkpoint: `python evaluate.py checkpoint=<run folder>/step_<N> [key=value ...]`.
 
-Reads `all_config.yaml` beside the checkpoint (as the original). Checkpoints without it (the released
-Hugging Face ones) need `data_path=...` and any non-default `arch.*` on the command line; other
+Reads `all_config.yaml` beside the checkpoint (as the original), else the config in the checkpoint's own
+metadata (`step_N.json`, train/checkpoint.py). Checkpoints with neither (the released Hugging Face ones) need
+`data_path=...` and any non-default `arch.*` on the command line. The model's shape comes from that metadata when
+the checkpoint has it, so `data_path=<another folder>` evaluates it on other puzzles of the same kind; other
 `key=value` pairs override the saved config (e.g. `global_batch_size=256 device=cpu`). Accepts keys with
 or without torch.compile's `_orig_mod.` prefix. Writes `step_<N>_all_preds.<rank>` beside the checkpoint
 (a dict of the tensors named in `save_outputs`), the original's format; `output_dir=<folder>` writes it
@@ -38,8 +40,8 @@ import torch.distributed as dist
 import yaml
 from omegaconf import OmegaConf
 
-from dataset.loader import model_metadata
 from dataset.transforms import puzzle_kind
+from train.checkpoint import INFO_SUFFIX, read_model_info
 from train.config import PretrainConfig, config_error, eval_batch, validate_config
 from train.config import defaults as config_defaults
 from train.report import band_row
@@ -48,7 +50,7 @@ from train.search import SEARCH_MAX, check_search, check_search_memory, evaluate
 from train.steps import TrainState, create_dataloader, create_model, eval_headline, evaluate
 from train.trm_config import from_trm_config
 from train.tta import check_tta_kind, check_tta_memory, evaluate_tta, prefix_sizes
-from train.weights import checkpoint_file, load_checkpoint, weights_file
+from train.weights import checkpoint_file, load_checkpoint, model_shape, weights_file
 from utils import shell
 from utils.errors import UserError, close_matches, exit_with
 
@@ -63,7 +65,7 @@ def default_config() -> dict[str, Any]:
     return OmegaConf.to_container(base, resolve=True)  # type: ignore[return-value]
 
 
-def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str]]:
+def load_eval_config(cli: dict[str, Any], log: Any = print) -> tuple[PretrainConfig, str, list[str]]:
     cli = dict(cli)
     ckpt = cli.pop("checkpoint", None)
     if not ckpt:
@@ -77,6 +79,9 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
         base = from_trm_config(read_config_file(cfg_file), cli)  # TRM's file: data_paths list, its extra keys
         source = cfg_file
         check_same_model(cli.get("arch"), base.get("arch"), cfg_file)
+    elif (info := read_model_info(ckpt)) is not None:  # a checkpoint copied without its run folder
+        base, source = info["config"], ckpt + INFO_SUFFIX
+        check_same_model(cli.get("arch"), base.get("arch"), source)
     else:
         if "data_path" not in cli:
             raise UserError(
@@ -100,7 +105,7 @@ def load_eval_config(cli: dict[str, Any]) -> tuple[PretrainConfig, str, list[str
     if config.eval_save_outputs:
         check_output_dir(out_dir, ckpt)
     config.checkpoint_path = out_dir
-    print(f"config: {source}")
+    log(f"config: {source}")
     return config, ckpt, list(save_outputs)
 
 
@@ -253,9 +258,22 @@ def launch(cli: dict[str, Any]) -> None:
             epochs_per_iter=1,
             global_batch_size=eval_batch(config),
         )
-        model_meta, has_train = model_metadata(config.data_path)
-        if not has_train and d.is_main:
-            print(f"{config.data_path} has no train split: the model's shape is read from its test split", flush=True)
+        model_meta, note = model_shape(ckpt, config.data_path)
+        if note and d.is_main:
+            print(note, flush=True)
+        if (eval_meta.seq_len, eval_meta.vocab_size) != (model_meta.seq_len, model_meta.vocab_size):
+            raise UserError(
+                f"{config.data_path} holds {puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, 1)} puzzles (sequence "
+                f"{eval_meta.seq_len}, vocabulary {eval_meta.vocab_size}) but the model was trained on "
+                f"{puzzle_kind(model_meta.seq_len, model_meta.vocab_size, 1)} (sequence {model_meta.seq_len}, "
+                f"vocabulary {model_meta.vocab_size}); give a data_path of the kind it was trained on"
+            )
+        if eval_meta.num_puzzle_identifiers > model_meta.num_puzzle_identifiers:
+            raise UserError(
+                f"{config.data_path} has {eval_meta.num_puzzle_identifiers} puzzle identifiers but the model knows "
+                f"{model_meta.num_puzzle_identifiers}: its puzzles are not ones this checkpoint can embed; "
+                "evaluate it on a dataset built like the one it was trained on"
+            )
         kind = puzzle_kind(eval_meta.seq_len, eval_meta.vocab_size, eval_meta.num_puzzle_identifiers)
         score = ["python", "dataset/score_arc.py", "--preds", os.path.dirname(ckpt) or ".", "--data", config.data_path]
         check_tta_kind(kind, tta, "tta", shell.join(score))

@@ -608,10 +608,18 @@ def test_crafted_weights_for_predict(tmp_path: Path, kind: str) -> None:
     assert "\n" not in str(err.value) and not (tmp_path / "PWNED").exists()
 
 
+def as_released(run: Path) -> None:
+    """The run folder as the released checkpoints come: weights only, no all_config.yaml, no step_N.json (the
+    inference metadata) and no step_N.state (which holds the config too)."""
+    (run / "all_config.yaml").unlink()
+    for p in [*run.glob("step_*.json"), *run.glob("step_*.state")]:
+        p.unlink()
+
+
 @BAD_INPUT
 def test_weights_of_another_width_name_the_key(run_copy: Path, tiny_sudoku: Path) -> None:
     # Without all_config.yaml (the released checkpoints): the weights' shapes say what the model was
-    (run_copy / "all_config.yaml").unlink()
+    as_released(run_copy)
     tiny = [a for a in TINY_ARCH if not a.startswith("arch.hidden_size")]
     args = [f"checkpoint={run_copy / 'step_2'}", f"data_path={tiny_sudoku}", *tiny, "arch.puzzle_emb_ndim=128"]
     line = one_line_error(["evaluate.py", *args, "arch.hidden_size=128"], run_copy)
@@ -639,7 +647,7 @@ def test_weights_of_another_depth_name_the_key(run_copy: Path, tiny_sudoku: Path
     from dataset.loader import load_metadata
     from train.runtime import Dist
 
-    (run_copy / "all_config.yaml").unlink()  # the weights alone say what the model was
+    as_released(run_copy)  # the weights alone say what the model was
     arch = {a.split("=")[0].removeprefix("arch."): int(a.split("=")[1]) for a in TINY_ARCH} | {"L_layers": 2}
     arch |= {"puzzle_emb_ndim": 64}
     cli = {"checkpoint": str(run_copy / "step_2"), "data_path": str(tiny_sudoku), "arch": arch}

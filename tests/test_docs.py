@@ -67,7 +67,7 @@ def test_paths_named_in_code_and_docs_exist() -> None:
     # BENCHMARKS.md is left out: a log of past sessions, it also names files of other branches.
     files = [p for p in REPO.glob("*") if p.suffix in (".py", ".md") and p.name != "BENCHMARKS.md"]
     files += [REPO / "Makefile", REPO / ".ci" / "run"]
-    for top in ("bench", "config", "dataset", "docs", "models", "tests", "train", "utils"):
+    for top in ("bench", "config", "dataset", "docs", "hrm", "models", "tests", "train", "utils"):
         files += [p for p in (REPO / top).rglob("*") if p.suffix in (".py", ".md", ".yaml")]
     missing = []
     for f in files:

@@ -114,9 +114,16 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
     shutil.copy(tiny_sudoku / "identifiers.json", held)
     r = run_py(["evaluate.py", f"checkpoint={ckpt}", f"data_path={held}", "save_outputs=[]"])
     assert r.returncode == 0, r.stderr
-    assert "has no train split: the model's shape is read from its test split" in r.stdout
+    assert "has no train split" not in r.stdout  # the checkpoint's step_N.json shapes the model, not the data
     assert abs(float(r.stdout.split("accuracy=")[1].split(",")[0]) - acc) < 1e-6
     assert "predictions:" not in r.stdout and not list(held.rglob("*_all_preds*"))
+    # a checkpoint without that metadata (the original's, the released ones): the test split shapes it, the same score
+    for extra in (".json", ".state"):
+        (tmp_path / "run" / f"step_{last['step']}{extra}").unlink()
+    r = run_py(["evaluate.py", f"checkpoint={ckpt}", f"data_path={held}", "save_outputs=[]"])
+    assert r.returncode == 0, r.stderr
+    assert "has no train split: the model's shape is read from its test split" in r.stdout
+    assert abs(float(r.stdout.split("accuracy=")[1].split(",")[0]) - acc) < 1e-6
 
 
 @pytest.mark.slow

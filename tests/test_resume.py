@@ -98,7 +98,7 @@ def ref(tiny_sudoku: Path, tmp_path_factory) -> Path:
 def nonfinite_files(run_dir: Path) -> list[str]:
     bad = []
     for p in run_dir.glob("step_*"):
-        if not any(w in p.name for w in ("tmp", "preds", "unhealthy")):
+        if not any(w in p.name for w in ("tmp", "preds", "unhealthy", ".json")):
             obj = torch.load(p, weights_only=True)
             if any(not torch.isfinite(t.float()).all() for t in leaves(obj)):
                 bad.append(p.name)
@@ -614,3 +614,16 @@ def test_a_checkpoint_written_before_the_train_package_still_evaluates(tiny_sudo
         assert r.returncode == 0, r.stderr[-2000:]
         got = float(r.stdout.split("all: ")[1].split("accuracy=")[1].split(",")[0])
         assert got == pytest.approx(want, abs=5e-5), r.stdout[-1000:]  # printed with 4 decimals
+
+
+def test_step_json_goes_with_its_weights(tmp_path: Path) -> None:
+    """step_N.json (the inference metadata) is deleted with the weights, kept with kept eval weights, and one left
+    without weights by a kill is cleaned up at the next start."""
+    for name in ("step_2", "step_2.json", "step_2.state", "step_4", "step_4.json", "step_4.state", "step_6.json"):
+        (tmp_path / name).write_bytes(b"x")
+    run_checkpoint.clean_stale(str(tmp_path), lambda _: None)
+    assert not (tmp_path / "step_6.json").exists()
+    run_checkpoint.remove(str(tmp_path), 4, keep_weights=True)
+    assert {"step_4", "step_4.json"} <= {p.name for p in tmp_path.iterdir()}
+    run_checkpoint.remove(str(tmp_path), 2, keep_weights=False)
+    assert {p.name for p in tmp_path.iterdir()} == {"step_4", "step_4.json"}

@@ -4,6 +4,10 @@ A checkpoint at step N is two files in the run folder:
     step_N          model weights, keys as the original's (no `_orig_mod.`): evaluate.py and the original read it
     step_N.state    optimizers, step, RNG states, data position, ACT carry, config, dataset fingerprint, versions
     step_N.ema      (ema=true) the weights with the averaged parameters: what evaluation uses; kept with step_N
+    step_N.json     what inference needs without the dataset (`model_info`: kind, grid, vocabulary, sequence
+                    length, puzzle identifiers, the dataset.json that shaped the model, the full config); kept
+                    with step_N. Plain JSON beside the weights, so the weights file keeps the original's keys
+                    and the original still loads it. `hrm.export` writes the same dict as config.json.
 With several processes, each rank r > 0 first writes `step_N.state.rank<r>` (its carry and RNG); rank 0
 writes its files last. Every file is written to a temporary name, fsync'ed and renamed, and `step_N.state`
 is written last of all, so its presence marks a complete checkpoint: `kill -9` at any moment leaves the
@@ -16,7 +20,8 @@ a kill leaves behind is complete or clearly incomplete (a `.state` without weigh
 train/run_checkpoint.clean_stale removes it at the next start.
 
 This module owns the format: `write`/`write_rank` (what the files hold), `load_complete`/`read_rank`/`load_ema`
-(reading them back), `same_arch` (old checkpoints: keys they predate count as their defaults). A run's
+(reading them back), `read_model_info`/`check_model_info` (the inference metadata, also of an exported model
+folder's config.json), `same_arch` (old checkpoints: keys they predate count as their defaults). A run's
 checkpoints (saved from every rank, restored, resume lookup, pruning) are train/run_checkpoint.py's; loading
 weights for evaluate.py and predict.py is train/weights.py's.
 """
@@ -41,6 +46,8 @@ from train.functions import arch_config_class
 from utils.errors import UserError
 
 STATE_SUFFIX = ".state"
+INFO_SUFFIX = ".json"  # step_N.json: model_info, what inference needs without the dataset folder
+INFO_FORMAT = "hrm-fork-model-v1"
 EMA_SUFFIX = ".ema"  # step_N.ema: the weights with the EMA parameters (ema=true), kept as long as step_N
 FORMAT = "hrm-fork-state-v1"  # checksums, health, the exploration RNG, EMA are optional keys: no new version
 STEP_RE = re.compile(r"^step_(\d+)\.state$")
@@ -141,6 +148,95 @@ def dataset_fingerprint(data_path: str) -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     return {"python": sys.version.split()[0], "torch": str(torch.__version__), "numpy": str(np.__version__)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What inference needs: step_N.json beside the weights (and an exported model folder's config.json)
+
+
+def grid_shape(kind: str, seq_len: int) -> list[int]:
+    """How a sequence is laid out as a grid: Sudoku 9x9, Maze and ARC 30x30, anything else one row."""
+    return {"sudoku": [9, 9], "maze": [30, 30], "arc": [30, 30]}.get(kind, [seq_len])
+
+
+def model_info(config: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The inference metadata of a run: its config and the dataset.json that shaped the model (the train split's,
+    else the test split's, as dataset/loader.model_metadata picks), from a `dataset_fingerprint`. None when the
+    fingerprint holds neither (a dataset folder without dataset.json: nothing to shape a model from)."""
+    from dataset.transforms import puzzle_kind  # here: the format module stays importable without dataset/
+
+    shape = fingerprint.get("train") or fingerprint.get("test")
+    if not isinstance(shape, dict) or not {"vocab_size", "seq_len", "num_puzzle_identifiers"} <= set(shape):
+        return None
+    seq_len, vocab, ids = int(shape["seq_len"]), int(shape["vocab_size"]), int(shape["num_puzzle_identifiers"])
+    kind = puzzle_kind(seq_len, vocab, ids)
+    return {
+        "format": INFO_FORMAT,
+        "kind": kind,
+        "grid": grid_shape(kind, seq_len),
+        "vocab_size": vocab,
+        "seq_len": seq_len,
+        "num_puzzle_identifiers": ids,
+        "dataset": shape,
+        "config": config,
+    }
+
+
+def write_model_info(path: str, info: dict[str, Any]) -> None:
+    """`info` as JSON, through a temporary name (a crash never leaves half a file)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(info, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def check_model_info(info: Any, path: str) -> dict[str, Any]:
+    """A model_info dict read from `path`, checked enough that building a model from it cannot fail obscurely."""
+    ok = (
+        isinstance(info, dict)
+        and info.get("format") == INFO_FORMAT
+        and isinstance(info.get("config"), dict)
+        and isinstance(info.get("dataset"), dict)
+        and all(isinstance(info.get(k), int) for k in ("vocab_size", "seq_len", "num_puzzle_identifiers"))
+    )
+    if not ok:
+        raise UserError(
+            f"{path} is not this fork's model metadata (format {INFO_FORMAT}); "
+            "write it with hrm.export or `python -m hrm export`"
+        )
+    return info
+
+
+def read_model_info(weights: str) -> dict[str, Any] | None:
+    """The inference metadata of the checkpoint whose weights are `weights` (step_N or step_N.ema): its
+    step_N.json, else (checkpoints written before step_N.json) what step_N.state holds, config and dataset
+    fingerprint (memory-mapped: the optimizer moments are not read); None for checkpoints without either
+    (the original's, the released ones): those need the dataset folder, as before."""
+    base = weights.removesuffix(EMA_SUFFIX)
+    path = base + INFO_SUFFIX
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                info = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"{path} is unreadable ({type(e).__name__}); delete it to use data_path=...") from None
+        return check_model_info(info, path)
+    if os.path.isfile(base + STATE_SUFFIX):
+        try:
+            state = torch.load(base + STATE_SUFFIX, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            return None  # an unreadable .state says nothing; the dataset folder still shapes the model
+        if isinstance(state, dict) and isinstance(state.get("config"), dict):
+            return model_info(state["config"], state.get("dataset") or {})
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -334,6 +430,13 @@ def write(
     """Rank 0's files of the checkpoint at `step`: weights, the average (ema), then `step_N.state` last, its
     presence marking the checkpoint complete. Tensors go to the CPU once and are hashed from that copy."""
     w_path, s_path = paths(run_dir, step)
+    fingerprint = dataset_fingerprint(data_path)
+    info = model_info(config, fingerprint)
+    if info is not None:  # first: weights never lack it (and a kill before the weights leaves a stray, cleaned)
+        try:
+            write_model_info(w_path + INFO_SUFFIX, info)
+        except (TypeError, ValueError):
+            pass  # a config value JSON cannot hold: the checkpoint still works with its dataset folder
     weights = to_cpu(weights)
     atomic_save(weights, w_path)
     if ema is not None:
@@ -350,7 +453,7 @@ def write(
             "progress": progress,
             "world_size": world_size,
             "config": config,
-            "dataset": dataset_fingerprint(data_path),
+            "dataset": fingerprint,
             "versions": versions(),
             "why": why,
             "health": {"verdict": verdict},

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from train.checkpoint import (
     EMA_SUFFIX,
+    INFO_SUFFIX,
     STATE_SUFFIX,
     STEP_RE,
     TMP_RE,
@@ -293,7 +294,11 @@ def remove(run_dir: str, step: int, keep_weights: bool) -> None:
     weights (never complete, removed by `clean_stale`) rather than weights that look like kept eval weights."""
     w, s = paths(run_dir, step)
     marker = w + UNHEALTHY_SUFFIX
-    for p in ([] if keep_weights else [w, w + EMA_SUFFIX]) + sorted(glob.glob(glob.escape(s) + ".rank*")) + [marker, s]:
+    for p in (
+        ([] if keep_weights else [w, w + EMA_SUFFIX, w + INFO_SUFFIX])
+        + sorted(glob.glob(glob.escape(s) + ".rank*"))
+        + [marker, s]
+    ):
         try:
             os.remove(p)
         except FileNotFoundError:
@@ -331,6 +336,8 @@ def clean_stale(run_dir: str, log=print) -> None:
             doomed.append(name)
         elif re.match(r"^step_\d+\.ema$", name) and name.removesuffix(EMA_SUFFIX) not in names:
             doomed.append(name)  # an average whose weights were pruned by a kill mid-way
+        elif re.match(r"^step_\d+\.json$", name) and name.removesuffix(INFO_SUFFIX) not in names:
+            doomed.append(name)  # metadata written just before a kill stopped its weights (or pruned them)
     for name in names:  # rank files and verdicts whose state is missing or just doomed
         state = name.split(".rank")[0] if re.match(r"^step_\d+\.state\.rank\d+$", name) else None
         if re.match(r"^step_\d+\.unhealthy$", name):

@@ -1,5 +1,6 @@
-"""Weights for evaluate.py and predict.py: which file `checkpoint=` and `ema=` name, and loading the original's
-step_N files or ours into a model, with one line naming what differs (dataset build, arch.* sizes)."""
+"""Weights for evaluate.py, predict.py and the hrm API: which file `checkpoint=` and `ema=` name, what shapes the
+model (the checkpoint's own metadata, else the dataset folder), and loading the original's step_N files, ours or
+an exported model.safetensors into a model, with one line naming what differs (dataset build, arch.* sizes)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 import torch
 
-from train.checkpoint import EMA_SUFFIX, STATE_SUFFIX, verify_weights
+from dataset.format import PuzzleDatasetMetadata
+from train.checkpoint import EMA_SUFFIX, STATE_SUFFIX, read_model_info, verify_weights
 from utils.errors import UserError, load_tensors
 
 
@@ -61,6 +63,32 @@ def checkpoint_file(path: str) -> str:
     raise UserError(f"{what}; step files in {folder}: {listed} (give one as checkpoint=...)")
 
 
+def model_shape(ckpt: str, data_path: str) -> tuple[PuzzleDatasetMetadata, str | None]:
+    """What shapes the model of checkpoint `ckpt` (vocabulary, sequence length, puzzle identifiers), and a note
+    for the user or None: the checkpoint's own metadata (step_N.json, train/checkpoint.read_model_info), so any
+    data folder, or none, will do; else (the original's and the released checkpoints) the dataset folder's."""
+    from dataset.loader import model_metadata
+
+    info = read_model_info(ckpt)
+    if info is not None:
+        return PuzzleDatasetMetadata(**info["dataset"]), None
+    meta, has_train = model_metadata(data_path)
+    return meta, None if has_train else f"{data_path} has no train split: the model's shape is read from its test split"
+
+
+def read_weights(path: str) -> Any:
+    """A weights file as a dict: a torch file (weights_only: it cannot run code) or an exported .safetensors."""
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (OSError, SafetensorError) as e:
+            raise UserError(f"cannot read weights {path} ({type(e).__name__}: {e}); export the model again") from None
+    return load_tensors(path, "cannot read checkpoint {path}: {why}")
+
+
 def saved_arch(state: dict[str, torch.Tensor]) -> dict[str, int]:
     """arch.* values readable off the weights' shapes (what a mismatch message can tell the user to set)."""
     out: dict[str, int] = {}
@@ -77,8 +105,8 @@ def saved_arch(state: dict[str, torch.Tensor]) -> dict[str, int]:
 
 
 def load_checkpoint(path: str, model: torch.nn.Module, data_path: str) -> None:
-    """Load the original's or our weights (weights_only: a checkpoint cannot run code)."""
-    state = load_tensors(path, "cannot read checkpoint {path}: {why}")
+    """Load the original's or our weights (weights_only: a checkpoint cannot run code), or an exported model's."""
+    state = read_weights(path)
     try:  # a .state beside the weights holds their checksum: a flipped byte is refused, not evaluated
         verify_weights(path, state)
     except ValueError as e:
