@@ -26,6 +26,7 @@ from utils.errors import UserError
 
 MODEL_FILE = "model.safetensors"  # an exported model folder: the weights, the original's key names...
 CONFIG_FILE = "config.json"  # ...and train/checkpoint.model_info: the run's config and the inference metadata
+RELEASED_FILE = "checkpoint"  # the weights file of the original's released checkpoints (beside all_config.yaml)
 HALT_RULES = ("q", "max")
 
 
@@ -179,6 +180,10 @@ def load(
         from train.weights import step_files
 
         found = step_files(src)
+        if not found and os.path.isfile(os.path.join(src, RELEASED_FILE)):
+            # the original's released layout (hf://sapientinc/HRM-checkpoint-*): `checkpoint` + all_config.yaml;
+            # no metadata in it, so overrides={"data_path": <the dataset it was trained on>} gives the model's shape
+            found = [RELEASED_FILE]
         if not found:
             raise UserError(
                 f"{src} holds no checkpoint (no step_N files) and no exported model ({CONFIG_FILE}); give "

@@ -25,6 +25,7 @@ import shlex
 import tempfile
 from typing import Any
 
+from hrm import CODE_ROOT
 from utils.errors import UserError, exit_with
 
 HF_PREFIX = "hf://"
@@ -114,7 +115,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
+CONFIG_DIR = os.path.join(CODE_ROOT, "config")  # the checkout's config/, or the wheel's hrm/_lib/config
 
 
 def arch_group(arch_name: str | None) -> str | None:
@@ -256,8 +257,10 @@ def publish(
     with open(os.path.join(folder, "config.json")) as f:
         exported = json.load(f)
     config = exported.get("config", exported)
-    step = int(exported.get("step", -1))
-    run_dir = exported.get("run_dir") or (source if os.path.isdir(source) else os.path.dirname(source))
+    # which checkpoint the export took ("step_N" or "step_N.ema"), and its run folder: where its scores are logged
+    found = re.fullmatch(r"step_(\d+)(\.ema)?", str(exported.get("source", "")))
+    step = int(found.group(1)) if found else -1
+    run_dir = os.fspath(source) if os.path.isdir(source) else os.path.dirname(os.fspath(source))
     card = model_card(config, step, eval_scores(run_dir, step), exported.get("weights", "as saved"))
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write(card)

@@ -108,3 +108,117 @@ def test_reproduce_command_names_what_differs_from_the_recipe() -> None:
     config = hub.composed_config(["arch=trm_singlez"])
     config.update(data_path="d", recipe=None)
     assert hub.reproduce_command(config) == "python pretrain.py arch=trm_singlez data_path=d"
+
+
+# ---- publishing, and loading what was published, on a tiny trained run ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_sudoku: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.conftest import TINY_ARCH, run_py
+
+    run = tmp_path_factory.mktemp("hub") / "run"
+    args = ["epochs=4", "eval_interval=2", "global_batch_size=64", "ema=true", "lr=3e-4", *TINY_ARCH]
+    r = run_py(["pretrain.py", f"data_path={tiny_sudoku}", f"checkpoint_path={run}", *args])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {"run": run, "data": tiny_sudoku}
+
+
+class FakeApi:
+    """HfApi's three calls publish makes, recorded (with the folder's files at upload time) instead of sent."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[str, dict]] = []
+        self.fail = fail
+
+    def create_repo(self, repo_id: str, **kw) -> None:
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kw}))
+        if self.fail:
+            raise OSError("401 Client Error: Unauthorized for url: https://huggingface.co/api/repos/create")
+
+    def create_branch(self, repo_id: str, **kw) -> None:
+        self.calls.append(("create_branch", {"repo_id": repo_id, **kw}))
+
+    def upload_folder(self, **kw) -> None:
+        self.calls.append(("upload_folder", {**kw, "files": sorted(os.listdir(kw["folder_path"]))}))
+
+
+@pytest.mark.slow
+def test_publish_writes_weights_config_and_card_then_uploads_once(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    import json
+
+    run = tiny_run["run"]
+    api = FakeApi()
+    url = hub.publish(str(run / "step_4"), "me/tiny", out_dir=str(tmp_path / "pub"), revision="v1", api=api)
+    assert url == "https://huggingface.co/me/tiny/tree/v1"
+    assert [c[0] for c in api.calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert api.calls[0][1] == {"repo_id": "me/tiny", "private": False, "exist_ok": True, "repo_type": "model"}
+    upload = api.calls[2][1]
+    assert upload["repo_id"] == "me/tiny" and upload["revision"] == "v1"
+    assert upload["files"] == ["README.md", "config.json", "model.safetensors"]
+    card = (tmp_path / "pub" / "README.md").read_text()
+    # the scores are the run's own eval at step 4, as its metrics.jsonl logged them
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = next(r for r in rows if r.get("step") == 4 and "all/exact_accuracy" in r)
+    assert (
+        f"| test exact accuracy, paper protocol (all ACT segments) | {100 * logged['all/exact_accuracy']:.1f}% |"
+        in card
+    )
+    assert "step 4" in card and "weights: ema" in card
+    command = next(line for line in card.splitlines() if line.startswith("python pretrain.py"))
+    assert f"data_path={tiny_run['data']}" in command and "ema=true" in command and "lr=0.0003" in command
+    assert "checkpoint_path" not in command and "run_name" not in command
+
+
+@pytest.mark.slow
+@pytest.mark.bad_input
+def test_publish_failures_keep_the_export_and_say_so(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "pub"
+    with pytest.raises(UserError, match=f"the export is kept in {out}"):
+        hub.publish(str(tiny_run["run"]), "me/tiny", out_dir=str(out), api=FakeApi(fail=True))
+    assert (out / "model.safetensors").is_file()
+    with pytest.raises(UserError, match="needs its owner"):
+        hub.publish(str(tiny_run["run"]), "tiny", out_dir=str(tmp_path / "x"), api=FakeApi())
+    with pytest.raises(UserError, match="is not empty"):
+        hub.publish(str(tiny_run["run"]), "me/tiny", out_dir=str(out), api=FakeApi())
+
+
+SOLVE = """
+import json, sys, numpy as np, hrm
+over = json.loads(sys.argv[2])
+s = hrm.load(sys.argv[1], device="cpu", overrides=over or None, ema=sys.argv[4])
+digits = np.load(sys.argv[3])[:6].astype(np.int64) - 1
+r = s.solve(digits)
+print(json.dumps({"grids": r.grids.tolist(), "confidence": r.confidence.tolist()}))
+"""
+
+
+def solve_in_process(source: str, cache: Path, data: Path, overrides: dict | None = None, ema: str = "auto") -> dict:
+    import json
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "home")}
+    env["PYTHONPATH"] = str(REPO)  # `import hrm` from another folder, as after pip install -e .
+    inputs = str(data / "test" / "all__inputs.npy")
+    r = subprocess.run(
+        [sys.executable, "-c", SOLVE, source, json.dumps(overrides or {}), inputs, ema],
+        cwd=cache.parent, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_published_model_and_a_released_checkpoint_load_by_hub_id_offline(
+    tiny_run: dict[str, Path], tmp_path: Path
+) -> None:
+    run, data = tiny_run["run"], tiny_run["data"]
+    folder = Path(hub.publish(str(run), "me/tiny", out_dir=str(tmp_path / "pub"), dry_run=True))
+    cache = tmp_path / "hub"
+    fake_cache(cache, "me/tiny", {p.name: p.read_bytes() for p in folder.iterdir()})
+    local = solve_in_process(str(folder), cache, data)
+    assert solve_in_process("hf://me/tiny", cache, data) == local
+    # the original's released layout: `checkpoint` (raw weights) and all_config.yaml, its data named by the caller
+    released = {"checkpoint": (run / "step_4").read_bytes(), "all_config.yaml": (run / "all_config.yaml").read_bytes()}
+    fake_cache(cache, "sapientinc/HRM-checkpoint-tiny", released)
+    got = solve_in_process("hf://sapientinc/HRM-checkpoint-tiny", cache, data, {"data_path": str(data)})
+    assert got == solve_in_process(str(run / "step_4"), cache, data, ema="false")  # the same raw weights
