@@ -4,6 +4,7 @@
     python predict.py checkpoint=<run>/step_N puzzle=path/to/puzzle.txt                  # a file holding one
     python predict.py checkpoint=... puzzle=... halt=q          # stop when the Q head says halt (as in training)
     python predict.py checkpoint=... puzzle=... max_steps=32    # think longer than training's halt_max_steps
+    python predict.py checkpoint=... puzzle=... picture=think.png  # every segment drawn (.gif, .html): docs/evaluation.md
 
 `checkpoint=` may also be a run folder (its newest checkpoint) or a folder `python -m hrm export` wrote. Other
 key=value pairs are as for evaluate.py (device=cpu; data_path=... only for checkpoints without step_N.json and
