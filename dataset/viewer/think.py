@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dataset.viewer.panels import Panel
-from dataset.viewer.style import HALT, MAZE_PALETTE, Kind
+from dataset.viewer.style import CHANGED, CHANGED_FILL, HALT, MAZE_PALETTE, Kind
 from utils.errors import UserError
 from utils.shell import quote
 
@@ -283,11 +283,15 @@ def render_think_html(think: Think) -> str:
     ]
     title = html.escape(think.title)
     lines = "".join(f'<p class="meta">{html.escape(m)}</p>' for m in meta)
+    swatch = (
+        f"background:{CHANGED_FILL}" if think.kind.name == "sudoku" else f"background:#fff;border:2px solid {CHANGED}"
+    )
+    changed = f'<span class="sw" style="{swatch}"></span>changed since the previous segment'
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{title}</title><style>{CSS}{THINK_CSS}</style></head><body>"
         f"<header><h1>{title}</h1>{lines}"
-        f"{_legend_html(think.kind, True)}</header>"
+        f"{_legend_html(think.kind, True).removesuffix('</div>')}<span>{changed}</span></div></header>"
         f'<main class="segments">{"".join(figs)}</main></body></html>\n'
     )
