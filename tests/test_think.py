@@ -100,6 +100,22 @@ def test_predict_draws_every_segment(run: Path, tiny_sudoku: Path, tmp_path: Pat
             continue
         assert data["segments"] == segments and data["halt_at"] == halt
         np.testing.assert_allclose(data["confidence"], result.segment_confidence[0], atol=1e-5)
+        assert not data["labelled"] and data["wrong"] == [think.sudoku_rule_breaks(g, result.puzzles[0]).astype(int).tolist() for g in result.segments[0]]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_predict_marks_wrong_cells_against_a_label(run: Path, tiny_sudoku: Path, tmp_path: Path) -> None:
+    puzzle = puzzle_text(tiny_sudoku, 5)
+    label = np.load(tiny_sudoku / "test" / "all__labels.npy")[5].astype(int) - 1
+    args = ["predict.py", f"checkpoint={run}", f"puzzle={puzzle}", "max_steps=3", "device=cpu"]
+    r = run_py([*args, "label=" + "".join(map(str, label)), "picture=l.png"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(Image.open(tmp_path / "l.png").text[think.KEY])
+    segs = hrm.load(run, device="cpu").solve(puzzle, max_steps=3).segments[0]
+    assert data["labelled"] and data["wrong"] == (segs != label.reshape(9, 9)).astype(int).tolist()
+    r = run_py([*args, f"label={puzzle}", "picture=blanks.png"], cwd=tmp_path)  # the puzzle is no solution
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: label= must be a full solution")
+    assert not (tmp_path / "blanks.png").exists()
 
 
 @pytest.mark.slow

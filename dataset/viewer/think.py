@@ -53,13 +53,16 @@ class Think:
         return f"the Q head does not say halt within these {n} segments"
 
     def data(self) -> dict[str, Any]:
-        """What the picture draws, as JSON: per segment the grid (the API's digits), the confidence, the halt."""
+        """What the picture draws, as JSON: per segment the grid (the API's digits), the confidence, the cells marked
+        wrong (1); the halt; whether wrong is against a label."""
         off = 1 if self.kind.name == "maze" else 0  # maze panels hold tokens; the API's digits are tokens - 1
         return {
             "kind": self.kind.name,
             "halt_at": self.halt_at,
             "confidence": [round(c, 6) for c in self.confidence],
             "segments": [(p.grid.astype(np.int64) - off).tolist() for p in self.panels],
+            "wrong": [p.wrong.astype(int).tolist() if p.wrong is not None else None for p in self.panels],
+            "labelled": self.labelled,
         }
 
 
