@@ -142,15 +142,7 @@ class Solver:
                     break
         seg = torch.stack(preds, dim=1)  # (n, S, L)
         answer = seg.gather(1, (steps - 1).view(n, 1, 1).expand(n, 1, seg.shape[-1])).squeeze(1)
-        conf = torch.stack(confs, dim=1).cpu().numpy()
-        return (
-            answer.cpu().numpy(),
-            steps.cpu().numpy(),
-            confidence.cpu().numpy(),
-            seg.cpu().numpy(),
-            conf,
-            q_stop.cpu().numpy(),
-        )
+        return tuple(t.cpu().numpy() for t in (answer, steps, confidence, seg, torch.stack(confs, 1), q_stop))
 
 
 def valid_answers(kind: str, tokens: np.ndarray, answers: np.ndarray) -> np.ndarray | None:
