@@ -125,7 +125,8 @@ def check_out(path: str) -> str:
 
 
 def picture_args(args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """predict.py's `picture=PATH` and `label=SOLUTION` (taken as the shell gave them, as puzzle= is), checked:
+    """predict.py's `picture=PATH` (read as the other key=value arguments are) and `label=SOLUTION` (taken as the
+    shell gave it, as puzzle= is: 81 digits would otherwise read as a number), checked:
     (the other arguments, {"picture": ..., "label": ...} of those given)."""
     want: dict[str, str] = {}
     rest = []
@@ -135,6 +136,8 @@ def picture_args(args: list[str]) -> tuple[list[str], dict[str, str]]:
             if key in want:
                 raise UserError(f"{key}= is given twice; give one")
             want[key] = a.split("=", 1)[1]
+            if key == "picture":  # a path as checkpoint= is read: quoted as utils/shell.py's commands quote it
+                want[key] = _read_path(a)
         else:
             rest.append(a)
     if "label" in want and "picture" not in want:
@@ -142,6 +145,16 @@ def picture_args(args: list[str]) -> tuple[list[str], dict[str, str]]:
     if "picture" in want:
         check_out(want["picture"])
     return rest, want
+
+
+def _read_path(arg: str) -> str:
+    from utils.shell import read_back
+
+    try:
+        got = read_back(arg, "yaml")
+    except Exception:  # not YAML: the text as given
+        got = None
+    return got if isinstance(got, str) else arg.split("=", 1)[1]
 
 
 def write_picture(want: dict[str, str], solver: Any, result: Any) -> str:
