@@ -149,6 +149,10 @@ def next_commands(run_dir: str, data: str = DATA) -> list[tuple[str, str]]:
         ("test metrics of the last checkpoint; writes its predictions", shell.command("evaluate.py", checkpoint=last)),
         ("solve another test puzzle, showing each answer", shell.command("predict.py", checkpoint=last, puzzle=puzzle)),
         (
+            "watch it think: that puzzle after every ACT segment, and where the Q head would halt",
+            shell.command("predict.py", checkpoint=last, puzzle=puzzle, picture=os.path.join(run_dir, "think.html")),
+        ),
+        (
             "training curves (needs matplotlib)",
             shell.command("plot.py", run_dir, "-o", os.path.join(run_dir, "curves.png")),
         ),

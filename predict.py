@@ -4,6 +4,7 @@
     python predict.py checkpoint=<run>/step_N puzzle=path/to/puzzle.txt                  # a file holding one
     python predict.py checkpoint=... puzzle=... halt=q          # stop when the Q head says halt (as in training)
     python predict.py checkpoint=... puzzle=... max_steps=32    # think longer than training's halt_max_steps
+    python predict.py checkpoint=... puzzle=... picture=think.png  # every segment drawn (.gif, .html): docs/evaluation.md
 
 `checkpoint=` may also be a run folder (its newest checkpoint) or a folder `python -m hrm export` wrote. Other
 key=value pairs are as for evaluate.py (device=cpu; data_path=... only for checkpoints without step_N.json and
@@ -25,6 +26,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from dataset.viewer.think import picture_args, write_picture
 from hrm.api import load
 from hrm.puzzles import MAZE_CHARS, encode, show  # noqa: F401  (predict.encode, predict.MAZE_CHARS: the tests' names)
 from utils.errors import UserError, exit_with
@@ -66,6 +68,7 @@ def main() -> None:
         # puzzle= is taken as the shell gave it: through OmegaConf, 81 zeros became the number 0, '01...' an
         # octal, and a maze starting with '#' a YAML comment
         args = sys.argv[1:]
+        args, want = picture_args(args)  # picture=PATH (.png, .gif, .html), label=: dataset/viewer/think.py
         given = [a.split("=", 1)[1] for a in args if a.startswith("puzzle=")]
         rest = [a for a in args if not a.startswith("puzzle=")]
         cli: dict[str, Any] = OmegaConf.to_container(OmegaConf.from_cli(rest))  # type: ignore[assignment]
@@ -102,6 +105,8 @@ def main() -> None:
         print(f"halting confidence sigmoid(q_halt) = {r.confidence[0]:.3f}")
         if r.kind == "sudoku" and r.valid is not None:
             print("valid solution: " + ("yes" if r.valid[0] else "no"))
+        if want.get("picture"):
+            print(write_picture(want, solver, r))
     except UserError as e:
         exit_with(e)
 

@@ -42,6 +42,8 @@ class Result:
     confidence: np.ndarray  # (N,) sigmoid of the Q-head's halt logit there: how sure the model is it is done
     segments: list[np.ndarray]  # per puzzle (steps[i], H, W): the prediction after every segment up to its answer
     valid: np.ndarray | None  # (N,) Sudoku: a valid grid keeping the givens; Maze: one simple S-G path of `o`
+    segment_confidence: list[np.ndarray] | None = None  # per puzzle (steps[i],): sigmoid(q_halt) after each segment
+    q_halt_segment: np.ndarray | None = None  # (N,) first segment run where the Q head says halt (says_halt), 0: none
 
     def __len__(self) -> int:
         return len(self.grids)
@@ -85,13 +87,15 @@ class Solver:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch_size={batch_size!r} must be a whole number >= 1")
         tokens = self.encode(puzzles)
-        answers, steps, confidence, segments = [], [], [], []
+        answers, steps, confidence, segments, seg_conf, q_stop = [], [], [], [], [], []
         for start in range(0, len(tokens), batch_size):
-            a, s, c, seg = self._run(tokens[start : start + batch_size], int(steps_cap), halt)
+            a, s, c, seg, sc, qs = self._run(tokens[start : start + batch_size], int(steps_cap), halt)
             answers.append(a)
             steps.append(s)
             confidence.append(c)
             segments.extend(seg[i, : s[i]] for i in range(len(s)))
+            seg_conf.extend(sc[i, : s[i]] for i in range(len(s)))
+            q_stop.append(qs)
         answer = np.concatenate(answers)
         return Result(
             kind=self.kind,
@@ -101,12 +105,15 @@ class Solver:
             confidence=np.concatenate(confidence),
             segments=[to_digits(s, self.kind) for s in segments],
             valid=valid_answers(self.kind, tokens, answer),
+            segment_confidence=seg_conf,
+            q_halt_segment=np.concatenate(q_stop),
         )
 
     @torch.inference_mode()
     def _run(self, tokens: np.ndarray, max_steps: int, halt: str) -> tuple[np.ndarray, ...]:
         """One batch through the inner model, segment by segment, as the ACT wrapper would run it; returns (answer
-        tokens (n, L), halting segment (n,), confidence (n,), the predictions of every segment run (n, S, L))."""
+        tokens (n, L), halting segment (n,), confidence (n,), the predictions of every segment run (n, S, L), the
+        confidence of every segment (n, S), the first segment where says_halt holds (n,), 0 where it never does)."""
         n = len(tokens)
         inner = self.model.model.inner
         batch = {
@@ -119,20 +126,24 @@ class Solver:
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
         steps = torch.zeros(n, dtype=torch.int64, device=self.device)
         confidence = torch.zeros(n, dtype=torch.float32, device=self.device)
-        preds = []
+        preds, confs = [], []
+        q_stop = torch.zeros(n, dtype=torch.int64, device=self.device)
         for segment in range(1, max_steps + 1):
             carry, logits, (q_halt, q_continue) = inner(carry, batch)
             preds.append(logits.argmax(-1))
+            confs.append(torch.sigmoid(q_halt.float()))
+            says = self.model.says_halt(q_halt, q_continue)
+            q_stop = torch.where((q_stop == 0) & says, segment, q_stop)
             running = ~done  # a puzzle's answer and confidence are those of the segment where it stops
             steps = torch.where(running, segment, steps)
             confidence = torch.where(running, torch.sigmoid(q_halt.float()), confidence)
             if halt == "q":  # the model's own rule (no_ACT_continue too), looked up per call as the trainer does
-                done |= self.model.says_halt(q_halt, q_continue)
+                done |= says
                 if bool(done.all()):
                     break
         seg = torch.stack(preds, dim=1)  # (n, S, L)
         answer = seg.gather(1, (steps - 1).view(n, 1, 1).expand(n, 1, seg.shape[-1])).squeeze(1)
-        return answer.cpu().numpy(), steps.cpu().numpy(), confidence.cpu().numpy(), seg.cpu().numpy()
+        return tuple(t.cpu().numpy() for t in (answer, steps, confidence, seg, torch.stack(confs, 1), q_stop))
 
 
 def valid_answers(kind: str, tokens: np.ndarray, answers: np.ndarray) -> np.ndarray | None:

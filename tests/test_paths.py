@@ -189,16 +189,16 @@ def test_demo_next_commands_paste_and_run(reference: Path, tiny_sudoku: Path, tm
     run_dir = tmp_path / "run dir"  # a space, as in runs made before the names changed
     shutil.copytree(reference, run_dir)
     commands = dict((what.split()[0], cmd) for what, cmd in demo.next_commands(str(run_dir), str(tiny_sudoku)))
-    assert set(commands) == {"test", "solve", "training", "the"}
+    assert set(commands) == {"test", "solve", "watch", "training", "the"}
     argv = {k: shlex.split(c) for k, c in commands.items()}
     assert argv["test"] == ["python", "evaluate.py", f"checkpoint='{run_dir / 'step_16'}'"]
     assert argv["solve"][:3] == ["python", "predict.py", f"checkpoint='{run_dir / 'step_16'}'"]
     assert argv["training"] == ["python", "plot.py", str(run_dir), "-o", str(run_dir / "curves.png")]
     assert argv["the"][1:3] == ["dataset/view.py", str(tiny_sudoku)]
-    for key in ("test", "solve", "training", "the"):  # in this order: view shows evaluate's predictions
+    for key in ("test", "solve", "watch", "training", "the"):  # in this order: view shows evaluate's predictions
         r = bash(commands[key], REPO)
         assert r.returncode == 0, (commands[key], r.stdout[-1500:], r.stderr[-1500:])
     assert (run_dir / "step_16_all_preds.0").is_file() and (run_dir / "curves.png").is_file()
-    assert (run_dir / "view.html").is_file()
+    assert (run_dir / "view.html").is_file() and (run_dir / "think.html").is_file()
     preds = torch.load(run_dir / "step_16_all_preds.0", weights_only=True)
     assert preds["logits"].shape[0] == 32

@@ -5,6 +5,7 @@
     panels.py  what is drawn, the same for both outputs: examples as panels of grids, their scores
     page.py    the self-contained HTML page (inline CSS and SVG)
     png.py     the matplotlib figure
+    think.py   one puzzle's prediction after every ACT segment (predict.py picture=): PNG strip, GIF, HTML
     cli.py     the command line
 
 The names below are the viewer's public ones, importable from here.

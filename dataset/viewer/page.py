@@ -8,7 +8,7 @@ import numpy as np
 
 from dataset.viewer.data import Dataset
 from dataset.viewer.panels import Example, Panel, score_line
-from dataset.viewer.style import GIVEN_INK, SOLVED_INK, WRONG, WRONG_FILL, Kind
+from dataset.viewer.style import CHANGED, CHANGED_FILL, GIVEN_INK, SOLVED_INK, WRONG, WRONG_FILL, Kind
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 16px; color: #222; background: #fafafa; }
@@ -60,6 +60,13 @@ def _svg_cells(p: Panel, kind: Kind, cell: int) -> str:
             f"M{x * cell} 0V{h * cell}" for x in range(1, w)
         )
         out.append(f'<path d="{d}" stroke="#555" stroke-width="1" fill="none"/>')
+    if p.changed is not None:  # under the wrong marks: a changed wrong cell reads wrong
+        sw = max(1, cell // 8)
+        out += [
+            f'<rect x="{x * cell + sw / 2}" y="{y * cell + sw / 2}" width="{cell - sw}" height="{cell - sw}" '
+            f'fill="none" stroke="{CHANGED}" stroke-width="{sw}"/>'
+            for y, x in zip(*np.nonzero(p.changed))
+        ]
     out += _svg_wrong(p, cell)
     out.append("</svg>")
     return "".join(out)
@@ -89,6 +96,8 @@ def _svg_sudoku(p: Panel, cell: int) -> str:
     out = [f'<svg width="{size + 2}" height="{size + 2}" viewBox="-1 -1 {size + 2} {size + 2}">']
     out.append(f'<rect width="{size}" height="{size}" fill="#ffffff"/>')
     wrong = p.wrong if p.wrong is not None else np.zeros((9, 9), bool)
+    for y, x in zip(*np.nonzero(p.changed if p.changed is not None else np.zeros((9, 9), bool))):
+        out.append(f'<rect x="{x * cell}" y="{y * cell}" width="{cell}" height="{cell}" fill="{CHANGED_FILL}"/>')
     for y, x in zip(*np.nonzero(wrong)):
         out.append(f'<rect x="{x * cell}" y="{y * cell}" width="{cell}" height="{cell}" fill="{WRONG_FILL}"/>')
     fs = int(cell * 0.62)

@@ -19,6 +19,7 @@ class Panel:
     wrong: np.ndarray | None = None  # bool, grid's shape: cells that differ from the label
     given: np.ndarray | None = None  # Sudoku: the puzzle's givens (black ink; the rest blue)
     note: str = ""  # said under the grid, e.g. a prediction of the wrong size
+    changed: np.ndarray | None = None  # bool, grid's shape: cells that differ from the previous ACT segment (think.py)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import numpy as np
 
 from dataset.viewer.data import Dataset
 from dataset.viewer.panels import Example, Panel, score_line
-from dataset.viewer.style import GIVEN_INK, SOLVED_INK, WRONG, WRONG_FILL, Kind
+from dataset.viewer.style import CHANGED, CHANGED_FILL, GIVEN_INK, SOLVED_INK, WRONG, WRONG_FILL, Kind
 from utils.errors import UserError
 
 
@@ -37,6 +37,8 @@ def _draw_panel(ax: Any, p: Panel, kind: Kind, frame: tuple[int, int]) -> None:
         ax.set_xlim(0, 9)
         ax.set_ylim(9, 0)
         ax.set_aspect("equal")
+        for y, x in zip(*np.nonzero(p.changed if p.changed is not None else np.zeros((h, w), bool))):
+            ax.add_patch(Rectangle((x, y), 1, 1, facecolor=CHANGED_FILL, edgecolor="none"))
         for y, x in zip(*np.nonzero(wrong)):
             ax.add_patch(Rectangle((x, y), 1, 1, facecolor=WRONG_FILL, edgecolor="none"))
         for y, x in zip(*np.nonzero(p.grid)):
@@ -59,6 +61,10 @@ def _draw_panel(ax: Any, p: Panel, kind: Kind, frame: tuple[int, int]) -> None:
         ax.hlines(np.arange(1, h) - 0.5, -0.5, w - 0.5, color="#555", lw=0.4)
         ax.vlines(np.arange(1, w) - 0.5, -0.5, h - 0.5, color="#555", lw=0.4)
     ax.add_patch(Rectangle((-0.5, -0.5), w, h, facecolor="none", edgecolor="#888", lw=0.8))
+    if p.changed is not None and p.changed.any():  # drawn under the wrong marks: a changed wrong cell reads wrong
+        ys, xs = np.nonzero(p.changed)
+        rects = [Rectangle((x - 0.5, y - 0.5), 1, 1) for y, x in zip(ys, xs)]
+        ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor=CHANGED, linewidth=1.0))
     ys, xs = np.nonzero(wrong)
     if len(ys):
         rects = [Rectangle((x - 0.5, y - 0.5), 1, 1) for y, x in zip(ys, xs)]

@@ -13,6 +13,9 @@ from utils.errors import UserError
 WRONG = "#e00000"  # outline of a wrong cell: outside the ARC palette, so it can be told apart from ARC red
 WRONG_FILL = "#ffd9d9"  # Sudoku: background of a wrong cell (its digit is drawn in WRONG)
 GIVEN_INK, SOLVED_INK = "#111111", "#1d5fd1"
+CHANGED_FILL = "#fff0a8"  # Sudoku: background of a cell that changed since the previous ACT segment (think.py)
+CHANGED = "#d100d1"  # other grids: outline of such a cell (magenta: not in the maze palette)
+HALT = "#17803a"  # the frame of the segment where the Q head says halt
 
 # The ARC-AGI colours 0-9, as in the ARC testing interface.
 ARC_PALETTE = {
