@@ -50,11 +50,27 @@ from train.search import SEARCH_MAX, check_search, check_search_memory, evaluate
 from train.steps import TrainState, create_dataloader, create_model, eval_headline, evaluate
 from train.trm_config import from_trm_config
 from train.tta import check_tta_kind, check_tta_memory, evaluate_tta, prefix_sizes
-from train.weights import checkpoint_file, load_checkpoint, model_shape, weights_file
+from train.weights import checkpoint_file, load_checkpoint, model_shape, model_source, weights_file
 from utils import shell
+from utils.cli_help import command_help, wants_help
 from utils.errors import UserError, close_matches, exit_with
 
 DEFAULT_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
+
+# evaluate.py's own keys for --help, each read below where it is used (tests/test_cli_help.py checks the two agree)
+KEYS = [
+    ("checkpoint=<run folder>/step_N", "the weights to evaluate (required); a run folder lists its step files"),
+    ("ema=auto", "auto: the weight average step_N.ema when the run kept one | true: insist on it | false: raw weights"),
+    ("output_dir=<the checkpoint's folder>", "where step_N_all_preds.<rank> (and search files) are written"),
+    ("save_outputs=[" + ",".join(DEFAULT_OUTPUTS) + "]", "tensors saved per test example; [] saves nothing"),
+    ("per_step=false", "true: a table of exact/token accuracy and halting after every ACT segment"),
+    ("tta=1", "K > 1: also vote over K symmetric copies of each test puzzle (Sudoku, Maze)"),
+    ("tta_prefer_valid=true", "the vote puts valid Sudoku solutions first"),
+    ("tta_seed=0", "picks the vote's copies"),
+    ("search=0", "K in 1..64: K passes per puzzle, every segment a candidate, the verifier chooses (a table)"),
+    ("search_noise=0.0", "S > 0: half the passes add Gaussian noise of std S to the latent state (needs search)"),
+    ("search_seed=0", "picks the search's copies and its noise"),
+]
 REPO = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -70,9 +86,15 @@ def load_eval_config(cli: dict[str, Any], log: Any = print) -> tuple[PretrainCon
     ckpt = cli.pop("checkpoint", None)
     if not ckpt:
         raise UserError("usage: python evaluate.py checkpoint=<path to step_N file> [data_path=...] [key=value ...]")
-    ckpt = checkpoint_file(str(ckpt))
-    save_outputs = cli.pop("save_outputs", DEFAULT_OUTPUTS)
-    out_dir = str(cli.pop("output_dir", None) or os.path.dirname(ckpt) or ".")
+    hub = str(ckpt).startswith("hf://")
+    ckpt = checkpoint_file(model_source(str(ckpt)))  # hf://, an exported or a released folder: its weights file
+    given_dir = cli.pop("output_dir", None)
+    # a Hub model's folder is the Hub cache, never written into: its predictions only where output_dir= says
+    save_outputs = cli.pop("save_outputs", [] if hub and not given_dir else DEFAULT_OUTPUTS)
+    out_dir = str(given_dir or os.path.dirname(ckpt) or ".")
+    if hub and not given_dir:
+        log("predictions not saved: give output_dir=<folder> to save them (a Hub model's folder is the Hub cache)")
+        out_dir = "."
 
     cfg_file = os.path.join(os.path.dirname(ckpt), "all_config.yaml")
     if os.path.isfile(cfg_file):
@@ -352,6 +374,10 @@ def launch(cli: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    if wants_help(sys.argv[1:]):
+        what = "Scores a checkpoint on its test split (the paper's protocol: every puzzle runs all ACT segments)."
+        print(command_help("usage: python evaluate.py checkpoint=<run folder>/step_N [key=value ...]", what, KEYS))
+        return
     try:
         cli = OmegaConf.to_container(OmegaConf.from_cli(sys.argv[1:]))
         launch(cli)  # type: ignore[arg-type]

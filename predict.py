@@ -28,8 +28,26 @@ from omegaconf import OmegaConf
 
 from dataset.viewer.think import picture_args, write_picture
 from hrm.api import load
-from hrm.puzzles import MAZE_CHARS, encode, show  # noqa: F401  (predict.encode, predict.MAZE_CHARS: the tests' names)
+from hrm.puzzles import MAZE_CHARS, encode, show, to_digits  # noqa: F401  (predict.encode, predict.MAZE_CHARS: the tests' names)
+from utils.cli_help import command_help, wants_help
 from utils.errors import UserError, exit_with
+
+# predict.py's own keys for --help, each read in main() (tests/test_cli_help.py checks the two agree)
+KEYS = [
+    (
+        "checkpoint=<run folder>/step_N",
+        "the model (required): a step_N file, a run folder, an exported folder, hf://org/name",
+    ),
+    ("puzzle=<text or file>", "the puzzle (required): Sudoku 81 characters ('.' or '0' blank), Maze 30x30 of '# SGo'"),
+    ("halt=max", "max: run max_steps segments (the paper's protocol) | q: stop where the Q head says halt"),
+    ("max_steps=<halt_max_steps>", "segments to run at most; more than training's lets it think longer"),
+    ("ema=auto", "auto: the weight average when the run kept one | true: insist on it | false: raw weights"),
+    (
+        "picture=<file.png|.gif|.html>",
+        "draw the prediction after every segment and where the Q head halts (a new file)",
+    ),
+    ("label=<solution>", "with picture=: cells unlike this solution are drawn red"),
+]
 
 
 def read_text(arg: str) -> str:
@@ -64,6 +82,16 @@ def positive_int(name: str, value: Any) -> int:
 
 
 def main() -> None:
+    if wants_help(sys.argv[1:]):
+        what = "Solves one puzzle and prints the answer, whether it is valid, the segments used and the confidence."
+        print(
+            command_help(
+                "usage: python predict.py checkpoint=<step_N or folder> puzzle=<text or file> [key=value ...]",
+                what,
+                KEYS,
+            )
+        )
+        return
     try:
         # puzzle= is taken as the shell gave it: through OmegaConf, 81 zeros became the number 0, '01...' an
         # octal, and a maze starting with '#' a YAML comment
@@ -106,7 +134,12 @@ def main() -> None:
         if r.kind == "sudoku" and r.valid is not None:
             print("valid solution: " + ("yes" if r.valid[0] else "no"))
         if want.get("picture"):
-            print(write_picture(want, solver, r))
+            label = None
+            if "label" in want:
+                label = to_digits(solver.encode(read_text(want["label"])), r.kind)[0]
+                if r.kind == "sudoku" and (label == 0).any():
+                    raise UserError("label= must be a full solution: 81 digits 1-9, no blanks")
+            print(write_picture(want["picture"], solver.weights, r, label))
     except UserError as e:
         exit_with(e)
 

@@ -19,6 +19,7 @@ import train.records  # noqa: F401  (early too: its clock, the time to accuracy,
 
 # isort: split
 
+import os
 import sys
 from typing import Any
 
@@ -28,6 +29,7 @@ from train.config import (  # noqa: F401  (the original's names, re-exported)
     PretrainConfig,
     check_cli_overrides,
     config_error,
+    defaults,
     eval_batch,
     register_defaults,
     validate_config,
@@ -61,7 +63,7 @@ from train.steps import (  # noqa: F401  (the original's names, re-exported)
     save_train_state,
     train_batch,
 )
-from utils.cli_help import pretrain_help, wants_help
+from utils.cli_help import choices, config_dir, field_docs, format_rows, key_rows, wants_help, yaml_rows
 from utils.errors import UserError, exit_with
 
 
@@ -82,6 +84,27 @@ def launch(hydra_config: Any) -> None:
                 # joinable) after a finished run. Only after a clean finish: a peer that failed may be gone.
                 dist.barrier()
             dist.destroy_process_group()
+
+
+def pretrain_help() -> str:
+    arch_rows = yaml_rows(os.path.join(config_dir(), "arch", "hrm_v1.yaml"), prefix="arch.")
+    return "\n".join(
+        [
+            "usage: python pretrain.py [recipe=<recipe>] [arch=<arch>] data_path=<dataset folder> [key=value ...]",
+            "       torchrun --nproc-per-node <GPUs> pretrain.py ...   (several GPUs: the same keys)",
+            "",
+            f"recipes (config/recipe/<name>.yaml): {', '.join(choices('recipe'))}",
+            f"archs (config/arch/<name>.yaml; default hrm_v1): {', '.join(choices('arch'))}",
+            "",
+            "keys (key=default, then what it is; docs/training.md has more):",
+            format_rows(key_rows(defaults(), field_docs(PretrainConfig))),
+            "",
+            "model keys of arch=hrm_v1 (arch.<key>=value; another arch's are in config/arch/<name>.yaml):",
+            format_rows(arch_rows),
+            "",
+            "Hydra's own options: python pretrain.py --hydra-help",
+        ]
+    )
 
 
 def main() -> None:

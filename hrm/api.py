@@ -21,12 +21,20 @@ import torch
 from omegaconf import OmegaConf
 
 from hrm.puzzles import show, to_digits, to_tokens
-from train.checkpoint import INFO_FORMAT, check_model_info, model_info, read_model_info, write_model_info
+from train.checkpoint import (
+    EXPORTED_INFO,
+    EXPORTED_WEIGHTS,
+    INFO_FORMAT,
+    RELEASED_WEIGHTS,
+    check_model_info,
+    model_info,
+    read_model_info,
+    write_model_info,
+)
 from utils.errors import UserError
 
-MODEL_FILE = "model.safetensors"  # an exported model folder: the weights, the original's key names...
-CONFIG_FILE = "config.json"  # ...and train/checkpoint.model_info: the run's config and the inference metadata
-RELEASED_FILE = "checkpoint"  # the weights file of the original's released checkpoints (beside all_config.yaml)
+# the folder layouts (an exported model; the original's released checkpoints): train/checkpoint.py's
+MODEL_FILE, CONFIG_FILE, RELEASED_FILE = EXPORTED_WEIGHTS, EXPORTED_INFO, RELEASED_WEIGHTS
 HALT_RULES = ("q", "max")
 
 
@@ -178,23 +186,17 @@ def load(
     GPU when there is one ("cpu", "cuda", "cuda:1", a torch.device). `ema`: auto takes a run's weight average
     when it kept one (true insists, false takes the raw weights). `overrides`: config keys as evaluate.py takes
     them (`{"data_path": ...}` for checkpoints without metadata, the original's; `{"arch": {"halt_max_steps": 32}}`)."""
-    src = os.fspath(source)
-    if src.startswith("hf://"):
-        from hrm.hub import resolve  # the Hugging Face Hub module: downloads the exported folder
+    from train.weights import model_source, step_files
 
-        src = resolve(src)
+    src = model_source(os.fspath(source))  # hf:// downloaded; an exported or released folder: its weights file
     cli = dict(overrides or {})
     target = _device(device, cli)
+    if os.path.basename(src) == MODEL_FILE and os.path.isfile(os.path.join(os.path.dirname(src), CONFIG_FILE)):
+        return _load_exported(os.path.dirname(src), cli, target, log)
     if os.path.isdir(src) and os.path.isfile(os.path.join(src, CONFIG_FILE)):
-        return _load_exported(src, cli, target, log)
+        return _load_exported(src, cli, target, log)  # its checks say what is wrong with the folder
     if os.path.isdir(src):
-        from train.weights import step_files
-
         found = step_files(src)
-        if not found and os.path.isfile(os.path.join(src, RELEASED_FILE)):
-            # the original's released layout (hf://sapientinc/HRM-checkpoint-*): `checkpoint` + all_config.yaml;
-            # no metadata in it, so overrides={"data_path": <the dataset it was trained on>} gives the model's shape
-            found = [RELEASED_FILE]
         if not found:
             raise UserError(
                 f"{src} holds no checkpoint (no step_N files) and no exported model ({CONFIG_FILE}); give "

@@ -63,3 +63,38 @@ def test_demo_help_runs_nothing(tmp_path: Path) -> None:
     r = run_help("demo.py", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("usage: python demo.py"), r.stderr
     assert "$ python" not in r.stdout and "arch=trm" in r.stdout  # lists its keys, runs no command
+
+
+def keys_read(*files: str) -> set[str]:
+    """The key=value names a command's code reads: cli.pop("k"...) / cli.get("k"...) / key in ("k", ...) picks."""
+    import re
+
+    found: set[str] = set()
+    for f in files:
+        text = (REPO / f).read_text()
+        found |= set(re.findall(r'cli\.(?:pop|get)\("([a-z_]+)"', text))
+        found |= set(re.findall(r'a\.startswith\("([a-z_]+)="\)', text))
+        found |= {k for group in re.findall(r"key in \(([^)]*)\)", text) for k in re.findall(r'"([a-z_]+)"', group)}
+    return found
+
+
+@pytest.mark.parametrize(
+    "script,files,training_keys",
+    [
+        ("evaluate.py", ["evaluate.py"], {"device", "arch"}),  # read by the trainer's code too: listed there
+        ("predict.py", ["predict.py", "dataset/viewer/think.py"], set()),
+    ],
+)
+def test_command_help_lists_exactly_the_keys_its_code_reads(
+    tmp_path: Path, script: str, files: list[str], training_keys: set[str]
+) -> None:
+    import importlib
+
+    module = importlib.import_module(script.removesuffix(".py"))
+    listed = {k.split("=", 1)[0] for k, _ in module.KEYS}
+    assert listed == keys_read(*files) - training_keys
+    r = run_help(script, cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    for key, doc in module.KEYS:
+        assert any(line.strip().startswith(key) and doc in line for line in r.stdout.splitlines()), key
+    assert "python pretrain.py --help" in r.stdout and list(tmp_path.iterdir()) == []

@@ -222,3 +222,30 @@ def test_a_published_model_and_a_released_checkpoint_load_by_hub_id_offline(
     fake_cache(cache, "sapientinc/HRM-checkpoint-tiny", released)
     got = solve_in_process("hf://sapientinc/HRM-checkpoint-tiny", cache, data, {"data_path": str(data)})
     assert got == solve_in_process(str(run / "step_4"), cache, data, ema="false")  # the same raw weights
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_hub_model_offline_and_writes_nothing_into_the_cache(
+    tiny_run: dict[str, Path], tmp_path: Path
+) -> None:
+    run, data = tiny_run["run"], tiny_run["data"]
+    folder = Path(hub.publish(str(run), "me/tiny", out_dir=str(tmp_path / "pub"), dry_run=True))
+    cache = tmp_path / "hub"
+    snap = fake_cache(cache, "me/tiny", {p.name: p.read_bytes() for p in folder.iterdir()})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+
+    def evaluate(source: str, *extra: str) -> str:
+        r = subprocess.run(
+            [sys.executable, str(REPO / "evaluate.py"), f"checkpoint={source}", f"data_path={data}", "device=cpu", *extra],
+            cwd=tmp_path, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        return next(line for line in r.stdout.splitlines() if "exact" in line and "all" in line)
+
+    before = sorted(p.name for p in snap.iterdir())
+    by_id = evaluate("hf://me/tiny")
+    assert sorted(p.name for p in snap.iterdir()) == before and not list(tmp_path.glob("step_*"))
+    assert by_id == evaluate(str(folder))  # the same scores as the exported folder on disk
+    out = tmp_path / "preds"
+    evaluate("hf://me/tiny", f"output_dir={out}")
+    assert [p.name for p in out.iterdir()] == ["step_0_all_preds.0"]

@@ -48,6 +48,11 @@ from utils.errors import UserError
 STATE_SUFFIX = ".state"
 INFO_SUFFIX = ".json"  # step_N.json: model_info, what inference needs without the dataset folder
 INFO_FORMAT = "hrm-fork-model-v1"
+# An exported model folder (hrm.export, what the Hub holds): the weights with the original's key names, and
+# model_info as JSON. The original's released checkpoints are a folder too: `checkpoint` + all_config.yaml.
+EXPORTED_WEIGHTS = "model.safetensors"
+EXPORTED_INFO = "config.json"
+RELEASED_WEIGHTS = "checkpoint"
 EMA_SUFFIX = ".ema"  # step_N.ema: the weights with the EMA parameters (ema=true), kept as long as step_N
 FORMAT = "hrm-fork-state-v1"  # checksums, health, the exploration RNG, EMA are optional keys: no new version
 STEP_RE = re.compile(r"^step_(\d+)\.state$")
@@ -222,6 +227,8 @@ def read_model_info(weights: str) -> dict[str, Any] | None:
     (the original's, the released ones): those need the dataset folder, as before."""
     base = weights.removesuffix(EMA_SUFFIX)
     path = base + INFO_SUFFIX
+    if os.path.basename(weights) == EXPORTED_WEIGHTS:  # an exported folder: its config.json
+        path = os.path.join(os.path.dirname(weights), EXPORTED_INFO)
     if os.path.isfile(path):
         try:
             with open(path) as f:

@@ -12,7 +12,14 @@ from typing import Any
 import torch
 
 from dataset.format import PuzzleDatasetMetadata
-from train.checkpoint import EMA_SUFFIX, STATE_SUFFIX, read_model_info, verify_weights
+from train.checkpoint import (
+    EMA_SUFFIX,
+    EXPORTED_WEIGHTS,
+    RELEASED_WEIGHTS,
+    STATE_SUFFIX,
+    read_model_info,
+    verify_weights,
+)
 from utils.errors import UserError, load_tensors
 
 
@@ -39,6 +46,21 @@ def step_files(folder: str) -> list[str]:
         return []
     found = [n for n in os.listdir(folder) if re.fullmatch(r"step_\d+", n) and os.path.isfile(os.path.join(folder, n))]
     return sorted(found, key=lambda n: -int(n.removeprefix("step_")))
+
+
+def model_source(source: str) -> str:
+    """What `checkpoint=` names, as a path the rest reads: `hf://org/name[@revision]` is downloaded through the Hub
+    cache (hrm/hub.py) and read as the folder it gives; a folder hrm.export wrote is its model.safetensors, the
+    original's released folder its `checkpoint`; anything else is returned as given (checkpoint_file explains)."""
+    if source.startswith("hf://"):
+        from train.hub import resolve
+
+        source = resolve(source)
+    if os.path.isdir(source):
+        for name in (EXPORTED_WEIGHTS, RELEASED_WEIGHTS):
+            if os.path.isfile(os.path.join(source, name)) and not step_files(source):
+                return os.path.join(source, name)
+    return source
 
 
 def checkpoint_file(path: str) -> str:

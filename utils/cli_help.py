@@ -109,24 +109,19 @@ def choices(group: str) -> list[str]:
     return sorted(n.removesuffix(".yaml") for n in os.listdir(folder) if n.endswith(".yaml"))
 
 
-def pretrain_help() -> str:
-    from train.config import PretrainConfig, defaults
-
-    arch_rows = yaml_rows(os.path.join(config_dir(), "arch", "hrm_v1.yaml"), prefix="arch.")
+def command_help(usage: str, what: str, own: list[tuple[str, str]]) -> str:
+    """--help of a command that takes its own keys and, beside them, the training config's (evaluate.py,
+    predict.py): its keys one a line, then a pointer to the rest."""
     return "\n".join(
         [
-            "usage: python pretrain.py [recipe=<recipe>] [arch=<arch>] data_path=<dataset folder> [key=value ...]",
-            "       torchrun --nproc-per-node <GPUs> pretrain.py ...   (several GPUs: the same keys)",
+            usage,
             "",
-            f"recipes (config/recipe/<name>.yaml): {', '.join(choices('recipe'))}",
-            f"archs (config/arch/<name>.yaml; default hrm_v1): {', '.join(choices('arch'))}",
+            what,
             "",
-            "keys (key=default, then what it is; docs/training.md has more):",
-            format_rows(key_rows(defaults(), field_docs(PretrainConfig))),
+            "keys (key=default, then what it is):",
+            format_rows(own),
             "",
-            "model keys of arch=hrm_v1 (arch.<key>=value; another arch's are in config/arch/<name>.yaml):",
-            format_rows(arch_rows),
-            "",
-            "Hydra's own options: python pretrain.py --hydra-help",
+            "Any training key overrides the checkpoint's saved config (python pretrain.py --help lists them), e.g.",
+            "data_path=<another folder of the same kind>, device=cpu, global_batch_size=256, arch.halt_max_steps=32.",
         ]
     )

@@ -157,21 +157,12 @@ def _read_path(arg: str) -> str:
     return got if isinstance(got, str) else arg.split("=", 1)[1]
 
 
-def write_picture(want: dict[str, str], solver: Any, result: Any) -> str:
-    """Draw puzzle 0 of `result` to want["picture"]; returns the line predict.py prints."""
-    path = check_out(want["picture"])
-    label = None
-    if "label" in want:
-        from hrm.puzzles import to_digits
-        from predict import read_text
-
-        label = to_digits(solver.encode(read_text(want["label"])), result.kind)[0]
-        if result.kind == "sudoku" and (label == 0).any():
-            raise UserError("label= must be a full solution: 81 digits 1-9, no blanks")
+def write_picture(picture: str, weights: str, result: Any, label: np.ndarray | None = None) -> str:
+    """Draw puzzle 0 of `result` (hrm.api.Result) to `picture`, the model's weights file named in the title, cells
+    unlike `label` (its digits, predict.py reads label=) in red; returns the line predict.py prints."""
+    path = check_out(picture)
     name = {"sudoku": "Sudoku", "maze": "Maze"}[result.kind]
-    think = build_think(
-        result, 0, label, f"{name}, {os.path.basename(solver.weights)}: its prediction after each segment"
-    )
+    think = build_think(result, 0, label, f"{name}, {os.path.basename(weights)}: its prediction after each segment")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".html":
         text = render_think_html(think)
