@@ -26,7 +26,7 @@ bench:
 ci:
 	bash .ci/run
 
-# docs/results.md: the Sudoku-Extreme-like set from the real lists, then the paper's Sudoku-1k recipe (resumable)
+# results/README.md: the Sudoku-Extreme-like set from the real lists, then the paper's Sudoku-1k recipe (resumable)
 # LISTS: the folder of tdoku/Kaggle lists that --mix reads (docs/datasets.md)
 LISTS ?= data/raw/sudoku
 sudoku-mix:

@@ -82,7 +82,7 @@ GPU_RECIPE = [
         "python pretrain.py recipe=speedrun-hrm-b384 data_path=data/sudoku-mix-v2-1k-aug-1000",
     ),
     (
-        "the HRM paper's Sudoku-1k recipe: 26,041 steps at batch 768 (docs/results.md)",
+        "the HRM paper's Sudoku-1k recipe: 26,041 steps at batch 768 (results/README.md)",
         "python pretrain.py recipe=paper-sudoku data_path=data/sudoku-mix-v2-1k-aug-1000",
     ),
 ]

@@ -271,7 +271,8 @@ def test_evaluate_reads_trm_checkpoint_and_its_all_config(tmp_path: Path) -> Non
         line = next(x for x in r.stdout.splitlines() if x.startswith("all: "))
         got = dict(kv.split("=") for kv in line.removeprefix("all: ").split(", "))
         halting_aware = {"exact_accuracy_at_halt", "accuracy_at_halt", "steps_at_halt"}  # ours, beside TRM's
-        assert set(got) == set(ref["metrics"]["all"]) | halting_aware
+        verifier = {"valid_solution", "valid_not_label"}  # ours too: the share of valid Sudoku answers
+        assert set(got) == set(ref["metrics"]["all"]) | halting_aware | verifier
         for k, v in ref["metrics"]["all"].items():
             assert float(got[k]) == pytest.approx(v, abs=1e-4), k
         step = 10
