@@ -336,12 +336,13 @@ def choose(args: argparse.Namespace, rngs: dict[str, np.random.Generator]) -> tu
 
 
 def generate_val(args: argparse.Namespace, n: int, rng: np.random.Generator, taken: set[bytes]) -> Pair:
-    """n puzzles generated as the train ones (same --min-guesses), none possibly equivalent to a train/test puzzle."""
+    """n puzzles generated as the train and test ones (same --min-guesses and --min-givens: val must be drawn like
+    test, or choosing a step on it means nothing), none possibly equivalent to a train/test puzzle."""
     inputs, labels = [], []
     have = 0
     with progress(total=n, desc="generate val", unit="puzzle") as bar:
         for _ in range(20):  # a collision is rare: another round replaces it
-            new_in, new_lab, _ = sudoku.generate(n - have, rng, min_guesses=args.min_guesses)
+            new_in, new_lab, _ = sudoku.generate(n - have, rng, min_guesses=args.min_guesses, min_clues=args.min_givens)
             idx, _ = pick_disjoint(sudoku_mix.invariant, new_in, np.arange(len(new_in)), taken, n - have)
             taken |= set(sudoku_mix.invariant(new_in[idx]))
             inputs.append(new_in[idx])

@@ -109,3 +109,14 @@ def test_a_folder_without_val_trains_as_before(tiny_sudoku: Path, tmp_path: Path
     evals, out = train_tiny(data, tmp_path / "run")
     assert len(evals) == 2 and not any(k.startswith("val/") for e in evals for k in e)
     assert "time to test exact accuracy" in out
+
+
+def test_generated_val_is_drawn_like_test(tmp_path: Path) -> None:
+    # --min-givens shapes every split: a val of minimal puzzles beside an easy test chose the demo's "best" step on
+    # puzzles it was never meant to solve (val 0.4% where test had 84.6%)
+    out = tmp_path / "easy"
+    args = ["--generate", "30", "--test-size", "12", "--min-givens", "45", "--num-aug", "0", "--output-dir", str(out)]
+    assert build_sudoku(args) == 0
+    for split in ("train", "test", "val"):
+        givens = (np.load(out / split / "all__inputs.npy") > 1).sum(axis=1)  # token 1 = blank
+        assert len(givens) and givens.min() >= 45, (split, givens.min())
