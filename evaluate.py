@@ -44,6 +44,7 @@ from dataset.transforms import puzzle_kind
 from train.checkpoint import INFO_SUFFIX, read_model_info
 from train.config import PretrainConfig, config_error, eval_batch, validate_config
 from train.config import defaults as config_defaults
+from train.hub import is_hub_id
 from train.report import band_row
 from train.runtime import init_distributed, setup_runtime
 from train.search import SEARCH_MAX, check_search, check_search_memory, evaluate_search, table_lines, write_outputs
@@ -86,15 +87,14 @@ def load_eval_config(cli: dict[str, Any], log: Any = print) -> tuple[PretrainCon
     ckpt = cli.pop("checkpoint", None)
     if not ckpt:
         raise UserError("usage: python evaluate.py checkpoint=<path to step_N file> [data_path=...] [key=value ...]")
-    hub = str(ckpt).startswith("hf://")
+    hub = is_hub_id(str(ckpt))
     ckpt = checkpoint_file(model_source(str(ckpt)))  # hf://, an exported or a released folder: its weights file
     given_dir = cli.pop("output_dir", None)
     # a Hub model's folder is the Hub cache, never written into: its predictions only where output_dir= says
     save_outputs = cli.pop("save_outputs", [] if hub and not given_dir else DEFAULT_OUTPUTS)
-    out_dir = str(given_dir or os.path.dirname(ckpt) or ".")
+    out_dir = str(given_dir or ("." if hub else os.path.dirname(ckpt)) or ".")
     if hub and not given_dir:
         log("predictions not saved: give output_dir=<folder> to save them (a Hub model's folder is the Hub cache)")
-        out_dir = "."
 
     cfg_file = os.path.join(os.path.dirname(ckpt), "all_config.yaml")
     if os.path.isfile(cfg_file):

@@ -25,7 +25,6 @@ from train.checkpoint import (
     EXPORTED_INFO,
     EXPORTED_WEIGHTS,
     INFO_FORMAT,
-    RELEASED_WEIGHTS,
     check_model_info,
     model_info,
     read_model_info,
@@ -34,7 +33,7 @@ from train.checkpoint import (
 from utils.errors import UserError
 
 # the folder layouts (an exported model; the original's released checkpoints): train/checkpoint.py's
-MODEL_FILE, CONFIG_FILE, RELEASED_FILE = EXPORTED_WEIGHTS, EXPORTED_INFO, RELEASED_WEIGHTS
+MODEL_FILE, CONFIG_FILE = EXPORTED_WEIGHTS, EXPORTED_INFO
 HALT_RULES = ("q", "max")
 
 
@@ -191,10 +190,11 @@ def load(
     src = model_source(os.fspath(source))  # hf:// downloaded; an exported or released folder: its weights file
     cli = dict(overrides or {})
     target = _device(device, cli)
-    if os.path.basename(src) == MODEL_FILE and os.path.isfile(os.path.join(os.path.dirname(src), CONFIG_FILE)):
-        return _load_exported(os.path.dirname(src), cli, target, log)
-    if os.path.isdir(src) and os.path.isfile(os.path.join(src, CONFIG_FILE)):
-        return _load_exported(src, cli, target, log)  # its checks say what is wrong with the folder
+    # an exported folder (model_source named its weights), or a folder with only config.json: its checks say what
+    # is wrong with it
+    folder = os.path.dirname(src) if os.path.basename(src) == MODEL_FILE else src
+    if os.path.isdir(folder) and os.path.isfile(os.path.join(folder, CONFIG_FILE)):
+        return _load_exported(folder, cli, target, log)
     if os.path.isdir(src):
         found = step_files(src)
         if not found:
@@ -204,8 +204,6 @@ def load(
             )
         src = os.path.join(src, found[0])
     elif not os.path.exists(src):
-        from train.weights import step_files
-
         near = step_files(os.path.dirname(src) or ".")
         there = f" (step files beside it: {', '.join(near[:5])})" if near else ""
         raise UserError(

@@ -29,7 +29,8 @@ MLP_KERNELS = ("auto", "fused", "plain")
 _swiglu_gate_up: Callable | None = None
 # TRM's token-mixing half-block (mlp_t) without gradient as one Triton kernel (models/token_mix.py). Only when
 # mlp_kernel=fused is asked for, not under auto: on an H100 it gave 1.08x a training step and 1.27x evaluation,
-# but one of its GPU tests failed at TRM's shape and was not diagnosed (BENCHMARKS.md), so it is not a default.
+# measured while 32-wide tiles that miscompile there were still among its configs (removed since, BENCHMARKS.md);
+# it becomes a default only once re-measured without them.
 _token_mix: Callable | None = None
 
 

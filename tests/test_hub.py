@@ -29,8 +29,13 @@ def fake_cache(root: Path, repo_id: str, files: dict[str, bytes], commit: str = 
     return snap
 
 
+def offline(cache: Path) -> dict[str, str]:
+    """The environment of a process that reads the Hub cache at `cache` and never the network (a fresh HF_HOME)."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "home")}
+
+
 def fetch(source: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "home")}
+    env = offline(cache)
     return subprocess.run(
         [sys.executable, "-m", "hrm.hub", "fetch", source], cwd=REPO, env=env, capture_output=True, text=True
     )
@@ -193,10 +198,18 @@ print(json.dumps({"grids": r.grids.tolist(), "confidence": r.confidence.tolist()
 """
 
 
+def published(run: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The run exported with its card (a dry run: no network), and that folder as me/tiny in a Hub cache:
+    (the folder, the cache, the cache's snapshot of it)."""
+    folder = Path(hub.publish(str(run), "me/tiny", out_dir=str(tmp_path / "pub"), dry_run=True))
+    cache = tmp_path / "hub"
+    return folder, cache, fake_cache(cache, "me/tiny", {p.name: p.read_bytes() for p in folder.iterdir()})
+
+
 def solve_in_process(source: str, cache: Path, data: Path, overrides: dict | None = None, ema: str = "auto") -> dict:
     import json
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "home")}
+    env = offline(cache)
     env["PYTHONPATH"] = str(REPO)  # `import hrm` from another folder, as after pip install -e .
     inputs = str(data / "test" / "all__inputs.npy")
     r = subprocess.run(
@@ -212,9 +225,7 @@ def test_a_published_model_and_a_released_checkpoint_load_by_hub_id_offline(
     tiny_run: dict[str, Path], tmp_path: Path
 ) -> None:
     run, data = tiny_run["run"], tiny_run["data"]
-    folder = Path(hub.publish(str(run), "me/tiny", out_dir=str(tmp_path / "pub"), dry_run=True))
-    cache = tmp_path / "hub"
-    fake_cache(cache, "me/tiny", {p.name: p.read_bytes() for p in folder.iterdir()})
+    folder, cache, _ = published(run, tmp_path)
     local = solve_in_process(str(folder), cache, data)
     assert solve_in_process("hf://me/tiny", cache, data) == local
     # the original's released layout: `checkpoint` (raw weights) and all_config.yaml, its data named by the caller
@@ -229,10 +240,8 @@ def test_evaluate_scores_a_hub_model_offline_and_writes_nothing_into_the_cache(
     tiny_run: dict[str, Path], tmp_path: Path
 ) -> None:
     run, data = tiny_run["run"], tiny_run["data"]
-    folder = Path(hub.publish(str(run), "me/tiny", out_dir=str(tmp_path / "pub"), dry_run=True))
-    cache = tmp_path / "hub"
-    snap = fake_cache(cache, "me/tiny", {p.name: p.read_bytes() for p in folder.iterdir()})
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    folder, cache, snap = published(run, tmp_path)
+    env = offline(cache)
 
     def evaluate(source: str, *extra: str) -> str:
         r = subprocess.run(

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from dataset.bands import hard_band
 from dataset.loader import load_arrays
 from dataset.transforms import Transforms, make_transforms, puzzle_kind
 from dataset.verify import verifier_score
@@ -44,7 +45,6 @@ from utils.errors import UserError
 
 SEARCH_MAX = 64
 MAZE_COPIES = 8
-HARD_GUESSES = 100  # the hard band: test puzzles our solver needs >= this many guesses for (mix.json)
 
 
 def search_plan(kind: str, k: int, noise: float) -> list[tuple[int, bool]]:
@@ -94,22 +94,6 @@ def select(grids: np.ndarray, q_halt: np.ndarray, score: np.ndarray | None) -> t
     return chosen, np.isfinite(score.max(axis=1))  # the chosen grid's score is the best one
 
 
-def hard_band(data_path: str, set_name: str, n: int) -> np.ndarray | None:
-    """(n,) bool: the test puzzles our solver needed >= 100 guesses for, from the mix's mix.json (written by
-    `build_sudoku_dataset.py --mix`); None without one, or where it does not describe these rows."""
-    path = os.path.join(data_path, "mix.json")
-    if set_name != "all" or not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            guesses = json.load(f).get("test_guesses")
-    except (OSError, ValueError):
-        return None
-    if not isinstance(guesses, list) or len(guesses) < n:
-        return None
-    return np.asarray(guesses[:n], dtype=np.int64) >= HARD_GUESSES
-
-
 def evaluate_search(
     model,
     eager,
@@ -132,7 +116,9 @@ def evaluate_search(
     tf = make_transforms(kind, max(c for c, _ in plan) + 1, meta.vocab_size, seed)
     ignore = meta.ignore_label_id if meta.ignore_label_id is not None else -1
     results: dict[str, dict[str, Any]] = {}
-    for set_name, a in load_arrays(data_path, "test", meta).items():
+    arrays = load_arrays(data_path, "test", meta)
+    band = hard_band(data_path, "test", meta, arrays)  # dataset/bands.py: the rule's one home (None: no band)
+    for set_name, a in arrays.items():
         inputs = np.asarray(a["inputs"][:rows], dtype=np.int64)
         labels = np.asarray(a["labels"][:rows], dtype=np.int64)
         ids = np.repeat(a["puzzle_identifiers"], np.diff(a["puzzle_indices"]))[:rows]
@@ -158,7 +144,7 @@ def evaluate_search(
                 first_halt = np.where(halts.any(1), halts.argmax(1), steps - 1)
                 at_halt = back[np.arange(n), first_halt]
         right = ((grids == labels[:, None]) | (labels[:, None] == ignore)).all(-1)  # (N, K*steps)
-        hard = hard_band(data_path, set_name, n)
+        hard = band.hard[set_name][:rows] if band is not None else None
         table = []
         for j in prefix_sizes(k):
             began = time.perf_counter()

@@ -20,6 +20,7 @@ from train.checkpoint import (
     read_model_info,
     verify_weights,
 )
+from train.hub import is_hub_id, resolve
 from utils.errors import UserError, load_tensors
 
 
@@ -50,11 +51,9 @@ def step_files(folder: str) -> list[str]:
 
 def model_source(source: str) -> str:
     """What `checkpoint=` names, as a path the rest reads: `hf://org/name[@revision]` is downloaded through the Hub
-    cache (hrm/hub.py) and read as the folder it gives; a folder hrm.export wrote is its model.safetensors, the
+    cache (train/hub.py) and read as the folder it gives; a folder hrm.export wrote is its model.safetensors, the
     original's released folder its `checkpoint`; anything else is returned as given (checkpoint_file explains)."""
-    if source.startswith("hf://"):
-        from train.hub import resolve
-
+    if is_hub_id(source):
         source = resolve(source)
     if os.path.isdir(source):
         for name in (EXPORTED_WEIGHTS, RELEASED_WEIGHTS):
