@@ -15,6 +15,7 @@ import pydantic
 import yaml
 from pydantic_core import PydanticCustomError
 
+from train import depth
 from train.functions import arch_config_class, load_model_class
 from utils.errors import UserError, close_matches
 
@@ -115,6 +116,11 @@ class PretrainConfig(pydantic.BaseModel):
     ema: bool = False
     ema_rate: float = 0.999  # the average keeps this much of itself each step
     ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
+
+    # fork: TRM trained shallow early, at its own depth late (train/depth.py; CGAR), a recipe change, off as in the
+    # paper: stages [until, H_cycles, L_cycles], until a fraction of the run's steps; evals run the arch's depth.
+    # e.g. [[0.3,1,2],[0.6,2,4]]
+    depth_curriculum: list[list[float]] = []
 
     @pydantic.field_validator("eval_tta", mode="before")
     @classmethod
@@ -321,6 +327,7 @@ def validate_config(config: PretrainConfig) -> None:
         v = getattr(config, name)
         if v is not None and not (0 < v < math.inf):  # `not`: NaN fails too
             raise UserError(f"{name} must be positive or null, got {v}")
+    depth.check_model(depth.parse(config.depth_curriculum), load_model_class(config.arch.name), config.arch.name)
     validate_arch(config)
 
 

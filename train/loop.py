@@ -163,6 +163,8 @@ def start_run(
         state.step,
         wandb_status,
     )
+    if state.depth is not None:
+        rows.append(("depth", state.depth.describe()))
     held_out = [plan.test] + ([plan.val] if plan.val is not None else [])
     rows.append(band_row([cast(PuzzleDataset, loader.dataset) for loader in held_out]))
     print_report(rt.report + rows)
@@ -322,6 +324,8 @@ class Loop:
                 and config.checkpoint_minutes is not None
                 and time.monotonic() - self.last_save > 60 * config.checkpoint_minutes
             )
+            if d.is_main and state.depth is not None and state.depth.starts_stage(state.step):
+                print(state.depth.stage_line(state.step), flush=True)
             with self.out_of_memory():
                 res = train_batch(config, state, batch, gbs, d, self.device, self.signals.requested is not None, timed)
             self.prog.batches_into_pass += 1

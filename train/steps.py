@@ -34,8 +34,9 @@ from models.losses import EVAL_KEYS, IGNORE_LABEL_ID, ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from muon import Muon, muon_parameters
 from train import checkpoint as ckpt
-from train import run_checkpoint
+from train import depth, run_checkpoint
 from train.config import PretrainConfig, eval_batch
+from train.depth import DepthCurriculum
 from train.ema import EMA
 from train.functions import get_model_source_path, load_model_class
 from train.rng import ExploreRNG, loader_generator
@@ -61,6 +62,7 @@ class TrainState:
     pending: PendingStep | None = None  # the last launched step, its metrics not read yet
     ema: EMA | None = None  # the weight average (ema=true)
     explore: ExploreRNG | None = None  # ACT exploration's own random stream (None: the global one)
+    depth: DepthCurriculum | None = None  # the depth of each training step (depth_curriculum; None: the arch's)
 
     @property
     def head(self) -> ACTLossHead:
@@ -193,6 +195,9 @@ def init_train_state(
     model, optimizers, lrs = create_model(
         config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log, rt.compile_mode
     )
+    stages = depth.parse(config.depth_curriculum)  # checked against the model by train/config.validate_config
+    act = cast(ACTLossHead, model.eager).model
+    full = (act.config.H_cycles, act.config.L_cycles) if stages else (0, 0)
     return TrainState(
         model=model,
         optimizers=optimizers,
@@ -202,6 +207,7 @@ def init_train_state(
         total_steps=total_steps,
         ema=EMA(model.eager, config.ema_rate) if config.ema else None,
         explore=ExploreRNG(config.seed, rt.d.rank, rt.device),
+        depth=DepthCurriculum(stages, total_steps, full) if stages else None,
     )
 
 
@@ -387,7 +393,10 @@ def train_batch(
         if emb is not None:
             emb.pending.clear()
 
-    with state.explore.active() if state.explore is not None else nullcontext():
+    with (
+        state.explore.active() if state.explore is not None else nullcontext(),
+        state.depth.at(state.head.model, state.step) if state.depth is not None else nullcontext(),
+    ):
         state.carry, loss, metrics = state.model.run("train", step, cleanup)
     state.step += 1
 

@@ -20,8 +20,10 @@ SwiGLU across the sequence positions (token mixing, MLP-Mixer style).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -223,12 +225,36 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(InputEmbedding, nn.Module):
         self.L_level = TinyRecursiveReasoningModel_ACTV1ReasoningModule(
             [TinyRecursiveReasoningModel_ACTV1Block(config) for _ in range(config.L_layers)]
         )
+        # The recursion depth (T, n) the forward runs: the config's, except inside `at_depth` (the trainer's depth
+        # curriculum, train/depth.py). Plain ints on the module: torch.compile guards on them, so a new depth is a
+        # recompile of the graph that holds the loop, never a stale graph.
+        self.H_cycles, self.L_cycles = config.H_cycles, config.L_cycles
         self._init_states()
 
         # Q head starts at "continue" with near-zero gradient noise: weight 0, bias -5.
         with torch.no_grad():
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)  # type: ignore[union-attr]
+
+    @contextlib.contextmanager
+    def at_depth(self, H_cycles: int, L_cycles: int) -> Iterator[None]:
+        """Run T = H_cycles recursions of n = L_cycles latent updates inside the block (the weights are the same
+        at every depth: f is one network); the config's depth again after it."""
+        self.check_depth(H_cycles, L_cycles)
+        saved = self.H_cycles, self.L_cycles
+        self.H_cycles, self.L_cycles = H_cycles, L_cycles
+        try:
+            yield
+        finally:
+            self.H_cycles, self.L_cycles = saved
+
+    @classmethod
+    def check_depth(cls, H_cycles: int, L_cycles: int) -> None:
+        """A depth this model can run, else ValueError (a variant may allow fewer: trm_hier6's n <= 6)."""
+        if H_cycles < 1 or L_cycles < 1:
+            raise ValueError(
+                f"a depth needs H_cycles >= 1 and L_cycles >= 1; got H_cycles={H_cycles} L_cycles={L_cycles}"
+            )
 
     def _init_state(self) -> nn.Buffer:
         """A fixed random initial state (std 1), shared by every row."""
@@ -266,7 +292,7 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(InputEmbedding, nn.Module):
     def recursion(self, carry: Any, x: torch.Tensor, cos_sin: CosSin | None) -> Any:
         """One full recursion: n latent updates z <- f(z + y + x), then the answer update y <- f(y + z)."""
         z_H, z_L = carry.z_H, carry.z_L
-        for _ in range(self.config.L_cycles):
+        for _ in range(self.L_cycles):
             z_L = self.L_level(z_L, z_H + x, cos_sin)
         z_H = self.L_level(z_H, z_L, cos_sin)
         return TinyRecursiveReasoningModel_ACTV1InnerCarry(z_H=z_H, z_L=z_L)
@@ -281,7 +307,7 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(InputEmbedding, nn.Module):
         x = self._input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
 
         with torch.no_grad():
-            for _ in range(self.config.H_cycles - 1):
+            for _ in range(self.H_cycles - 1):
                 carry = self.recursion(carry, x, cos_sin)
         # The last recursion carries gradient through all of its n + 1 calls of f.
         carry = self.recursion(carry, x, cos_sin)

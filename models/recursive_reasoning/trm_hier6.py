@@ -33,9 +33,14 @@ class TinyRecursiveReasoningModel_ACTV1InnerCarry:
 class TinyRecursiveReasoningModel_ACTV1_Inner(trm.TinyRecursiveReasoningModel_ACTV1_Inner):
     carry_class = TinyRecursiveReasoningModel_ACTV1InnerCarry
 
-    def _init_states(self) -> None:
-        if self.config.L_cycles > NUM_Z:
+    @classmethod
+    def check_depth(cls, H_cycles: int, L_cycles: int) -> None:
+        super().check_depth(H_cycles, L_cycles)
+        if L_cycles > NUM_Z:
             raise ValueError(f"trm_hier6 has {NUM_Z} latent states, one per latent step: L_cycles must be <= {NUM_Z}")
+
+    def _init_states(self) -> None:
+        self.check_depth(self.config.H_cycles, self.config.L_cycles)
         self.H_init = self._init_state()
         for i in range(1, NUM_Z + 1):
             setattr(self, f"L{i}_init", self._init_state())
@@ -45,7 +50,7 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(trm.TinyRecursiveReasoningModel_AC
     ) -> TinyRecursiveReasoningModel_ACTV1InnerCarry:
         y = carry.z_H
         z = [getattr(carry, f"z_L{i}") for i in range(1, NUM_Z + 1)]
-        for step in range(self.config.L_cycles):
+        for step in range(self.L_cycles):
             z[step] = self.L_level(sum(z[1:], z[0]), y + x, cos_sin)  # summed left to right, as TRM
         y = self.L_level(y, sum(z[1:], z[0]), cos_sin)
         return TinyRecursiveReasoningModel_ACTV1InnerCarry(y, *z)

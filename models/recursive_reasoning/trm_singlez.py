@@ -32,7 +32,7 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(trm.TinyRecursiveReasoningModel_AC
         self, carry: TinyRecursiveReasoningModel_ACTV1InnerCarry, x: torch.Tensor, cos_sin: CosSin | None
     ) -> TinyRecursiveReasoningModel_ACTV1InnerCarry:
         z = carry.z_L
-        for _ in range(self.config.L_cycles):
+        for _ in range(self.L_cycles):
             z = self.L_level(z + x, None, cos_sin)
         return TinyRecursiveReasoningModel_ACTV1InnerCarry(z_L=self.L_level(z, None, cos_sin))
 
