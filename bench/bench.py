@@ -172,6 +172,7 @@ def setup_ours(
     mlp: str = "auto",
     mode: str | None = None,
     fp8: bool = False,
+    scope: str = "model",
 ):
     sys.path.insert(0, str(root))
     from dataset.format import PuzzleDatasetMetadata
@@ -183,6 +184,7 @@ def setup_ours(
         **cfg,
         compile=compile_,
         compile_mode=mode,
+        compile_scope=scope,
         attn_backend="auto",
         micro_batch_size=micro,
         mlp_kernel=mlp,
@@ -192,7 +194,14 @@ def setup_ours(
     rt = setup_runtime(config, d, training=True)
     m = PuzzleDatasetMetadata(**meta)
     model, opts, lrs = pretrain.create_model(
-        config, m, d, rt.device, rt.forward_dtype, rt.use_compile, compile_mode=rt.compile_mode
+        config,
+        m,
+        d,
+        rt.device,
+        rt.forward_dtype,
+        rt.use_compile,
+        compile_mode=rt.compile_mode,
+        compile_scope=rt.compile_scope,
     )
     state = pretrain.TrainState(model=model, optimizers=opts, optimizer_lrs=lrs, carry=None, step=0, total_steps=10**6)
     state.ema = EMA(model.eager, config.ema_rate) if config.ema else None
@@ -401,6 +410,7 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: measured 8k matmul)")
     p.add_argument("--micro", type=int, default=None, help="micro_batch_size (this fork only)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    p.add_argument("--compile-scope", default="model", choices=["model", "block"], help="this fork's compile_scope key")
     p.add_argument(
         "--sdpa", default=None, choices=["flash", "cudnn", "efficient", "math"], help="force one SDPA kernel"
     )
@@ -459,7 +469,9 @@ def main() -> None:
         setattr(inductor_config, k, type(getattr(inductor_config, k))(int(v) if v.isdigit() else v))
     torch.manual_seed(0)
     extra = ({"micro": args.micro} if args.micro else {}) | (
-        {"mlp": args.mlp, "mode": args.compile_mode, "fp8": args.nograd_fp8} if args.impl == "ours" else {}
+        {"mlp": args.mlp, "mode": args.compile_mode, "fp8": args.nograd_fp8, "scope": args.compile_scope}
+        if args.impl == "ours"
+        else {}
     )
     train, evaluate, model, report = setup(args.root.resolve(), cfg, meta, not args.no_compile, **extra)
 
@@ -515,6 +527,7 @@ def main() -> None:
                 attention=report.get("attention", ""),
                 swiglu=report.get("SwiGLU", ""),
                 compile_mode=args.compile_mode,
+                compile_scope=args.compile_scope if args.impl == "ours" else None,
                 nograd_fp8=args.nograd_fp8 or None,
                 micro_batch_size=args.micro,
                 eval_puzzles_per_s_by_batch=by_eval_batch or None,

@@ -10,7 +10,8 @@ plays that role, as in PQN). Evaluation always runs M_max segments, so a batch h
 
 A subclass sets `carry_class` (its carry dataclass, fields inner_carry, steps, halted, current_data) and
 builds `self.config` (halt_max_steps, halt_exploration_prob, no_ACT_continue) and `self.inner` (empty_carry,
-reset_carry, and a forward returning (inner carry, logits, (q_halt_logits, q_continue_logits))).
+reset_carry, and a forward returning (inner carry, logits, (q_halt_logits, q_continue_logits))), and names in
+`compile_region_names` the inner model's repeated reasoning modules (compile_scope=block compiles only those).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ class ACTWrapper(nn.Module):
     carry_class: type
     config: Any
     inner: nn.Module
+    # Attributes of `inner` that are the reasoning modules the recursion calls over and over (TRM: L_level, 21
+    # calls a segment; HRM: H_level and L_level): compile_scope=block compiles only these (train/runtime.py
+    # CompileGuard), a small graph each where the whole model's unrolls every call; a class attribute, so the
+    # start-up report names them before the model is built
+    compile_region_names: tuple[str, ...] = ()
+
+    def compile_regions(self) -> list[nn.Module]:
+        """The modules compile_scope=block compiles in place (see compile_region_names)."""
+        return [getattr(self.inner, name) for name in self.compile_region_names]
 
     @property
     def puzzle_emb(self) -> CastedSparseEmbedding:

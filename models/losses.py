@@ -75,6 +75,10 @@ class ACTLossHead(nn.Module):
         """The carry with noise on its latent state (models/act.py), for evaluate.py's search."""
         return self.model.perturb(*args, **kwargs)  # type: ignore[operator]
 
+    def compile_regions(self) -> list[nn.Module]:
+        """The ACT model's repeated reasoning modules, which compile_scope=block compiles (models/act.py)."""
+        return self.model.compile_regions()  # type: ignore[operator]
+
     @property
     def halt_max_steps(self) -> int:
         """Segments an example runs at most (evaluation runs them all)."""

@@ -77,6 +77,11 @@ class PretrainConfig(pydantic.BaseModel):
     # torch.compile's mode (train/runtime.compile_modes): None (its default) | reduce-overhead (CUDA graphs) |
     # max-autotune | max-autotune-no-cudagraphs
     compile_mode: str | None = None
+    # what torch.compile compiles: model (the whole ACT model, one graph) | block (only the repeated reasoning
+    # modules, in place; the rest eager): TRM's unrolled whole-model graph took ~1 min to compile per mode on an
+    # H100; block compiles one small module instead, at some step time (less fusion; GPU effect not yet measured,
+    # BENCHMARKS.md); not with CUDA-graph modes
+    compile_scope: str = "model"
     nograd_fp8: bool = False  # training's no-grad forwards as fp8 GEMMs (models/layers.py); a recipe change
     wandb_mode: str = "auto"  # auto (online if logged in, else off) | online | offline | disabled
 

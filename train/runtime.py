@@ -156,6 +156,33 @@ def uses_cuda_graphs(mode: str | None) -> bool:
     return mode is not None and bool(compile_modes().get(mode, {}).get("triton.cudagraphs"))
 
 
+COMPILE_SCOPES = ("model", "block")  # train/config.py compile_scope: what torch.compile compiles
+
+
+def check_compile_scope(scope: str, mode: str | None, arch_name: str) -> tuple[str, ...]:
+    """compile_scope checked once (UserError on a bad value): the names of the modules `block` compiles (the
+    model class's `compile_region_names`, models/act.py), () for `model`."""
+    if scope not in COMPILE_SCOPES:
+        raise UserError(f"compile_scope must be one of {', '.join(COMPILE_SCOPES)}; got {scope!r}")
+    if scope == "model":
+        return ()
+    if uses_cuda_graphs(mode):
+        # not tried: each region would be its own CUDA graph, whose outputs (the next call's inputs) live in a pool
+        # the next replay overwrites; only the whole model's outputs are copied out of it (out_of_graph_pool)
+        raise UserError(
+            f"compile_scope=block does not take compile_mode={mode} (CUDA graphs); use compile_scope=model, or a "
+            "compile_mode without CUDA graphs (null or max-autotune-no-cudagraphs)"
+        )
+    from train.functions import load_model_class
+
+    names = tuple(getattr(load_model_class(arch_name), "compile_region_names", ()))
+    if not names:
+        raise UserError(
+            f"compile_scope=block: {arch_name} names no reasoning modules to compile; use compile_scope=model"
+        )
+    return names
+
+
 def describe_compile_mode(mode: str) -> str:
     opts = compile_modes()[mode]
     parts = [
@@ -187,13 +214,31 @@ class CompileGuard:
     Compilation happens lazily at the first call of each mode; if that fails (a missing compiler, a
     Dynamo/Inductor bug), the run prints one line with the reason and continues eager instead of dying.
     Checkpoints always use `eager` (no `_orig_mod.` prefixes).
+
+    `scope` (train/config.py compile_scope): "model" compiles the whole module into a twin; "block" compiles only
+    the module's `compile_regions()` (the repeated reasoning modules, models/act.py) in place, so `compiled` is
+    the eager module itself, its state_dict keys unchanged, and the fallback undoes the in-place compile.
     """
 
     def __init__(
-        self, model: nn.Module, enabled: bool, log: Callable[[str], None] = print, mode: str | None = None
+        self,
+        model: nn.Module,
+        enabled: bool,
+        log: Callable[[str], None] = print,
+        mode: str | None = None,
+        scope: str = "model",
     ) -> None:
         self.eager = model
-        self.compiled: nn.Module | None = torch.compile(model, dynamic=False, mode=mode) if enabled else None  # type: ignore[assignment]
+        self.scope = scope
+        self.regions: list[nn.Module] = []  # the modules compiled in place (scope "block")
+        self.compiled: nn.Module | None = None
+        if enabled and scope == "block":
+            self.regions = model.compile_regions()  # type: ignore[operator]
+            for region in self.regions:
+                region.compile(dynamic=False, mode=mode)
+            self.compiled = model
+        elif enabled:
+            self.compiled = torch.compile(model, dynamic=False, mode=mode)  # type: ignore[assignment]
         self.log = log
         self.graphs = enabled and uses_cuda_graphs(mode)
         self.mode = mode
@@ -234,6 +279,9 @@ class CompileGuard:
                 f"torch.compile failed ({exception_line(e, 200)}); continuing eager. {other} DISABLE_COMPILE=1 to skip compiling."
             )
             self.compiled = None
+            for region in self.regions:  # nn.Module.compile's wrapper: None makes the region eager again
+                region._compiled_call_impl = None
+            self.regions = []
             if cleanup is not None:
                 cleanup()
             return fn(self.eager)
@@ -253,6 +301,7 @@ class Runtime:
     use_compile: bool
     report: list[tuple[str, str]]  # the start-up report's first rows: each choice and its reason
     compile_mode: str | None = None
+    compile_scope: str = "model"
 
 
 def setup_runtime(config: PretrainConfig, d: Dist, training: bool = False) -> Runtime:
@@ -270,16 +319,18 @@ def setup_runtime(config: PretrainConfig, d: Dist, training: bool = False) -> Ru
         raise UserError(str(e)) from None
     use_compile, compile_why = compile_wanted(config.compile, device)
     mode = check_compile_mode(config.compile_mode)
+    regions = check_compile_scope(config.compile_scope, mode, config.arch.name)
     if use_compile and mode is not None:
         compile_why += f"; mode {mode}: {describe_compile_mode(mode)}"
+    scope_note = f"; scope block: the reasoning modules only ({', '.join(regions)})" if use_compile and regions else ""
     cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
     report = [
         ("versions", f"Python {sys.version.split()[0]}, torch {torch.__version__}{cuda}"),
         ("device", device_desc),
         ("attention", f"{attn} ({attn_why})" if attn_why else attn),
         ("SwiGLU", f"{mlp} ({mlp_why})"),
-        ("compile", f"{'on' if use_compile else 'off'} ({compile_why})"),
+        ("compile", f"{'on' if use_compile else 'off'} ({compile_why}){scope_note}"),
         ("forward dtype", f"{forward_dtype} ({dtype_why})" + (f"; {fp8_note}" if fp8_note else "")),
         ("world size", f"{d.world_size}" + (f" ({d.backend})" if d.backend else "")),
     ]
-    return Runtime(d, device, forward_dtype, use_compile, report, mode)
+    return Runtime(d, device, forward_dtype, use_compile, report, mode, config.compile_scope)

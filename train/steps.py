@@ -124,6 +124,7 @@ def create_model(
     use_compile: bool,
     log=print,
     compile_mode: str | None = None,
+    compile_scope: str = "model",
 ) -> tuple[CompileGuard, list[torch.optim.Optimizer], list[float]]:
     model_cls = load_model_class(config.arch.name)
     loss_cls = load_model_class(config.arch.loss.name)
@@ -161,7 +162,8 @@ def create_model(
     if matrices:
         optimizers.append(Muon(matrices, lr=0, momentum=config.muon_momentum, weight_decay=config.muon_weight_decay))
         lrs.append(config.muon_lr)
-    return CompileGuard(model, enabled=use_compile, log=log, mode=compile_mode), optimizers, lrs
+    guard = CompileGuard(model, enabled=use_compile, log=log, mode=compile_mode, scope=compile_scope)
+    return guard, optimizers, lrs
 
 
 def cosine_schedule_with_warmup_lr_lambda(
@@ -193,7 +195,7 @@ def init_train_state(
             f"(global_batch_size {config.global_batch_size} / {rt.d.world_size} processes)"
         )
     model, optimizers, lrs = create_model(
-        config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log, rt.compile_mode
+        config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log, rt.compile_mode, rt.compile_scope
     )
     stages = depth.parse(config.depth_curriculum)  # checked against the model by train/config.validate_config
     act = cast(ACTLossHead, model.eager).model

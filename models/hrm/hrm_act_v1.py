@@ -224,6 +224,7 @@ class HierarchicalReasoningModel_ACTV1(ACTWrapper):
     learns when to halt."""
 
     carry_class = HierarchicalReasoningModel_ACTV1Carry
+    compile_region_names = ("H_level", "L_level")  # f_H and f_L, each called every cycle
 
     def __init__(self, config_dict: dict):
         super().__init__()

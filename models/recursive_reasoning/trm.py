@@ -324,6 +324,7 @@ class TinyRecursiveReasoningModel_ACTV1(ACTWrapper):
     segments, halting learned by the Q-head (no_ACT_continue by default)."""
 
     carry_class = TinyRecursiveReasoningModel_ACTV1Carry
+    compile_region_names = ("L_level",)  # TRM's one network f, for z and y alike (the variants' too)
     inner_class: type = TinyRecursiveReasoningModel_ACTV1_Inner
 
     def __init__(self, config_dict: dict):
