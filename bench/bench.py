@@ -490,11 +490,14 @@ def main() -> None:
         gpu_busy(lambda i: train(batches[i % len(batches)], batch), trace=args.trace) if args.profile and cuda else {}
     )
 
-    puzzles_s, by_eval_batch = float("nan"), {}
+    puzzles_s, by_eval_batch, eval_warm_s = float("nan"), {}, {}
     if args.eval_batches > 0:
         for eval_batch in args.eval_batch or [batch]:
             eval_batches = make_batches(args.eval_batches, seq, vocab, eval_batch, ids, seed=1)
+            t_first = time.perf_counter()
             evaluate(eval_batches[:1])  # compile / warm up eval at this shape
+            sync()
+            eval_warm_s.setdefault(eval_batch, round(time.perf_counter() - t_first, 1))
             eval_s = timed(lambda _, b=eval_batches: evaluate(b), 2)
             by_eval_batch[eval_batch] = round(args.eval_batches * eval_batch / eval_s, 1)
         puzzles_s = next(iter(by_eval_batch.values()))
@@ -522,7 +525,8 @@ def main() -> None:
                 peak_mem_gb=round(peak_gb, 2),
                 eval_puzzles_per_s=round(puzzles_s, 1),
                 eval_mfu=round(f_puzzle * puzzles_s / peak, 3),
-                warmup_s=round(warm_s, 1),
+                warmup_s=round(warm_s, 1),  # the warm-up steps, the step's compile included
+                eval_first_s=next(iter(eval_warm_s.values()), None),  # the first eval batch, its compile included
                 peak_tflops=round(peak / 1e12, 1),
                 attention=report.get("attention", ""),
                 swiglu=report.get("SwiGLU", ""),
