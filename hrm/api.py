@@ -227,7 +227,7 @@ def _device(device: str | torch.device | None, cli: dict[str, Any]) -> torch.dev
 
 
 def _load_checkpoint(ckpt: str, cli: dict[str, Any], target: torch.device | None, ema: str, log: Callable) -> Solver:
-    from evaluate import load_eval_config
+    from train.eval_config import load_eval_config
     from train.weights import model_shape, weights_file
 
     cli = {**cli, "checkpoint": ckpt, "save_outputs": []}  # no prediction files: a read-only run folder is fine

@@ -127,9 +127,9 @@ def launch_config(data: Path, run_dir: Path, **overrides):
     """The config `pretrain.launch` gets from the command line, for a tiny CPU run of the tiny model in-process."""
     from omegaconf import OmegaConf
 
-    import evaluate
+    from train import eval_config
 
-    cfg = evaluate.default_config()
+    cfg = eval_config.default_config()
     cfg.update(data_path=str(data), checkpoint_path=str(run_dir), global_batch_size=64, epochs=2, eval_interval=1)
     cfg.update(wandb_mode="disabled", device="cpu", **overrides)
     cfg["arch"].update(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2)

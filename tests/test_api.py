@@ -52,6 +52,17 @@ def test_checkpoint_carries_its_metadata(trained: dict[str, Path]) -> None:
     assert all(isinstance(v, torch.Tensor) and k.startswith("model.inner.") for k, v in weights.items())
 
 
+def test_loading_a_model_leaves_the_process_ctrl_c_alone(trained: dict[str, Path]) -> None:
+    """A library call installs no hook of the scripts' (utils/interrupt.py prints one line on Ctrl-C for evaluate.py
+    and the other commands, in their own processes)."""
+    code = (
+        "import sys; before = sys.excepthook; import hrm; hrm.load(sys.argv[1], device='cpu'); "
+        "assert sys.excepthook is before, sys.excepthook; assert 'evaluate' not in sys.modules"
+    )
+    r = run_py(["-c", code, str(trained["run"] / "step_4")])
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_solve_agrees_with_evaluate(trained: dict[str, Path]) -> None:
     """halt=max runs the paper's protocol, as evaluate.py: the same answers on the same puzzles, without the data."""

@@ -105,10 +105,10 @@ def config_error(*overrides: str, arch: str | None = None) -> str:
     import pydantic
     from omegaconf import OmegaConf
 
-    import evaluate
     import pretrain
+    from train import eval_config
 
-    base = OmegaConf.create(evaluate.default_config())
+    base = OmegaConf.create(eval_config.default_config())
     if arch is not None:
         base.arch = OmegaConf.load(REPO / "config" / "arch" / f"{arch}.yaml")
     cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
@@ -240,11 +240,11 @@ def test_bad_trm_config_value_is_one_line(override: str, expected: str) -> None:
 
 def test_good_configs_still_pass() -> None:
     """The ranges do not reject what the recipes and tests use (boundaries included)."""
-    import evaluate
     import pretrain
+    from train import eval_config
 
     for extra in ({}, {"lr_min_ratio": 0.0, "beta1": 0.0, "lr": 0.0}, {"arch": {"hidden_size": 66, "num_heads": 3}}):
-        cfg = evaluate.default_config()
+        cfg = eval_config.default_config()
         cfg["arch"].update(extra.pop("arch", {}))
         pretrain.validate_config(pretrain.PretrainConfig(**(cfg | extra)))
 
@@ -642,16 +642,16 @@ def test_an_arch_key_unlike_the_checkpoints_is_refused(run_dir: Path, override: 
 
 
 def test_weights_of_another_depth_name_the_key(run_copy: Path, tiny_sudoku: Path) -> None:
-    import evaluate
     import pretrain
     from dataset.loader import load_metadata
+    from train import eval_config
     from train.runtime import Dist
 
     as_released(run_copy)  # the weights alone say what the model was
     arch = {a.split("=")[0].removeprefix("arch."): int(a.split("=")[1]) for a in TINY_ARCH} | {"L_layers": 2}
     arch |= {"puzzle_emb_ndim": 64}
     cli = {"checkpoint": str(run_copy / "step_2"), "data_path": str(tiny_sudoku), "arch": arch}
-    config, ckpt, _ = evaluate.load_eval_config(cli)
+    config, ckpt, _ = eval_config.load_eval_config(cli)
     model, _, _ = pretrain.create_model(
         config, load_metadata(str(tiny_sudoku), "train"), Dist(), torch.device("cpu"), "float32", False
     )
@@ -665,7 +665,7 @@ def test_read_only_output_folder(run_dir: Path, monkeypatch) -> None:
     """As root a chmod'ed folder stays writable, so the refused write is simulated at the probe."""
     import errno
 
-    import evaluate
+    from train import eval_config
 
     real_open = os.open
 
@@ -677,7 +677,7 @@ def test_read_only_output_folder(run_dir: Path, monkeypatch) -> None:
     before = snapshot(run_dir)
     monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(UserError) as err:
-        evaluate.load_eval_config({"checkpoint": str(run_dir / "step_2")})
+        eval_config.load_eval_config({"checkpoint": str(run_dir / "step_2")})
     monkeypatch.undo()
     msg = str(err.value)
     assert f"cannot write predictions (step_N_all_preds.*) to {run_dir} (Permission denied)" in msg
@@ -778,7 +778,7 @@ def test_config_with_python_tag_is_refused(run_copy: Path, script: str) -> None:
 def test_config_whose_recipe_is_a_path_is_refused(run_copy: Path, recipe: str, monkeypatch) -> None:
     import builtins
 
-    import evaluate
+    from train import eval_config
 
     cfg = (run_copy / "all_config.yaml").read_text()
     assert "recipe: null" in cfg
@@ -787,18 +787,18 @@ def test_config_whose_recipe_is_a_path_is_refused(run_copy: Path, recipe: str, m
     real_open = builtins.open
     monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
     with pytest.raises(UserError, match=r"is not one of config/recipe/") as err:
-        evaluate.load_eval_config({"checkpoint": str(run_copy / "step_2")})
+        eval_config.load_eval_config({"checkpoint": str(run_copy / "step_2")})
     assert "\n" not in str(err.value) and not any("outside" in f or "hostname" in f for f in opened)
 
 
 @CRAFTED
 @pytest.mark.parametrize("content", ["- a\n- b\n", "just text\n", "a: [1,\n"])
 def test_config_that_is_not_a_mapping(run_copy: Path, content: str) -> None:
-    import evaluate
+    from train import eval_config
 
     (run_copy / "all_config.yaml").write_text(content)
     with pytest.raises(UserError, match="all_config.yaml (holds a|is not a plain YAML)"):
-        evaluate.load_eval_config({"checkpoint": str(run_copy / "step_2")})
+        eval_config.load_eval_config({"checkpoint": str(run_copy / "step_2")})
 
 
 @CRAFTED

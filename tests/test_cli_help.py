@@ -81,7 +81,11 @@ def keys_read(*files: str) -> set[str]:
 @pytest.mark.parametrize(
     "script,files,training_keys",
     [
-        ("evaluate.py", ["evaluate.py"], {"device", "arch"}),  # read by the trainer's code too: listed there
+        (
+            "evaluate.py",
+            ["evaluate.py", "train/eval_config.py"],
+            {"device", "arch"},
+        ),  # device, arch: the trainer's keys
         ("predict.py", ["predict.py", "dataset/viewer/think.py"], set()),
     ],
 )

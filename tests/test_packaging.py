@@ -54,11 +54,12 @@ def run_elsewhere(python: str, code: str, cwd: Path) -> subprocess.CompletedProc
 
 CHECK = """
 import os, sys, hrm, train.checkpoint, evaluate
+from train import eval_config
 from hrm.puzzles import to_tokens
 print(hrm.CODE_ROOT)
 print(os.path.dirname(os.path.dirname(train.checkpoint.__file__)))
 assert to_tokens("." * 81, "sudoku", 81, 11).shape == (1, 81)
-assert evaluate.default_config()["arch"]["name"]  # config/arch/hrm_v1.yaml shipped with the code
+assert eval_config.default_config()["arch"]["name"]  # config/arch/hrm_v1.yaml shipped with the code
 """
 
 
