@@ -135,3 +135,28 @@ def test_pretrain_refuses_it_for_hrm_and_a_bad_format_as_one_line(tiny_sudoku: P
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "each stage is [until, H_cycles, L_cycles]" in r.stderr
     assert not (tmp_path / "run").exists()  # refused before a run folder was made
+
+
+def test_a_compiled_model_follows_the_depth() -> None:
+    """torch.compile guards on the depth ints, so a new depth is a new graph, never the last depth's graph run again
+    (Dynamo alone, backend="eager": the guards are Dynamo's, Inductor adds nothing to them)."""
+    torch._dynamo.reset()
+    model = trm("mlp_t_none", H_cycles=2, L_cycles=3)
+    compiled = torch.compile(model, backend="eager", dynamic=False)
+    cfg = model.model.config
+    batch = {
+        "inputs": torch.randint(1, cfg.vocab_size, (4, cfg.seq_len)),
+        "labels": torch.randint(1, cfg.vocab_size, (4, cfg.seq_len)),
+        "puzzle_identifiers": torch.zeros(4, dtype=torch.int32),
+    }
+
+    def logits(m) -> torch.Tensor:
+        return m(carry=model.initial_carry(batch), batch=batch, return_keys=["logits"])[3]["logits"]
+
+    with torch.no_grad():
+        for depth in [(1, 1), (2, 3), (1, 2)]:
+            with model.model.inner.at_depth(*depth):
+                torch.testing.assert_close(logits(compiled), logits(model), rtol=0, atol=0)
+        full = logits(compiled)
+        with model.model.inner.at_depth(1, 1):
+            assert not torch.equal(logits(compiled), full)
