@@ -124,6 +124,7 @@ class DepthCurriculum:
         return f"{', '.join(parts)}, then the arch's H{h}xL{lc} (evaluations always H{h}xL{lc}; CGAR, train/depth.py)"
 
     def stage_line(self, step: int) -> str:
+        """The depth that trains from step `step` on (printed at each stage's first step and when a run resumes)."""
         i = self.stage_of(step)
         h, lc = self.depth_of(step)
         return (
