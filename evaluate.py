@@ -191,16 +191,7 @@ def launch(cli: dict[str, Any]) -> None:
             check_search(kind, search, search_noise, shell.join(score))
             if d.is_main:
                 check_output_dir(config.checkpoint_path or ".", ckpt)
-        model, optimizers, lrs = create_model(
-            config,
-            model_meta,
-            d,
-            rt.device,
-            rt.forward_dtype,
-            rt.use_compile,
-            compile_mode=rt.compile_mode,
-            compile_scope=rt.compile_scope,
-        )
+        model, optimizers, lrs = create_model(config, model_meta, d, rt.device, rt.forward_dtype, rt.use_compile)
         weights = weights_file(ckpt, ema)
         load_checkpoint(weights, model.eager, config.data_path)
 

@@ -193,16 +193,7 @@ def setup_ours(
     d = Dist()
     rt = setup_runtime(config, d, training=True)
     m = PuzzleDatasetMetadata(**meta)
-    model, opts, lrs = pretrain.create_model(
-        config,
-        m,
-        d,
-        rt.device,
-        rt.forward_dtype,
-        rt.use_compile,
-        compile_mode=rt.compile_mode,
-        compile_scope=rt.compile_scope,
-    )
+    model, opts, lrs = pretrain.create_model(config, m, d, rt.device, rt.forward_dtype, rt.use_compile)
     state = pretrain.TrainState(model=model, optimizers=opts, optimizer_lrs=lrs, carry=None, step=0, total_steps=10**6)
     state.ema = EMA(model.eager, config.ema_rate) if config.ema else None
 

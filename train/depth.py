@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,15 +104,9 @@ class DepthCurriculum:
         """Step `step` (0-based) is the first of a stage (so the log says the new depth)."""
         return bool(self.stages) and (step == 0 or self.stage_of(step) != self.stage_of(step - 1))
 
-    @contextlib.contextmanager
-    def at(self, model: nn.Module, step: int) -> Iterator[None]:
-        """Train step `step` at its depth; nothing changes after the last stage."""
-        i = self.stage_of(step)
-        if i >= len(self.stages):
-            yield
-            return
-        with model.inner.at_depth(*self.depth_of(step)):  # type: ignore[union-attr,operator]
-            yield
+    def at(self, model: nn.Module, step: int) -> contextlib.AbstractContextManager[None]:
+        """Train step `step` at its depth (after the last stage: the arch's, the ints torch.compile saw before)."""
+        return model.inner.at_depth(*self.depth_of(step))  # type: ignore[union-attr,operator]
 
     def describe(self) -> str:
         """One line for the start-up report."""

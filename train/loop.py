@@ -194,7 +194,6 @@ class Loop:
         self.config, self.d, self.device, self.log = config, rt.d, rt.device, log
         self.state, self.plan, self.prog, self.tracker, self.writes = state, plan, prog, tracker, writes
         self.resumed_at = state.step if config.resume is not None else None
-        self.depth_said = False  # the depth curriculum's stage was printed since this process started
         self.rate = StepRate(warmup_steps=state.model.warmup_calls)
         self.bar = (
             progress_bar(plan.planned, state.step, config.global_batch_size, rate=self.rate) if rt.d.is_main else None
@@ -325,9 +324,9 @@ class Loop:
                 and config.checkpoint_minutes is not None
                 and time.monotonic() - self.last_save > 60 * config.checkpoint_minutes
             )
-            if d.is_main and state.depth is not None and (state.depth.starts_stage(state.step) or not self.depth_said):
-                print(state.depth.stage_line(state.step), flush=True)  # a resumed run says its stage too
-                self.depth_said = True
+            said = state.depth is not None and (state.depth.starts_stage(state.step) or state.step == self.resumed_at)
+            if d.is_main and said:  # each stage's first step, and the stage a resumed run goes on in
+                print(state.depth.stage_line(state.step), flush=True)  # type: ignore[union-attr]
             with self.out_of_memory():
                 res = train_batch(config, state, batch, gbs, d, self.device, self.signals.requested is not None, timed)
             self.prog.batches_into_pass += 1

@@ -300,8 +300,6 @@ class Runtime:
     forward_dtype: str
     use_compile: bool
     report: list[tuple[str, str]]  # the start-up report's first rows: each choice and its reason
-    compile_mode: str | None = None
-    compile_scope: str = "model"
 
 
 def setup_runtime(config: PretrainConfig, d: Dist, training: bool = False) -> Runtime:
@@ -333,4 +331,4 @@ def setup_runtime(config: PretrainConfig, d: Dist, training: bool = False) -> Ru
         ("forward dtype", f"{forward_dtype} ({dtype_why})" + (f"; {fp8_note}" if fp8_note else "")),
         ("world size", f"{d.world_size}" + (f" ({d.backend})" if d.backend else "")),
     ]
-    return Runtime(d, device, forward_dtype, use_compile, report, mode, config.compile_scope)
+    return Runtime(d, device, forward_dtype, use_compile, report)

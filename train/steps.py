@@ -123,8 +123,6 @@ def create_model(
     forward_dtype: str,
     use_compile: bool,
     log=print,
-    compile_mode: str | None = None,
-    compile_scope: str = "model",
 ) -> tuple[CompileGuard, list[torch.optim.Optimizer], list[float]]:
     model_cls = load_model_class(config.arch.name)
     loss_cls = load_model_class(config.arch.loss.name)
@@ -162,7 +160,8 @@ def create_model(
     if matrices:
         optimizers.append(Muon(matrices, lr=0, momentum=config.muon_momentum, weight_decay=config.muon_weight_decay))
         lrs.append(config.muon_lr)
-    guard = CompileGuard(model, enabled=use_compile, log=log, mode=compile_mode, scope=compile_scope)
+    # compile_mode and compile_scope as the config says (train/runtime.setup_runtime checked both once)
+    guard = CompileGuard(model, enabled=use_compile, log=log, mode=config.compile_mode, scope=config.compile_scope)
     return guard, optimizers, lrs
 
 
@@ -194,12 +193,10 @@ def init_train_state(
             f"micro_batch_size={config.micro_batch_size} must divide the per-process batch {local_batch} "
             f"(global_batch_size {config.global_batch_size} / {rt.d.world_size} processes)"
         )
-    model, optimizers, lrs = create_model(
-        config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log, rt.compile_mode, rt.compile_scope
-    )
+    model, optimizers, lrs = create_model(config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log)
     stages = depth.parse(config.depth_curriculum)  # checked against the model by train/config.validate_config
     act = cast(ACTLossHead, model.eager).model
-    full = (act.config.H_cycles, act.config.L_cycles) if stages else (0, 0)
+    curriculum = DepthCurriculum(stages, total_steps, (act.config.H_cycles, act.config.L_cycles)) if stages else None
     return TrainState(
         model=model,
         optimizers=optimizers,
@@ -209,7 +206,7 @@ def init_train_state(
         total_steps=total_steps,
         ema=EMA(model.eager, config.ema_rate) if config.ema else None,
         explore=ExploreRNG(config.seed, rt.d.rank, rt.device),
-        depth=DepthCurriculum(stages, total_steps, full) if stages else None,
+        depth=curriculum,
     )
 
 
