@@ -16,8 +16,9 @@ reset_carry, and a forward returning (inner carry, logits, (q_halt_logits, q_con
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -35,6 +36,26 @@ class ACTWrapper(nn.Module):
     # CompileGuard), a small graph each where the whole model's unrolls every call; a class attribute, so the
     # start-up report names them before the model is built
     compile_region_names: tuple[str, ...] = ()
+    # The segment limit M_max that training runs under: the config's halt_max_steps, except inside
+    # `at_halt_max_steps` (the trainer's segments curriculum, train/curriculum.py). A plain int on the module, so
+    # torch.compile guards on it: a new limit is a recompile of the graph that holds the halting, never a stale one.
+    segment_limit: int | None = None
+
+    @property
+    def max_segments(self) -> int:
+        return self.segment_limit if self.segment_limit is not None else self.config.halt_max_steps
+
+    @contextlib.contextmanager
+    def at_halt_max_steps(self, halt_max_steps: int) -> Iterator[None]:
+        """Train with rows halting by `halt_max_steps` segments (their Q-head may halt them sooner); the config's
+        limit again after it. Evaluation always runs the config's."""
+        if halt_max_steps < 1:
+            raise ValueError(f"halt_max_steps must be >= 1, got {halt_max_steps}")
+        saved, self.segment_limit = self.segment_limit, halt_max_steps
+        try:
+            yield
+        finally:
+            self.segment_limit = saved
 
     def compile_regions(self) -> list[nn.Module]:
         """The modules compile_scope=block compiles in place (see compile_region_names)."""
@@ -89,15 +110,16 @@ class ACTWrapper(nn.Module):
 
         with torch.no_grad():
             steps = steps + 1
-            is_last_step = steps >= self.config.halt_max_steps
+            limit = self.max_segments
+            is_last_step = steps >= limit
             halted = is_last_step
 
-            if self.training and self.config.halt_max_steps > 1:
+            if self.training and limit > 1:
                 halted = halted | self.says_halt(q_halt_logits, q_continue_logits)
 
                 # Exploration: with prob. epsilon a row must run at least U{2..M_max} segments.
                 explore = torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob
-                min_halt_steps = explore * torch.randint_like(steps, low=2, high=self.config.halt_max_steps + 1)
+                min_halt_steps = explore * torch.randint_like(steps, low=2, high=limit + 1)
                 halted = halted & (steps >= min_halt_steps)
 
                 # Q-learning target for "continue": the next segment's value.

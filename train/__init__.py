@@ -9,7 +9,7 @@
     run_checkpoint.py  a run's checkpoints: saved from every rank, restored, resume lookup, pruning
     weights.py         weights for evaluate.py and predict.py
     eval_config.py     the config a checkpoint is evaluated with (evaluate.py and the API)
-    depth.py           the depth curriculum: which recursion depth each training step runs
+    curriculum.py      depth_curriculum, segments_curriculum: early steps at a shallower depth, fewer segments
     search.py, hub.py  evaluate.py's verifier search; hf:// model folders through the Hub's cache
     runtime.py         device, dtype, compile, distributed; tracking.py, report.py, records.py: what a run tells
     ema.py, rng.py, signals.py, writes.py, functions.py, trm_config.py: the weight average, random streams,

@@ -15,7 +15,7 @@ import pydantic
 import yaml
 from pydantic_core import PydanticCustomError
 
-from train import depth
+from train import curriculum
 from train.functions import arch_config_class, load_model_class
 from utils.errors import UserError, close_matches
 
@@ -122,10 +122,12 @@ class PretrainConfig(pydantic.BaseModel):
     ema_rate: float = 0.999  # the average keeps this much of itself each step
     ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
 
-    # fork: TRM trained shallow early, at its own depth late (train/depth.py; CGAR), a recipe change, off as in the
-    # paper: stages [until, H_cycles, L_cycles], until a fraction of the run's steps; evals run the arch's depth.
-    # e.g. [[0.3,1,2],[0.6,2,4]]
+    # fork: curricula (train/curriculum.py), recipe changes, off as in the paper: stages [until, value...], until a
+    # fraction of the run's steps, then the arch's setting; evals always run the arch's.
+    # TRM trained shallow early (CGAR): stages [until, H_cycles, L_cycles], e.g. [[0.3,1,2],[0.6,2,4]]
     depth_curriculum: list[list[float]] = []
+    # fewer supervision segments early (HRM and TRM): stages [until, halt_max_steps], e.g. [[0.3,4],[0.6,8]]
+    segments_curriculum: list[list[float]] = []
 
     @pydantic.field_validator("eval_tta", mode="before")
     @classmethod
@@ -332,7 +334,7 @@ def validate_config(config: PretrainConfig) -> None:
         v = getattr(config, name)
         if v is not None and not (0 < v < math.inf):  # `not`: NaN fails too
             raise UserError(f"{name} must be positive or null, got {v}")
-    depth.check_model(depth.parse(config.depth_curriculum), load_model_class(config.arch.name), config.arch.name)
+    curriculum.check_config(config, load_model_class(config.arch.name), config.arch.name)
     validate_arch(config)
 
 

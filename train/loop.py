@@ -163,8 +163,7 @@ def start_run(
         state.step,
         wandb_status,
     )
-    if state.depth is not None:
-        rows.append(("depth", state.depth.describe()))
+    rows += [(c.kind.key.removesuffix("_curriculum"), c.describe()) for c in state.curricula]
     held_out = [plan.test] + ([plan.val] if plan.val is not None else [])
     rows.append(band_row([cast(PuzzleDataset, loader.dataset) for loader in held_out]))
     print_report(rt.report + rows)
@@ -324,9 +323,9 @@ class Loop:
                 and config.checkpoint_minutes is not None
                 and time.monotonic() - self.last_save > 60 * config.checkpoint_minutes
             )
-            said = state.depth is not None and (state.depth.starts_stage(state.step) or state.step == self.resumed_at)
-            if d.is_main and said:  # each stage's first step, and the stage a resumed run goes on in
-                print(state.depth.stage_line(state.step), flush=True)  # type: ignore[union-attr]
+            for c in state.curricula if d.is_main else []:  # each stage's first step, and where a resumed run goes on
+                if c.starts_stage(state.step) or state.step == self.resumed_at:
+                    print(c.stage_line(state.step), flush=True)
             with self.out_of_memory():
                 res = train_batch(config, state, batch, gbs, d, self.device, self.signals.requested is not None, timed)
             self.prog.batches_into_pass += 1

@@ -14,8 +14,8 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,9 +34,9 @@ from models.losses import EVAL_KEYS, IGNORE_LABEL_ID, ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from muon import Muon, muon_parameters
 from train import checkpoint as ckpt
-from train import depth, run_checkpoint
+from train import curriculum, run_checkpoint
 from train.config import PretrainConfig, eval_batch
-from train.depth import DepthCurriculum
+from train.curriculum import Curriculum
 from train.ema import EMA
 from train.functions import get_model_source_path, load_model_class
 from train.rng import ExploreRNG, loader_generator
@@ -62,7 +62,8 @@ class TrainState:
     pending: PendingStep | None = None  # the last launched step, its metrics not read yet
     ema: EMA | None = None  # the weight average (ema=true)
     explore: ExploreRNG | None = None  # ACT exploration's own random stream (None: the global one)
-    depth: DepthCurriculum | None = None  # the depth of each training step (depth_curriculum; None: the arch's)
+    # how each training step differs from the arch (depth_curriculum, segments_curriculum; none: the paper's training)
+    curricula: list[Curriculum] = field(default_factory=list)
 
     @property
     def head(self) -> ACTLossHead:
@@ -194,9 +195,6 @@ def init_train_state(
             f"(global_batch_size {config.global_batch_size} / {rt.d.world_size} processes)"
         )
     model, optimizers, lrs = create_model(config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log)
-    stages = depth.parse(config.depth_curriculum)  # checked against the model by train/config.validate_config
-    act = cast(ACTLossHead, model.eager).model
-    curriculum = DepthCurriculum(stages, total_steps, (act.config.H_cycles, act.config.L_cycles)) if stages else None
     return TrainState(
         model=model,
         optimizers=optimizers,
@@ -206,7 +204,7 @@ def init_train_state(
         total_steps=total_steps,
         ema=EMA(model.eager, config.ema_rate) if config.ema else None,
         explore=ExploreRNG(config.seed, rt.d.rank, rt.device),
-        depth=curriculum,
+        curricula=curriculum.build(config, cast(ACTLossHead, model.eager).model, total_steps),
     )
 
 
@@ -392,10 +390,11 @@ def train_batch(
         if emb is not None:
             emb.pending.clear()
 
-    with (
-        state.explore.active() if state.explore is not None else nullcontext(),
-        state.depth.at(state.head.model, state.step) if state.depth is not None else nullcontext(),
-    ):
+    with ExitStack() as step_context:
+        if state.explore is not None:
+            step_context.enter_context(state.explore.active())
+        for c in state.curricula:
+            step_context.enter_context(c.at(state.step))
         state.carry, loss, metrics = state.model.run("train", step, cleanup)
     state.step += 1
 

@@ -226,7 +226,7 @@ class TinyRecursiveReasoningModel_ACTV1_Inner(InputEmbedding, nn.Module):
             [TinyRecursiveReasoningModel_ACTV1Block(config) for _ in range(config.L_layers)]
         )
         # The recursion depth (T, n) the forward runs: the config's, except inside `at_depth` (the trainer's depth
-        # curriculum, train/depth.py). Plain ints on the module: torch.compile guards on them, so a new depth is a
+        # curriculum, train/curriculum.py). Plain ints on the module: torch.compile guards on them, so a new depth is a
         # recompile of the graph that holds the loop, never a stale graph.
         self.H_cycles, self.L_cycles = config.H_cycles, config.L_cycles
         self._init_states()
