@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.losses import IGNORE_LABEL_ID
 from models.sparse_embedding import CastedSparseEmbedding
 
 
@@ -40,6 +41,10 @@ class ACTWrapper(nn.Module):
     # `at_halt_max_steps` (the trainer's segments curriculum, train/curriculum.py). A plain int on the module, so
     # torch.compile guards on it: a new limit is a recompile of the graph that holds the halting, never a stale one.
     segment_limit: int | None = None
+    # Training rows also halt as soon as their answer is exact (the trainer's `halt_on_exact`, a recipe change, off
+    # as in the paper): the halting a perfect Q-head would do, from the first step, where the Q-head (which learns
+    # exactly this target) starts at "continue" and halts nothing until it has learned. Evaluation never uses it.
+    halt_when_exact: bool = False
 
     @property
     def max_segments(self) -> int:
@@ -116,6 +121,8 @@ class ACTWrapper(nn.Module):
 
             if self.training and limit > 1:
                 halted = halted | self.says_halt(q_halt_logits, q_continue_logits)
+                if self.halt_when_exact:
+                    halted = halted | answer_is_exact(logits, current_data["labels"])
 
                 # Exploration: with prob. epsilon a row must run at least U{2..M_max} segments.
                 explore = torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob
@@ -130,3 +137,9 @@ class ACTWrapper(nn.Module):
                     )
 
         return self.carry_class(inner_carry, steps, halted, current_data), outputs
+
+
+def answer_is_exact(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rows whose every labelled token is predicted right (rows with no label: False, nothing to be right about)."""
+    ignored = labels == IGNORE_LABEL_ID
+    return ((torch.argmax(logits, dim=-1) == labels) | ignored).all(-1) & ~ignored.all(-1)

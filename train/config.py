@@ -122,6 +122,10 @@ class PretrainConfig(pydantic.BaseModel):
     ema_rate: float = 0.999  # the average keeps this much of itself each step
     ema_eval_raw: bool = True  # with ema, also evaluate the raw weights: logged as raw/<set>/<metric>
 
+    # fork: training rows halt as soon as their answer is exact, from the first step (models/act.py; the halting a
+    # perfect Q-head would do), a recipe change, off as in the paper; evaluation is unchanged
+    halt_on_exact: bool = False
+
     # fork: curricula (train/curriculum.py), recipe changes, off as in the paper: stages [until, value...], until a
     # fraction of the run's steps, then the arch's setting; evals always run the arch's.
     # TRM trained shallow early (CGAR): stages [until, H_cycles, L_cycles], e.g. [[0.3,1,2],[0.6,2,4]]

@@ -135,6 +135,7 @@ def create_model(
             f"bad arch config: {str(e).splitlines()[0] if isinstance(e, pydantic.ValidationError) else e}"
         ) from None
     model = model.to(device)
+    cast(ACTLossHead, model).model.halt_when_exact = config.halt_on_exact  # training's halting (models/act.py)
 
     if d.world_size > 1:  # every rank starts from rank 0's weights
         with torch.no_grad():
