@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from train.tracking import Estimate, LineProgress, StepRate
 
 
@@ -119,3 +121,25 @@ def test_cuda_graph_recording_is_not_a_steady_step() -> None:
     clock.t += 0.0157
     rate.tick(5)
     assert rate.describe() == "63.69 steps/s"
+
+
+def test_a_depth_curriculum_estimate_counts_the_deeper_stages_by_their_cost() -> None:
+    """CGAR's stages on 1,000 steps: 300 at (1, 2), 300 at (2, 4), 400 at (3, 6), costing 9 : 20 : 35 (f's calls a
+    segment, a call with gradient 3x). Timed in the first stage at 0.1 s a step, the rest is not 999 x 0.1 s."""
+    from train.curriculum import DEPTH, Curriculum, parse
+
+    c = Curriculum(DEPTH, parse(DEPTH, [[0.3, 1, 2], [0.6, 2, 4]]), 1000, (3, 6), run_at=lambda *_: None)
+    assert [round(c.cost_of(s) * 35) for s in (0, 299, 300, 600, 999)] == [9, 9, 20, 35, 35]
+    assert c.steps_left_at(1, 1000) == pytest.approx((299 * 9 + 300 * 20 + 400 * 35) / 9)
+    assert c.steps_left_at(600, 1000) == pytest.approx(400)  # the arch's depth: plain steps
+    clock = Clock()
+    rate = StepRate(clock=clock)
+    said: list[str] = []
+    estimate = Estimate(0, 1000, 5, said.append, rate, compiled=True, steps_left_at=c.steps_left_at)
+    for step, dt in ((1, 30.0), (2, 0.1)):
+        clock.t += dt
+        rate.tick(step)
+        estimate.tick(step)
+    # 298 x 0.1 + 300 x 0.1 x 20/9 + 400 x 0.1 x 35/9 = 29.8 + 66.7 + 155.6 s: 4m12s, where plain steps say 1m40s
+    assert "estimate: 4m12s for the remaining 998 steps at 10.00 steps/s" in said[1], said
+    assert "later curriculum stages' steps counted by their cost" in said[1]

@@ -145,6 +145,27 @@ class Curriculum:
         """Train step `step` at its stage's setting (after the last stage: the arch's, the ints compile saw)."""
         return self.run_at(*self.values_of(step))
 
+    def cost_of(self, step: int) -> float:
+        """What step `step` costs against one at the arch's setting. Depth: f's calls per segment with a call that
+        takes gradient counted 3x (forward and backward), (T - 1)(n + 1) + 3(n + 1) = (T + 2)(n + 1), so (1, 2)
+        is 9/35 of (3, 6). Segments: 1 (a step is one segment whatever the limit)."""
+        if self.kind is not DEPTH:
+            return 1.0
+        h, lc = self.values_of(step)
+        fh, flc = self.full
+        return (h + 2) * (lc + 1) / ((fh + 2) * (flc + 1))
+
+    def steps_left_at(self, step: int, total: int) -> float:
+        """The steps from `step` to `total`, counted in steps of `step`'s cost: the remaining time over the time a
+        step of `step`'s stage takes (train/tracking.Estimate)."""
+        bounds = [0, *self.ends, max(total, *self.ends)]
+        left = 0.0
+        for i in range(len(bounds) - 1):
+            lo, hi = max(step, bounds[i]), min(total, bounds[i + 1])
+            if hi > lo:
+                left += (hi - lo) * self.cost_of(lo)
+        return left / self.cost_of(step)
+
     def describe(self) -> str:
         """One line for the start-up report."""
         parts, start = [], 0
@@ -180,6 +201,12 @@ def build(config: Any, act: nn.Module, total_steps: int) -> list[Curriculum]:
             full, run_at = (act.config.halt_max_steps,), act.at_halt_max_steps  # type: ignore[union-attr]
         out.append(Curriculum(kind, stages, total_steps, full, run_at))  # type: ignore[arg-type]
     return out
+
+
+def steps_left_counter(curricula: list[Curriculum]) -> Callable[[int, int], float] | None:
+    """The steps left counted by their cost (Curriculum.steps_left_at) where some stage's steps cost differently
+    (the depth curriculum's); None where every step costs the same."""
+    return next((c.steps_left_at for c in curricula if c.kind is DEPTH), None)
 
 
 def check_config(config: Any, model_class: type, arch_name: str) -> None:

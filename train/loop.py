@@ -24,7 +24,7 @@ from dataset.format import PuzzleDatasetMetadata
 from dataset.loader import PuzzleDataset, has_split
 from dataset.transforms import puzzle_kind
 from train import checkpoint as ckpt
-from train import run_checkpoint
+from train import curriculum, run_checkpoint
 from train.config import PretrainConfig, eval_batch
 from train.records import TimeToAccuracy
 from train.report import band_row, evaluate_command, finished_message, plan_line, print_report, run_rows
@@ -199,7 +199,15 @@ class Loop:
         )
         self.shown_acc = 0.0  # the last train accuracy measured (steps where no row halted measure none)
         left = plan.total_iters - prog.passes_done
-        self.estimate = Estimate(state.step, plan.planned, left, log, self.rate, compiled=rt.use_compile)
+        self.estimate = Estimate(
+            state.step,
+            plan.planned,
+            left,
+            log,
+            self.rate,
+            compiled=rt.use_compile,
+            steps_left_at=curriculum.steps_left_counter(state.curricula),
+        )
         self.timing = TimeToAccuracy.resumed(prog.timing)
         self.phase = "train"
         self.last_save = time.monotonic()

@@ -344,9 +344,21 @@ class Estimate:
     after the first step (its time, warm-up included, labelled so), after the first steady step, and once
     more when `span` steady steps are measured."""
 
-    def __init__(self, start_step: int, total: int, evals: int, log, rate: StepRate, compiled: bool = False) -> None:
+    def __init__(
+        self,
+        start_step: int,
+        total: int,
+        evals: int,
+        log,
+        rate: StepRate,
+        compiled: bool = False,
+        steps_left_at: Callable[[int, int], float] | None = None,
+    ) -> None:
         self.start, self.total, self.evals, self.log, self.rate = start_step, total, evals, log, rate
         self.compiled = compiled  # the first step holds torch.compile's minute: extrapolating it says nothing
+        # steps_left_at(step, total): the steps left counted in steps of `step`'s cost, where steps cost more later
+        # (the depth curriculum's deeper stages, train/curriculum.py); None: every step costs the same
+        self.steps_left_at = steps_left_at
         self.span = max(1, min(20, (total - start_step) // 2))
         self.said: set[str] = set()
 
@@ -371,7 +383,10 @@ class Estimate:
         elif sps is not None and (n == 1 or n == self.span) and str(n) not in self.said:
             self.said.add(str(n))
             basis = f"timed over {n} steady step{'s' if n > 1 else ''}" + ("; refined later" if n < self.span else "")
+            units = left if self.steps_left_at is None else self.steps_left_at(step, self.total)
+            if units != left:
+                basis += "; later curriculum stages' steps counted by their cost"
             self.log(
-                f"estimate: {fmt_duration(left * sps)} for the remaining {left:,} steps at {fmt_rate(sps)} ({basis}), "
-                f"plus {self.evals} evaluation(s)"
+                f"estimate: {fmt_duration(units * sps)} for the remaining {left:,} steps at {fmt_rate(sps)} "
+                f"({basis}), plus {self.evals} evaluation(s)"
             )
