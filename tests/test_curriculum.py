@@ -258,3 +258,18 @@ def test_pretrain_says_each_segments_stage_and_refuses_a_bad_one(tiny_sudoku: Pa
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "error: segments_curriculum[0]=[0.5, 2, 3]: each stage is [until, halt_max_steps]" in r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_whole_model_compile_gets_room_for_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both curricula with their own boundaries: 6 settings of the step, each a graph under whole-model compile."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    noop = lambda *_: None  # noqa: E731
+    depth_ = Curriculum(DEPTH, curriculum.parse(DEPTH, CGAR), 100, (3, 6), run_at=noop)
+    segments = Curriculum(SEGMENTS, curriculum.parse(SEGMENTS, [[0.2, 4], [0.5, 8]]), 100, (16,), run_at=noop)
+    assert curriculum.settings([depth_]) == 3 and curriculum.settings([depth_, segments]) == 5
+    said: list[str] = []
+    curriculum.make_room_for_recompiles([depth_], said.append)
+    assert torch._dynamo.config.recompile_limit == 8 and said == []  # 3 settings + evaluation fit
+    curriculum.make_room_for_recompiles([depth_, segments], said.append)
+    assert torch._dynamo.config.recompile_limit == 9
+    assert said == ["torch.compile: recompile limit raised to 9 for the curricula's 5 settings of the step"]

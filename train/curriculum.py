@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch._dynamo
 from torch import nn
 
 from utils.errors import UserError
@@ -207,6 +208,22 @@ def steps_left_counter(curricula: list[Curriculum]) -> Callable[[int, int], floa
     """The steps left counted by their cost (Curriculum.steps_left_at) where some stage's steps cost differently
     (the depth curriculum's); None where every step costs the same."""
     return next((c.steps_left_at for c in curricula if c.kind is DEPTH), None)
+
+
+def settings(curricula: list[Curriculum]) -> int:
+    """How many different settings the run's training steps have (every curriculum's stages together)."""
+    starts = sorted({0, *(e for c in curricula for e in c.ends)})
+    return len({tuple(c.values_of(s) for c in curricula) for s in starts})
+
+
+def make_room_for_recompiles(curricula: list[Curriculum], log=print) -> None:
+    """Under whole-model compile each setting is a graph of its own (Dynamo guards on the ints; measured: one per
+    setting, plus evaluation's). Past Dynamo's recompile limit (8 per function) the step would run eagerly from
+    then on, several times slower, with only a log line of Dynamo's: raise the limit to fit, and say so."""
+    need = settings(curricula) + 4  # + evaluation, the first step's variant, and room
+    if need > torch._dynamo.config.recompile_limit:
+        log(f"torch.compile: recompile limit raised to {need} for the curricula's {need - 4} settings of the step")
+        torch._dynamo.config.recompile_limit = need
 
 
 def check_config(config: Any, model_class: type, arch_name: str) -> None:

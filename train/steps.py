@@ -196,6 +196,9 @@ def init_train_state(
             f"(global_batch_size {config.global_batch_size} / {rt.d.world_size} processes)"
         )
     model, optimizers, lrs = create_model(config, train_meta, rt.d, rt.device, rt.forward_dtype, rt.use_compile, log)
+    curricula = curriculum.build(config, cast(ACTLossHead, model.eager).model, total_steps)
+    if rt.use_compile and config.compile_scope == "model":
+        curriculum.make_room_for_recompiles(curricula, log)
     return TrainState(
         model=model,
         optimizers=optimizers,
@@ -205,7 +208,7 @@ def init_train_state(
         total_steps=total_steps,
         ema=EMA(model.eager, config.ema_rate) if config.ema else None,
         explore=ExploreRNG(config.seed, rt.d.rank, rt.device),
-        curricula=curriculum.build(config, cast(ACTLossHead, model.eager).model, total_steps),
+        curricula=curricula,
     )
 
 
