@@ -38,10 +38,12 @@ FLAGS = {
     "trm-sudoku": "arch=trm epochs=50000 eval_interval=5000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 "
     "puzzle_emb_weight_decay=1.0 arch.mlp_t=true arch.pos_encodings=none arch.L_layers=2 arch.H_cycles=3 "
     "arch.L_cycles=6 ema=true",
-    # TRM's speedrun candidate: trm-sudoku at half the batch with a 200-step warm-up, evaluated every 1,302 steps
-    "speedrun-trm": "arch=trm epochs=50000 eval_interval=500 global_batch_size=384 lr=1e-4 lr_warmup_steps=200 "
+    # TRM's speedrun candidate: trm-sudoku at half the batch with a 200-step warm-up, evaluated every 1,302 steps,
+    # the block compiled alone and CGAR's depth curriculum over 6,510 steps
+    "speedrun-trm": "arch=trm epochs=2500 eval_interval=500 global_batch_size=384 lr=1e-4 lr_warmup_steps=200 "
     "puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 ema=true ema_eval_raw=false arch.mlp_t=true "
-    "arch.pos_encodings=none arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6",
+    "arch.pos_encodings=none arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 compile_scope=block "
+    "depth_curriculum=[[0.3,1,2],[0.6,2,4]]",
 }
 
 
