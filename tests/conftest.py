@@ -18,6 +18,38 @@ import torch
 from train.runtime import Dist
 
 REPO = Path(__file__).resolve().parent.parent
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parallel by default on a machine without a GPU (CI and CPU-only users): most of the suite's time is commands run
+# end to end, one core each, so 2 worker processes on 2 cores take ~11 minutes where one took ~18 (README "Tests").
+# A file's tests stay on one worker (--dist loadfile): the gloo tests of a file share a fixed port, and a file's
+# session data is built once. `-n 0` runs everything in this process; `-n N` picks N. On a GPU machine the suite
+# runs in one process, as the GPU tests time and size themselves on one card.
+MAX_WORKERS = 4
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which turns the worker count into workers
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    if (
+        not config.pluginmanager.hasplugin("xdist")
+        or os.environ.get("PYTEST_XDIST_WORKER")  # a worker: it runs what it is sent
+        or config.option.numprocesses is not None  # -n given
+        or config.option.collectonly
+        or config.option.usepdb
+        or torch.cuda.is_available()
+    ):
+        return
+    workers = min(cpu_cores(), MAX_WORKERS)
+    if workers > 1:
+        config.option.numprocesses, config.option.dist = workers, "loadfile"
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers share the cores: each takes its part for torch's threads
+    torch.set_num_threads(max(1, cpu_cores() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 # Small samples of the public raw data, committed (tests/fixtures/data/README.md): what the tests read by default.
 FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"
 # The full public data, for the few tests of exact counts (README "Tests"): a folder laid out like FIXTURE_DATA.
