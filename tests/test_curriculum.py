@@ -142,6 +142,7 @@ def test_training_steps_run_the_stage_depth_and_evaluation_the_arch_depth(tiny_s
     assert len(calls) == 2 * (3 + 1)
 
 
+@pytest.mark.slow
 def test_pretrain_refuses_it_for_hrm_and_a_bad_format_as_one_line(tiny_sudoku: Path, tmp_path: Path) -> None:
     args = [f"data_path={tiny_sudoku}", f"checkpoint_path={tmp_path / 'run'}", "device=cpu", "epochs=1"]
     args += ["eval_interval=1"]
@@ -247,6 +248,7 @@ def test_a_compiled_model_follows_the_segment_limit() -> None:
             pass
 
 
+@pytest.mark.slow
 def test_pretrain_says_each_segments_stage_and_refuses_a_bad_one(tiny_sudoku: Path, tmp_path: Path) -> None:
     args = [f"data_path={tiny_sudoku}", "device=cpu", "epochs=4", "eval_interval=4", "global_batch_size=16"]
     args += ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_layers=1", "arch.L_layers=1", "arch.halt_max_steps=4"]
