@@ -237,6 +237,11 @@ def launch(cli: dict[str, Any]) -> None:
                 print(
                     f"{set_name}: tta_exact_accuracy={m['tta_exact_accuracy']:.4f}, tta_accuracy={m['tta_accuracy']:.4f} "
                     f"(one copy: exact {m['exact_accuracy']:.4f}, token {m['accuracy']:.4f})"
+                    + (
+                        f"; hard band: tta {m['hard_tta_exact_accuracy']:.4f}, one copy {m['hard_exact_accuracy']:.4f}"
+                        if "hard_tta_exact_accuracy" in m
+                        else ""
+                    )
                 )
                 print_tta_table(m, tta)
         if search and d.is_main:  # one process: K passes of each test puzzle, every segment a candidate

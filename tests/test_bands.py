@@ -189,3 +189,33 @@ def test_counts_of_another_build_stop_the_run_in_one_line(mix: Path, tmp_path: P
     assert r.returncode == 2 and "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "59 test_guesses for 60 test puzzles: it belongs to another build" in errors[0]
+
+
+def test_the_tta_vote_reports_its_hard_band(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train/tta.evaluate_tta on a folder with a band: copy 0 right on the easy puzzles only, copies 1-3 right on
+    all, so one copy scores 0 on the band and the vote 1; the training log's TTA line says both."""
+    from dataset import transforms
+    from train import tta
+    from train.loop import tta_line
+
+    rng = np.random.default_rng(0)
+    guesses = [0, HARD_GUESSES, 5, 3_000, HARD_GUESSES + 7, 1]
+    tokens = rng.integers(1, 11, size=(len(guesses), 81)).astype(np.uint8)
+    grid_folder(tmp_path, "test", tokens, tokens, per_group=1, vocab=11)
+    (tmp_path / "mix.json").write_text(json.dumps({"test_guesses": guesses}))
+    hard = np.array([g >= HARD_GUESSES for g in guesses])
+    answers = transforms.make_transforms("sudoku", 4, vocab_size=11).apply(tokens.astype(np.int64))  # (N, 4, 81)
+
+    def oracle(model, eager, inputs, pids, batch, steps, device):
+        out = answers.copy()
+        out[hard, 0] = 1  # copy 0 of a hard puzzle: an all-blank grid
+        return out.reshape(-1, 81), np.full(out.shape[0] * 4, 0.5)
+
+    monkeypatch.setattr(tta, "predict", oracle)
+    meta = load_metadata(str(tmp_path), "test")
+    m = tta.evaluate_tta(None, None, str(tmp_path), meta, 4, 8, 2, CPU)["all"]
+    assert (m["exact_accuracy"], m["tta_exact_accuracy"]) == (0.5, 1.0)
+    assert (m["hard_exact_accuracy"], m["hard_tta_exact_accuracy"]) == (0.0, 1.0)
+    assert "exact 1.0000 (one copy 0.5000); hard band 1.0000 (one copy 0.0000); by copies" in tta_line("all", m, 4, 1.0)
+    (tmp_path / "mix.json").unlink()  # no counts: no band, no band figures
+    assert "hard_tta_exact_accuracy" not in tta.evaluate_tta(None, None, str(tmp_path), meta, 4, 8, 2, CPU)["all"]

@@ -416,7 +416,9 @@ class Loop:
         so later evals' times include the vote: a record pays for what it runs)."""
         flat: dict[str, float] = {}
         for s, m in scores.items():
-            flat |= {f"{s}/tta_exact_accuracy": m["tta_exact_accuracy"], f"{s}/tta_accuracy": m["tta_accuracy"]}
+            flat |= {
+                f"{s}/{k}": m[k] for k in ("tta_exact_accuracy", "tta_accuracy", "hard_tta_exact_accuracy") if k in m
+            }
             flat |= {f"{s}/tta/{k}": v for k, v in m.items() if k.startswith("k")}
         flat["elapsed_s"] = self.timing.elapsed()
         self.tracker.log(flat, step=self.state.step)
@@ -499,9 +501,14 @@ def tta_line(name: str, m: dict[str, float], k: int, took: float) -> str:
     rule = "valid_first" if valid else "votes"
     sizes = prefix_sizes(k)
     by = " ".join(f"{m[f'k{j}/{rule}']:.3f}" for j in sizes)
+    hard = (
+        f"hard band {m['hard_tta_exact_accuracy']:.4f} (one copy {m['hard_exact_accuracy']:.4f}); "
+        if "hard_tta_exact_accuracy" in m
+        else ""
+    )
     return (
         f"TTA {name} ({k} copies, most votes{', valid solutions first' if valid else ''}): "
-        f"exact {m['tta_exact_accuracy']:.4f} (one copy {m['exact_accuracy']:.4f}); "
+        f"exact {m['tta_exact_accuracy']:.4f} (one copy {m['exact_accuracy']:.4f}); {hard}"
         f"by copies {'/'.join(map(str, sizes))}: {by}; took {fmt_seconds(took)}"
     )
 

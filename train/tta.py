@@ -16,6 +16,7 @@ from functools import partial
 
 import numpy as np
 
+from dataset.bands import hard_band
 from dataset.loader import load_arrays
 from dataset.transforms import make_transforms, puzzle_kind
 from utils.errors import UserError
@@ -192,12 +193,16 @@ def evaluate_tta(
 
     Also, for the first j copies (j = 1, 2, 4, ..., K): exact accuracy of the vote (`k<j>/votes`), of the vote
     preferring valid Sudoku solutions (`k<j>/valid_first`), and the share with at least one right copy
-    (`k<j>/any_copy`, the ceiling any vote could reach).
+    (`k<j>/any_copy`, the ceiling any vote could reach). Where the test split has a hard band (dataset/bands.py):
+    the exact accuracy of one copy and of the vote on its puzzles (`hard_exact_accuracy`,
+    `hard_tta_exact_accuracy`), as every plain evaluation reports it.
     """
     kind = puzzle_kind(meta.seq_len, meta.vocab_size, meta.num_puzzle_identifiers)
     tf = make_transforms(kind, k, meta.vocab_size, seed)
     results = {}
-    for set_name, a in load_arrays(data_path, "test", meta).items():
+    arrays = load_arrays(data_path, "test", meta)
+    band = hard_band(data_path, "test", meta, arrays)  # None: no band for this data
+    for set_name, a in arrays.items():
         inputs = np.asarray(a["inputs"][:rows], dtype=np.int64)
         labels = np.asarray(a["labels"][:rows], dtype=np.int64)
         per_example = np.repeat(a["puzzle_identifiers"], np.diff(a["puzzle_indices"]))[:rows]
@@ -224,6 +229,13 @@ def evaluate_tta(
             table[f"k{j}/any_copy"] = float(exact[:, :j].any(1).mean())
         row = dict(zip(("exact_accuracy", "accuracy"), score(back[:, 0])))
         row |= dict(zip(("tta_exact_accuracy", "tta_accuracy"), score(chosen)))
+        hard = band.hard[set_name][:rows] if band is not None else None
+        if hard is not None and hard.any():
+            right = ((chosen == labels) | ~mask).all(-1)
+            row |= {
+                "hard_exact_accuracy": float(exact[hard, 0].mean()),
+                "hard_tta_exact_accuracy": float(right[hard].mean()),
+            }
         results[set_name] = row | table
     return results
 
