@@ -109,7 +109,9 @@ def test_the_model_must_be_able_to_run_each_stage() -> None:
     hrm = load_model_class("hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1")
     with pytest.raises(UserError, match="depth_curriculum is for TRM"):
         curriculum.check_model(DEPTH, [Stage(0.5, (1, 1))], hrm, "hrm_v1")
-    curriculum.check_model(SEGMENTS, [Stage(0.5, (1,))], hrm, "hrm_v1")  # every ACT model runs fewer segments
+    curriculum.check_model(SEGMENTS, [Stage(0.5, (1,))], hrm, "hrm_v1", 16)  # every ACT model runs fewer segments
+    with pytest.raises(UserError, match=r"stage M32: 32 segments is more than the arch's arch.halt_max_steps=16"):
+        curriculum.check_model(SEGMENTS, [Stage(0.2, (8,)), Stage(0.5, (32,))], hrm, "hrm_v1", 16)
 
 
 def test_training_steps_run_the_stage_depth_and_evaluation_the_arch_depth(tiny_sudoku: Path) -> None:

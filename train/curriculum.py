@@ -95,10 +95,21 @@ def parse(kind: Kind, value: Sequence[Sequence[Any]] | None) -> list[Stage]:
     return stages
 
 
-def check_model(kind: Kind, stages: list[Stage], model_class: type, arch_name: str) -> None:
-    """Each stage must be a setting the model can run: a depth needs TRM's family (and one its variant allows)."""
-    if not stages or kind is not DEPTH:
-        return  # every ACT model halts, so any whole number of segments >= 1 runs
+def check_model(
+    kind: Kind, stages: list[Stage], model_class: type, arch_name: str, halt_max_steps: int | None = None
+) -> None:
+    """Each stage must be a setting the model can run: a depth needs TRM's family (and one its variant allows); a
+    segment limit is at most the arch's `halt_max_steps` (the curriculum trains fewer segments early, never more)."""
+    if not stages:
+        return
+    if kind is SEGMENTS:  # every ACT model halts, so any whole number of segments >= 1 runs
+        over = [s for s in stages if halt_max_steps is not None and s.values[0] > halt_max_steps]
+        if over:
+            raise UserError(
+                f"segments_curriculum stage {SEGMENTS.name(over[0].values)}: {over[0].values[0]} segments is more than "
+                f"the arch's arch.halt_max_steps={halt_max_steps}; a stage trains fewer segments, e.g. {SEGMENTS.example}"
+            )
+        return
     inner = getattr(model_class, "inner_class", None)
     if not hasattr(inner, "at_depth"):
         raise UserError(
@@ -228,5 +239,6 @@ def make_room_for_recompiles(curricula: list[Curriculum], log=print) -> None:
 
 def check_config(config: Any, model_class: type, arch_name: str) -> None:
     """Every curriculum's format and its fit to the model, once, before any data (train/config.validate_config)."""
+    limit = (config.arch.__pydantic_extra__ or {}).get("halt_max_steps")
     for kind in KINDS:
-        check_model(kind, parse(kind, getattr(config, kind.key)), model_class, arch_name)
+        check_model(kind, parse(kind, getattr(config, kind.key)), model_class, arch_name, limit)
