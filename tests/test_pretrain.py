@@ -127,13 +127,19 @@ def test_tiny_run_learns_and_reports(tiny_sudoku: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_torchrun_two_gloo_processes_equal_one(tiny_sudoku: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "recipe",
+    [[], ["segments_curriculum=[[0.5,1]]", "halt_on_exact=true"]],  # and with the halting levers (models/act.py)
+    ids=["paper", "segments-halt-exact"],
+)
+def test_torchrun_two_gloo_processes_equal_one(tiny_sudoku: Path, tmp_path: Path, recipe: list[str]) -> None:
     # Exploration draws are per rank, so turn them off to compare step by step.
-    extra = ["arch.halt_exploration_prob=0", "epochs=8", "eval_interval=4"]
+    extra = ["arch.halt_exploration_prob=0", "epochs=8", "eval_interval=4", *recipe]
     train(tiny_sudoku, tmp_path / "one", *extra)
     torchrun = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
     out = train(tiny_sudoku, tmp_path / "two", *extra, launcher=torchrun)
     assert "world size     2 (gloo)" in out
+    assert ("segments halt_max_steps=1 from step 0" in out) == bool(recipe)
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert len(one) == len(two) > 5
     for a, b in zip(one, two):
