@@ -336,14 +336,19 @@ def test_trainer_trains_trm_micro_batches_and_evaluates(tiny_sudoku: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_trm_resume_is_bit_identical(tiny_sudoku: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "recipe",
+    [[], ["depth_curriculum=[[0.5,1,1]]", "segments_curriculum=[[0.25,1]]", "halt_on_exact=true"]],
+    ids=["paper", "curricula"],  # the curricula's stages follow the step, so a resume trains each step as before
+)
+def test_trm_resume_is_bit_identical(tiny_sudoku: Path, tmp_path: Path, recipe: list[str]) -> None:
     """A run resumed from its full-state checkpoint at step 3 (mid-pass: ACT carries, RNG, optimizers, data
     position restored) ends with the uninterrupted run's weights, bit for bit."""
     ref = tmp_path / "ref"
-    train(tiny_sudoku, ref, "checkpoint_interval=3", "keep_last=0")
+    train(tiny_sudoku, ref, "checkpoint_interval=3", "keep_last=0", *recipe)
     assert (ref / "step_3.state").is_file()
     run_dir = tmp_path / "run"
-    train(tiny_sudoku, run_dir, f"resume={ref / 'step_3'}")
+    train(tiny_sudoku, run_dir, f"resume={ref / 'step_3'}", *recipe)
     assert min(r["step"] for r in read_metrics(run_dir)) == 4  # trained from step 3 on, not from scratch
     a, b = last_weights(run_dir), last_weights(ref)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
