@@ -36,11 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from dataset.bands import hard_band
-from dataset.loader import load_arrays
 from dataset.transforms import Transforms, make_transforms, puzzle_kind
 from dataset.verify import verifier_score
-from train.tta import available_memory, predict_segments, prefix_sizes, vote
+from train.tta import available_memory, held_out_sets, predict_segments, prefix_sizes, vote
 from utils.errors import UserError
 
 SEARCH_MAX = 64
@@ -116,12 +114,8 @@ def evaluate_search(
     tf = make_transforms(kind, max(c for c, _ in plan) + 1, meta.vocab_size, seed)
     ignore = meta.ignore_label_id if meta.ignore_label_id is not None else -1
     results: dict[str, dict[str, Any]] = {}
-    arrays = load_arrays(data_path, "test", meta)
-    band = hard_band(data_path, "test", meta, arrays)  # dataset/bands.py: the rule's one home (None: no band)
-    for set_name, a in arrays.items():
-        inputs = np.asarray(a["inputs"][:rows], dtype=np.int64)
-        labels = np.asarray(a["labels"][:rows], dtype=np.int64)
-        ids = np.repeat(a["puzzle_identifiers"], np.diff(a["puzzle_indices"]))[:rows]
+    for set_name, held in held_out_sets(data_path, meta, rows).items():
+        inputs, labels, ids, hard = held.inputs, held.labels, held.puzzle_ids, held.hard
         n = len(inputs)
         variants = tf.apply(inputs)  # (N, copies, L)
         grids = np.empty((n, k * steps, meta.seq_len), dtype=np.uint8)
@@ -144,7 +138,6 @@ def evaluate_search(
                 first_halt = np.where(halts.any(1), halts.argmax(1), steps - 1)
                 at_halt = back[np.arange(n), first_halt]
         right = ((grids == labels[:, None]) | (labels[:, None] == ignore)).all(-1)  # (N, K*steps)
-        hard = band.hard[set_name][:rows] if band is not None else None
         table = []
         for j in prefix_sizes(k):
             began = time.perf_counter()

@@ -12,6 +12,7 @@ solver can check that without knowing the answer. ARC has its own voting command
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -175,6 +176,31 @@ def predict_segments(
     return np.concatenate(preds), np.concatenate(q_halts), np.concatenate(halts)
 
 
+@dataclass
+class HeldOut:
+    """One test set as the offline evaluators (the vote here, train/search.py) read it: the first `rows` puzzles."""
+
+    inputs: np.ndarray  # (N, L) int64
+    labels: np.ndarray  # (N, L) int64
+    puzzle_ids: np.ndarray  # (N,) the identifier of each example's puzzle
+    hard: np.ndarray | None  # (N,) bool: the hard band's puzzles (dataset/bands.py); None where the data has none
+
+
+def held_out_sets(data_path: str, meta, rows: int | None = None) -> dict[str, HeldOut]:
+    """Every test set of `data_path` (`rows`: its first that many puzzles, training's eval_batches bound)."""
+    arrays = load_arrays(data_path, "test", meta)
+    band = hard_band(data_path, "test", meta, arrays)  # None: no band for this data
+    return {
+        name: HeldOut(
+            inputs=np.asarray(a["inputs"][:rows], dtype=np.int64),
+            labels=np.asarray(a["labels"][:rows], dtype=np.int64),
+            puzzle_ids=np.repeat(a["puzzle_identifiers"], np.diff(a["puzzle_indices"]))[:rows],
+            hard=band.hard[name][:rows] if band is not None else None,
+        )
+        for name, a in arrays.items()
+    }
+
+
 def evaluate_tta(
     model,
     eager,
@@ -200,12 +226,8 @@ def evaluate_tta(
     kind = puzzle_kind(meta.seq_len, meta.vocab_size, meta.num_puzzle_identifiers)
     tf = make_transforms(kind, k, meta.vocab_size, seed)
     results = {}
-    arrays = load_arrays(data_path, "test", meta)
-    band = hard_band(data_path, "test", meta, arrays)  # None: no band for this data
-    for set_name, a in arrays.items():
-        inputs = np.asarray(a["inputs"][:rows], dtype=np.int64)
-        labels = np.asarray(a["labels"][:rows], dtype=np.int64)
-        per_example = np.repeat(a["puzzle_identifiers"], np.diff(a["puzzle_indices"]))[:rows]
+    for set_name, held in held_out_sets(data_path, meta, rows).items():
+        inputs, labels, per_example, hard = held.inputs, held.labels, held.puzzle_ids, held.hard
         n = len(inputs)
         variants = tf.apply(inputs).reshape(n * k, -1)
         preds, conf = predict(model, eager, variants, np.repeat(per_example, k), batch, steps, device)
@@ -229,7 +251,6 @@ def evaluate_tta(
             table[f"k{j}/any_copy"] = float(exact[:, :j].any(1).mean())
         row = dict(zip(("exact_accuracy", "accuracy"), score(back[:, 0])))
         row |= dict(zip(("tta_exact_accuracy", "tta_accuracy"), score(chosen)))
-        hard = band.hard[set_name][:rows] if band is not None else None
         if hard is not None and hard.any():
             right = ((chosen == labels) | ~mask).all(-1)
             row |= {
