@@ -143,3 +143,20 @@ def test_a_depth_curriculum_estimate_counts_the_deeper_stages_by_their_cost() ->
     # 298 x 0.1 + 300 x 0.1 x 20/9 + 400 x 0.1 x 35/9 = 29.8 + 66.7 + 155.6 s: 4m12s, where plain steps say 1m40s
     assert "estimate: 4m12s for the remaining 998 steps at 10.00 steps/s" in said[1], said
     assert "later curriculum stages' steps counted by their cost" in said[1]
+
+
+def test_the_log_line_eta_counts_a_depth_curriculum_by_cost() -> None:
+    """The progress line's ETA, like the estimate: in CGAR's first stage the rest is not (steps left) x (this rate)."""
+    from train.curriculum import DEPTH, Curriculum, parse
+
+    c = Curriculum(DEPTH, parse(DEPTH, [[0.3, 1, 2], [0.6, 2, 4]]), 1000, (3, 6), run_at=lambda *_: None)
+    clock = Clock()
+    rate = StepRate(clock=clock)
+    out = io.StringIO()
+    bar = LineProgress(1000, interval=0, file=out, rate=rate, clock=clock, steps_left_at=c.steps_left_at)
+    for step in range(1, 3):
+        clock.t += 0.1
+        rate.tick(step)
+        bar.update(1)
+    # 298 x 0.1 + 300 x 0.1 x 20/9 + 400 x 0.1 x 35/9 = 29.8 + 66.7 + 155.6 s, where plain steps say 1m40s
+    assert "10.00 steps/s | ETA 4m12s" in out.getvalue().splitlines()[-1], out.getvalue()

@@ -194,8 +194,13 @@ class Loop:
         self.state, self.plan, self.prog, self.tracker, self.writes = state, plan, prog, tracker, writes
         self.resumed_at = state.step if config.resume is not None else None
         self.rate = StepRate(warmup_steps=state.model.warmup_calls)
+        steps_left_at = curriculum.steps_left_counter(state.curricula)  # None: every step costs the same
         self.bar = (
-            progress_bar(plan.planned, state.step, config.global_batch_size, rate=self.rate) if rt.d.is_main else None
+            progress_bar(
+                plan.planned, state.step, config.global_batch_size, rate=self.rate, steps_left_at=steps_left_at
+            )
+            if rt.d.is_main
+            else None
         )
         self.shown_acc = 0.0  # the last train accuracy measured (steps where no row halted measure none)
         left = plan.total_iters - prog.passes_done
@@ -206,7 +211,7 @@ class Loop:
             log,
             self.rate,
             compiled=rt.use_compile,
-            steps_left_at=curriculum.steps_left_counter(state.curricula),
+            steps_left_at=steps_left_at,
         )
         self.timing = TimeToAccuracy.resumed(prog.timing)
         self.phase = "train"

@@ -279,10 +279,12 @@ class LineProgress:
         desc: str = "step",
         rate: StepRate | None = None,
         clock=time.monotonic,
+        steps_left_at: Callable[[int, int], float] | None = None,
     ):
         import sys
 
         self.total, self.n, self.interval, self.batch, self.desc = total, initial, interval, batch, desc
+        self.steps_left_at = steps_left_at  # as Estimate's: the steps left counted by their cost (None: all alike)
         self.file = file or sys.stdout
         self.clock = clock
         self.rate = rate or StepRate(clock=clock)
@@ -314,7 +316,8 @@ class LineProgress:
             if self.batch:
                 speed += f", {self.batch / sps:,.0f} examples/s"
             parts.append(speed)
-            parts.append(f"ETA {fmt_duration((self.total - self.n) * sps)}")
+            left = self.total - self.n if self.steps_left_at is None else self.steps_left_at(self.n, self.total)
+            parts.append(f"ETA {fmt_duration(left * sps)}")
         if self.postfix:
             parts.append(" ".join(f"{k} {v}" for k, v in self.postfix.items()))
         return " | ".join(parts)
@@ -326,8 +329,16 @@ class LineProgress:
         pass
 
 
-def progress_bar(total: int, initial: int, batch: int, desc: str = "train", rate: StepRate | None = None):
-    """tqdm on a terminal; LineProgress when output goes to a file (tmux logs, nohup, CI)."""
+def progress_bar(
+    total: int,
+    initial: int,
+    batch: int,
+    desc: str = "train",
+    rate: StepRate | None = None,
+    steps_left_at: Callable[[int, int], float] | None = None,
+):
+    """tqdm on a terminal; LineProgress when output goes to a file (tmux logs, nohup, CI). `steps_left_at`: the
+    log line's ETA counts the steps left by their cost (a depth curriculum's; tqdm's own ETA does not)."""
     import sys
 
     if sys.stderr.isatty():
@@ -335,7 +346,13 @@ def progress_bar(total: int, initial: int, batch: int, desc: str = "train", rate
 
         return tqdm.tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, unit="step")
     return LineProgress(
-        total, initial, interval=float(os.environ.get("HRM_PROGRESS_SECONDS", 60)), batch=batch, desc=desc, rate=rate
+        total,
+        initial,
+        interval=float(os.environ.get("HRM_PROGRESS_SECONDS", 60)),
+        batch=batch,
+        desc=desc,
+        rate=rate,
+        steps_left_at=steps_left_at,
     )
 
 
