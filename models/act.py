@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.losses import IGNORE_LABEL_ID
+from models.losses import correctness
 from models.sparse_embedding import CastedSparseEmbedding
 
 
@@ -141,5 +141,5 @@ class ACTWrapper(nn.Module):
 
 def answer_is_exact(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Rows whose every labelled token is predicted right (rows with no label: False, nothing to be right about)."""
-    ignored = labels == IGNORE_LABEL_ID
-    return ((torch.argmax(logits, dim=-1) == labels) | ignored).all(-1) & ~ignored.all(-1)
+    _, labelled, exact = correctness(logits, labels)
+    return exact & (labelled > 0)

@@ -52,6 +52,16 @@ def softmax_cross_entropy(
 LOSS_FUNCTIONS = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
 
 
+def correctness(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tokens predicted right, labelled tokens per row, rows whose every labelled token is right): the one
+    definition of an exact answer, for the metrics and Q-head target here and halt_on_exact (models/act.py). A row
+    with no labels counts as right here (0 of 0), as in the original."""
+    mask = labels != IGNORE_LABEL_ID
+    loss_counts = mask.sum(-1)
+    is_correct = mask & (torch.argmax(logits, dim=-1) == labels)
+    return is_correct, loss_counts, is_correct.sum(-1) == loss_counts
+
+
 class ACTLossHead(nn.Module):
     """Wraps an ACT model: runs one segment, returns (carry, loss, metrics, outputs, all_halted).
 
@@ -101,12 +111,8 @@ class ACTLossHead(nn.Module):
         logits = outputs["logits"]
 
         with torch.no_grad():
-            mask = labels != IGNORE_LABEL_ID
-            loss_counts = mask.sum(-1)
+            is_correct, loss_counts, seq_is_correct = correctness(logits, labels)
             loss_divisor = loss_counts.clamp_min(1).unsqueeze(-1)  # rows with no labels: avoid 0/0
-
-            is_correct = mask & (torch.argmax(logits, dim=-1) == labels)
-            seq_is_correct = is_correct.sum(-1) == loss_counts
 
             valid = new_carry.halted & (loss_counts > 0)
             metrics = {

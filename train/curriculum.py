@@ -48,6 +48,11 @@ class Kind:
     example: str
     tag: str  # the stage's name, formatted with its values: "H{}xL{}"
 
+    @property
+    def what(self) -> str:
+        """`depth`, `segments`: the curriculum's name in the start-up report and the stage lines."""
+        return self.key.removesuffix("_curriculum")
+
     def name(self, values: tuple[int, ...]) -> str:
         return self.tag.format(*values)
 
@@ -189,9 +194,8 @@ class Curriculum:
 
     def stage_line(self, step: int) -> str:
         """The setting that trains from step `step` on (printed at each stage's first step and when a run resumes)."""
-        what = self.kind.key.removesuffix("_curriculum")
         return (
-            f"{what} {self.kind.line(self.values_of(step))} from step {step:,} "
+            f"{self.kind.what} {self.kind.line(self.values_of(step))} from step {step:,} "
             f"(curriculum stage {self.stage_of(step) + 1} of {len(self.stages) + 1})"
         )
 
@@ -231,9 +235,10 @@ def make_room_for_recompiles(curricula: list[Curriculum], log=print) -> None:
     """Under whole-model compile each setting is a graph of its own (Dynamo guards on the ints; measured: one per
     setting, plus evaluation's). Past Dynamo's recompile limit (8 per function) the step would run eagerly from
     then on, several times slower, with only a log line of Dynamo's: raise the limit to fit, and say so."""
-    need = settings(curricula) + 4  # + evaluation, the first step's variant, and room
+    n = settings(curricula)
+    need = n + 4  # + evaluation, the first step's variant, and room
     if need > torch._dynamo.config.recompile_limit:
-        log(f"torch.compile: recompile limit raised to {need} for the curricula's {need - 4} settings of the step")
+        log(f"torch.compile: recompile limit raised to {need} for the curricula's {n} settings of the step")
         torch._dynamo.config.recompile_limit = need
 
 

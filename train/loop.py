@@ -163,7 +163,7 @@ def start_run(
         state.step,
         wandb_status,
     )
-    rows += [(c.kind.key.removesuffix("_curriculum"), c.describe()) for c in state.curricula]
+    rows += [(c.kind.what, c.describe()) for c in state.curricula]
     held_out = [plan.test] + ([plan.val] if plan.val is not None else [])
     rows.append(band_row([cast(PuzzleDataset, loader.dataset) for loader in held_out]))
     print_report(rt.report + rows)

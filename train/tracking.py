@@ -204,6 +204,12 @@ def fmt_seconds(seconds: float) -> str:
     return fmt_duration(seconds)
 
 
+def steps_left(step: int, total: int, steps_left_at: Callable[[int, int], float] | None) -> float:
+    """The steps from `step` to `total` in steps of `step`'s cost (a depth curriculum's later stages cost more,
+    train/curriculum.py), or simply their number where every step costs the same (`steps_left_at` None)."""
+    return total - step if steps_left_at is None else steps_left_at(step, total)
+
+
 class StepRate:
     """Seconds per training step over a window of recent steady steps.
 
@@ -316,8 +322,7 @@ class LineProgress:
             if self.batch:
                 speed += f", {self.batch / sps:,.0f} examples/s"
             parts.append(speed)
-            left = self.total - self.n if self.steps_left_at is None else self.steps_left_at(self.n, self.total)
-            parts.append(f"ETA {fmt_duration(left * sps)}")
+            parts.append(f"ETA {fmt_duration(steps_left(self.n, self.total, self.steps_left_at) * sps)}")
         if self.postfix:
             parts.append(" ".join(f"{k} {v}" for k, v in self.postfix.items()))
         return " | ".join(parts)
@@ -400,7 +405,7 @@ class Estimate:
         elif sps is not None and (n == 1 or n == self.span) and str(n) not in self.said:
             self.said.add(str(n))
             basis = f"timed over {n} steady step{'s' if n > 1 else ''}" + ("; refined later" if n < self.span else "")
-            units = left if self.steps_left_at is None else self.steps_left_at(step, self.total)
+            units = steps_left(step, self.total, self.steps_left_at)
             if units != left:
                 basis += "; later curriculum stages' steps counted by their cost"
             self.log(
